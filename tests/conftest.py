@@ -1,0 +1,37 @@
+"""Every async test runs on three backends: asyncio, asyncio with eager tasks, and trio.
+
+Cancellation bugs hide in the differences: eager tasks change where a task first runs (and so where
+a cancel can land), and trio's cancellation is level-triggered natively.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import pytest
+
+
+def _eager_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.set_task_factory(asyncio.eager_task_factory)  # type: ignore[attr-defined]
+    return loop
+
+
+_BACKENDS: list[Any] = [pytest.param(("asyncio", {}), id="asyncio")]
+if sys.version_info >= (3, 12):
+    _BACKENDS.append(pytest.param(("asyncio", {"loop_factory": _eager_loop}), id="asyncio+eager"))
+_BACKENDS.append(pytest.param(("trio", {}), id="trio"))
+
+
+@pytest.fixture(params=_BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every coroutine test as an anyio test so no test silently runs on one backend only."""
+    for item in items:
+        if isinstance(item, pytest.Function) and asyncio.iscoroutinefunction(item.obj):
+            item.add_marker(pytest.mark.anyio)
