@@ -1,0 +1,52 @@
+"""Cancellation primitives on anyio (asyncio and trio alike), with no LLM knowledge.
+
+The rest of the package reaches cancellation only through these names:
+
+* `CancelToken` — a thread-safe, level-triggered request to stop, with a `Cause`, callbacks,
+  ``wait()``, child and linked tokens, and deadlines (``cancel_after``).
+* `Cause` — why something ended: an interrupt (kind, reason, origin), a failure, or a sequential /
+  parallel composition of those.
+* `move_on_cancel` / `fail_on_cancel` — run a block until a token is cancelled, and learn why.
+* `shielded` — a clean-up region that outer cancellation cannot cut, bounded in time.
+* `ConcurrentMap` / `concurrent_map` — run calls concurrently; stop them token-first, with grace,
+  then hard; abandon (and report) a thread that ignores its token.
+* `BufferedReader` / `SSEReader` — readers that lose no byte when a read is cancelled.
+"""
+
+from ._cause import INTERRUPT_KINDS, Cause, InterruptKind
+from ._map import ConcurrentMap, Outcome, OutcomeStatus, concurrent_map
+from ._reader import BufferedReader, ServerSentEvent, SSEReader
+from ._scope import (
+    Shielded,
+    TokenScope,
+    cancelled_exc_class,
+    checkpoint,
+    checkpoint_if_cancelled,
+    fail_on_cancel,
+    move_on_cancel,
+    shielded,
+)
+from ._token import CancelToken, Interrupted
+
+__all__ = [
+    "INTERRUPT_KINDS",
+    "BufferedReader",
+    "CancelToken",
+    "Cause",
+    "ConcurrentMap",
+    "InterruptKind",
+    "Interrupted",
+    "Outcome",
+    "OutcomeStatus",
+    "SSEReader",
+    "ServerSentEvent",
+    "Shielded",
+    "TokenScope",
+    "cancelled_exc_class",
+    "checkpoint",
+    "checkpoint_if_cancelled",
+    "concurrent_map",
+    "fail_on_cancel",
+    "move_on_cancel",
+    "shielded",
+]

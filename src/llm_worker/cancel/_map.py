@@ -1,0 +1,256 @@
+"""Run many callables concurrently, and stop them gracefully: token first, grace, then hard.
+
+Invariants:
+* Every callable gets its own child token of the map's group token. Nothing but the map's own
+  grace enforcer cancels a call hard, and only after the group token was cancelled and the grace
+  period ran out: outer cancellation reaches the calls through their tokens, never directly.
+* An outcome is written once, by the task that ran the call, before that task ends; a result that
+  arrived is never thrown away, even when the map itself is interrupted.
+* When `ConcurrentMap.run` returns or raises, every task it started has ended. A sync call runs in
+  a worker thread; if it ignores its token past the grace period it is *abandoned* (left running,
+  reported in ``abandoned`` and in the log), never awaited forever.
+* An outer cancellation of the awaiting task is re-raised unchanged after the calls were stopped.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+
+from ._cause import Cause
+from ._scope import move_on_cancel
+from ._token import CancelToken, Interrupted
+
+logger = logging.getLogger("llm_worker.cancel")
+
+T = TypeVar("T")
+
+OutcomeStatus = Literal["pending", "ok", "interrupted", "error", "cancelled", "abandoned"]
+Call = Callable[[CancelToken], "Awaitable[T] | T"]
+
+
+@dataclass(eq=False)
+class Outcome(Generic[T]):
+    """What became of one call.
+
+    ``status``: ``ok`` (returned before any cancellation), ``interrupted`` (returned after its
+    token was cancelled: ``value`` is partial output), ``error`` (raised ``error``), ``cancelled``
+    (stopped without a value, or never started), ``abandoned`` (a thread that ignored its token).
+    """
+
+    index: int
+    status: OutcomeStatus = "pending"
+    value: T | None = None
+    error: BaseException | None = None
+    started: bool = False
+    thread: str | None = None
+    token: CancelToken | None = field(default=None, repr=False)
+
+
+class ConcurrentMap(Generic[T]):
+    """Run ``calls`` (each ``call(token)``, async or sync) with at most ``limit`` at a time.
+
+    When the map's token is cancelled — or the awaiting task is cancelled from outside, or (with
+    ``cancel_on_failure``) a call raises — every call's token is cancelled, calls get ``grace``
+    seconds to return partial output, and whatever is still running is then cancelled hard.
+    ``outcomes`` and ``cause`` are filled in as calls finish, so they are valid even if ``run()``
+    is interrupted by an outer cancellation.
+    """
+
+    def __init__(
+        self,
+        calls: Sequence[Callable[[CancelToken], Any]],
+        *,
+        token: CancelToken | None = None,
+        limit: int | None = None,
+        grace: float = 1.0,
+        cancel_on_failure: bool = False,
+    ) -> None:
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
+        self._calls = list(calls)
+        self.outcomes: list[Outcome[T]] = [Outcome(i) for i in range(len(self._calls))]
+        self.group_token = CancelToken.linked(token, name="map") if token else CancelToken("map")
+        self.grace = grace
+        self.cancel_on_failure = cancel_on_failure
+        self._limit = limit
+        self._limiter: anyio.CapacityLimiter | None = None
+        self._unfinished = len(self._calls)
+        self._hard_scopes: dict[int, anyio.CancelScope] = {}
+        self._threads_done: set[int] = set()
+        self._enforcer: anyio.CancelScope | None = None
+        self._grace_scope: anyio.CancelScope | None = None
+
+    @property
+    def cause(self) -> Cause | None:
+        """Why the map did not simply finish: failures and/or the interruption; None if it did."""
+        failures = [
+            Cause.failure(o.error, origin=f"call {o.index}")
+            for o in self.outcomes
+            if o.status == "error" and o.error is not None
+        ]
+        group = self.group_token.cause
+        if group is not None and group.tag == "failure":
+            # A call failed and its siblings were stopped because of it: say which, beside it.
+            stopped = [
+                Cause.interrupt("parent", group.reason, origin=f"call {o.index}")
+                for o in self.outcomes
+                if o.status in ("interrupted", "cancelled", "abandoned")
+            ]
+            return Cause.parallel(*failures, *stopped)
+        if not failures and group is None:
+            return None
+        return Cause.parallel(*failures, group)
+
+    @property
+    def abandoned(self) -> list[Outcome[T]]:
+        """Calls whose thread ignored cancellation and was left running."""
+        return [o for o in self.outcomes if o.status == "abandoned"]
+
+    async def run(self) -> list[Outcome[T]]:
+        """Run every call and return their outcomes, in call order.
+
+        Cancellation: an outer cancellation cancels the calls' tokens, waits (shielded) up to the
+        grace period, cancels hard what is left, then re-raises; ``outcomes`` keeps every result.
+        The map's own token cancellation does not raise: see ``cause``.
+        """
+        if self._enforcer is not None:
+            raise RuntimeError("a ConcurrentMap runs once")
+        self._enforcer = anyio.CancelScope()
+        self._limiter = anyio.CapacityLimiter(self._limit) if self._limit else None
+        try:
+            if self._calls:
+                async with anyio.create_task_group() as group:
+                    for outcome, call in zip(self.outcomes, self._calls, strict=True):
+                        group.start_soon(self._run_one, outcome, call)
+                    group.start_soon(self._enforce_grace)
+        finally:
+            self.group_token.detach()
+        return self.outcomes
+
+    async def _run_one(self, outcome: Outcome[T], call: Callable[[CancelToken], Any]) -> None:
+        token = outcome.token = self.group_token.child(f"call-{outcome.index}")
+        try:
+            with anyio.CancelScope(shield=True), anyio.CancelScope() as hard:
+                self._hard_scopes[outcome.index] = hard
+                if await self._acquire_slot(token):
+                    try:
+                        outcome.started = True
+                        value = await self._invoke(call, outcome, token)
+                    finally:
+                        if self._limiter is not None:
+                            self._limiter.release()
+                    outcome.value = value
+                    outcome.status = "interrupted" if token.cancelled else "ok"
+            if outcome.status == "pending":  # hard-cancelled, or never got a slot
+                thread_alive = (
+                    outcome.thread is not None and outcome.index not in self._threads_done
+                )
+                outcome.status = "abandoned" if thread_alive else "cancelled"
+                if thread_alive:
+                    logger.warning(
+                        "abandoned thread %s: call %d ignored cancellation for %gs",
+                        outcome.thread,
+                        outcome.index,
+                        self.grace,
+                    )
+        except Interrupted:
+            outcome.status = "cancelled"
+        except Exception as exc:
+            outcome.status, outcome.error = "error", exc
+            if self.cancel_on_failure:
+                cause = Cause.failure(exc, origin=f"call {outcome.index}")
+                self.group_token.cancel(cause=cause)
+        finally:
+            token.detach()
+            self._hard_scopes.pop(outcome.index, None)
+            self._unfinished -= 1
+            if self._unfinished == 0:
+                assert self._enforcer is not None
+                self._enforcer.cancel()
+                if self._grace_scope is not None:
+                    self._grace_scope.cancel()
+
+    async def _acquire_slot(self, token: CancelToken) -> bool:
+        """Wait for a concurrency slot; give up (False) if the call's token is cancelled first."""
+        if token.cancelled:
+            return False
+        if self._limiter is None:
+            return True
+        acquired = False
+        with move_on_cancel(token):
+            await self._limiter.acquire()
+            acquired = True
+        if acquired and token.cancelled:
+            self._limiter.release()
+            return False
+        return acquired
+
+    async def _invoke(
+        self, call: Callable[[CancelToken], Any], outcome: Outcome[T], token: CancelToken
+    ) -> T:
+        if inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
+            getattr(call, "__call__", None)  # noqa: B004 -- async callable objects count too
+        ):
+            return cast("T", await call(token))
+
+        def in_thread() -> T:
+            outcome.thread = f"{threading.current_thread().name} #{threading.get_ident()}"
+            try:
+                return cast("T", call(token))
+            finally:
+                self._threads_done.add(outcome.index)
+
+        return await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+
+    async def _enforce_grace(self) -> None:
+        """Wait for the group token; then give the calls their grace, then cancel them hard."""
+        assert self._enforcer is not None
+        with self._enforcer:
+            try:
+                await self.group_token.wait()
+            except anyio.get_cancelled_exc_class():
+                if self._unfinished == 0:
+                    raise
+                # The awaiting task was cancelled from outside: stop the calls gracefully first.
+                self.group_token.cancel(
+                    cause=Cause.interrupt("external", "the awaiting task was cancelled")
+                )
+                await self._grace_then_hard_cancel()
+                raise
+            await self._grace_then_hard_cancel()
+
+    async def _grace_then_hard_cancel(self) -> None:
+        with anyio.CancelScope(shield=True) as grace_scope:
+            self._grace_scope = grace_scope
+            if self._unfinished:
+                await anyio.sleep(self.grace)
+        for scope in list(self._hard_scopes.values()):
+            scope.cancel("grace period over")
+
+
+async def concurrent_map(
+    calls: Sequence[Callable[[CancelToken], Any]],
+    *,
+    token: CancelToken | None = None,
+    limit: int | None = None,
+    grace: float = 1.0,
+    cancel_on_failure: bool = False,
+) -> ConcurrentMap[Any]:
+    """Run ``calls`` with `ConcurrentMap` and return the finished map (``outcomes``, ``cause``).
+
+    Cancellation: as `ConcurrentMap.run`; if the awaiting task is cancelled, the completed
+    outcomes are lost to the caller, so use `ConcurrentMap` directly when they must be kept.
+    """
+    runner: ConcurrentMap[Any] = ConcurrentMap(
+        calls, token=token, limit=limit, grace=grace, cancel_on_failure=cancel_on_failure
+    )
+    await runner.run()
+    return runner

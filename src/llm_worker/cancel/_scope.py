@@ -1,0 +1,157 @@
+"""Scopes: run a block until a token is cancelled, and clean up in a shielded, bounded region.
+
+Invariants:
+* A `TokenScope` turns its token's cancellation into an anyio cancellation of *its own* cancel
+  scope, delivered through the loop's thread-safe call; it never cancels the task itself, so an
+  outer cancellation (an enclosing scope, or the awaiting task cancelled by its framework) is never
+  mistaken for the token's and still propagates.
+* A token cancelled before the scope is entered takes effect at the block's first await.
+* The block counts as interrupted whenever the token was cancelled by the time it ends, even if
+  user code swallowed the cancellation and returned normally: cancellation never succeeds silently.
+* `shielded` regions cannot be cut short by any outer cancellation, only by their own bound, and
+  they report (``overran``) rather than hang when the bound is hit.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+
+import anyio
+import anyio.lowlevel
+
+from ._cause import Cause
+from ._loop import current_waker
+from ._token import CancelToken, Interrupted
+
+logger = logging.getLogger("llm_worker.cancel")
+
+
+class TokenScope:
+    """A block that ``token``'s cancellation interrupts at its next await.
+
+    Use `move_on_cancel` or `fail_on_cancel` to make one. After the block, ``interrupted`` says
+    whether the token was cancelled before the block ended and ``cause`` says why.
+    """
+
+    __slots__ = ("_raise", "_scope", "_unregister", "cause", "interrupted", "token")
+
+    def __init__(self, token: CancelToken, *, raise_interrupted: bool) -> None:
+        self.token = token
+        self.interrupted = False
+        self.cause: Cause | None = None
+        self._raise = raise_interrupted
+        self._scope = anyio.CancelScope()
+        self._unregister = _noop
+
+    def __enter__(self) -> TokenScope:
+        scope = self._scope
+        scope.__enter__()
+        if self.token.cancelled:
+            scope.cancel(self.token.reason)
+        else:
+            wake = current_waker()
+            self._unregister = self.token.on_cancel(lambda: wake(scope.cancel))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        self._unregister()
+        try:
+            swallowed = self._scope.__exit__(exc_type, exc, tb)
+        finally:
+            if self.token.cancelled:
+                self.interrupted = True
+                self.cause = self.token.cause
+        body_ended_quietly = exc is None or swallowed
+        if self.interrupted and self._raise and body_ended_quietly:
+            assert self.cause is not None
+            raise Interrupted(self.cause)
+        return bool(swallowed)
+
+
+def move_on_cancel(token: CancelToken) -> TokenScope:
+    """``with move_on_cancel(token) as scope:`` runs the block until ``token`` is cancelled.
+
+    Cancellation: when the token is cancelled the block gets the framework's cancellation at its
+    next await, and execution resumes after the ``with`` with ``scope.interrupted`` set. An outer
+    cancellation propagates as usual.
+    """
+    return TokenScope(token, raise_interrupted=False)
+
+
+def fail_on_cancel(token: CancelToken) -> TokenScope:
+    """Like `move_on_cancel`, but leaving an interrupted block raises `Interrupted` with the cause.
+
+    Cancellation: an outer cancellation that arrives as well still wins and propagates unchanged;
+    an exception raised by the block itself is not replaced.
+    """
+    return TokenScope(token, raise_interrupted=True)
+
+
+class Shielded:
+    """A clean-up region that outer cancellation cannot cut, bounded by ``timeout`` seconds.
+
+    ``overran`` is True after the block if the bound was hit (the block was then cancelled at its
+    next await); this is logged as a warning naming ``what``.
+    """
+
+    __slots__ = ("_scope", "overran", "timeout", "what")
+
+    def __init__(self, timeout: float, what: str) -> None:
+        self.timeout = timeout
+        self.what = what
+        self.overran = False
+        self._scope = anyio.move_on_after(timeout, shield=True)
+
+    def __enter__(self) -> Shielded:
+        self._scope.__enter__()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        swallowed = self._scope.__exit__(exc_type, exc, tb)
+        if self._scope.cancelled_caught:
+            self.overran = True
+            logger.warning("%s overran its %gs bound and was cut short", self.what, self.timeout)
+        return bool(swallowed)
+
+
+def shielded(timeout: float, what: str = "clean-up") -> Shielded:
+    """``with shielded(2.0, "closing the stream") as region:`` — clean-up that must finish.
+
+    Cancellation: no outer cancellation reaches the block; after ``timeout`` seconds the block is
+    cancelled at its next await and ``region.overran`` is set. A pending outer cancellation is
+    delivered at the first await after the block.
+    """
+    return Shielded(timeout, what)
+
+
+async def checkpoint() -> None:
+    """Let other tasks run, and raise the framework's cancellation if this task is cancelled."""
+    await anyio.lowlevel.checkpoint()
+
+
+async def checkpoint_if_cancelled() -> None:
+    """Raise the framework's cancellation if an enclosing scope is cancelled; otherwise continue.
+
+    Use it after a shielded clean-up to let a pending outer cancellation propagate.
+    """
+    await anyio.lowlevel.checkpoint_if_cancelled()
+
+
+def cancelled_exc_class() -> type[BaseException]:
+    """The exception class the running framework uses for cancellation."""
+    return anyio.get_cancelled_exc_class()
+
+
+def _noop() -> None:
+    return None
