@@ -1,0 +1,192 @@
+"""History items: what was said and done, provider-neutral and serialisable.
+
+A history is a ``list[Item]``. It round-trips through JSON losslessly (`dump_history` /
+`load_history`), including interrupted assistant messages, reasoning that a provider needs back
+verbatim (signatures, encrypted content) and synthetic results for calls that never ran.
+
+Invariant kept by the worker: every `ToolCall` in a history is followed, before the next
+`AssistantMessage` or `UserMessage`, by exactly one `ToolResult` with its ``call_id``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Item(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=_new_id)
+    created_at: datetime = Field(default_factory=_now)
+
+
+class UserMessage(_Item):
+    """Input from the user."""
+
+    type: Literal["user"] = "user"
+    text: str
+
+
+class TextPart(BaseModel):
+    """Visible text of an assistant message."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["text"] = "text"
+    text: str
+
+
+class ReasoningPart(BaseModel):
+    """The model's reasoning, with whatever its provider needs to accept it back.
+
+    ``signature`` (Anthropic thinking), ``redacted_data`` (Anthropic redacted thinking),
+    ``encrypted_content`` and ``provider_id`` (OpenAI Responses reasoning items) are opaque and
+    sent back only to the provider that produced them (``provider``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["reasoning"] = "reasoning"
+    text: str = ""
+    signature: str | None = None
+    redacted_data: str | None = None
+    encrypted_content: str | None = None
+    provider_id: str | None = None
+    provider: str | None = None
+
+
+AssistantPart = Annotated[TextPart | ReasoningPart, Field(discriminator="type")]
+
+
+class Usage(BaseModel):
+    """Token counts reported by a provider (zero when it reports none)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+        )
+
+
+class AssistantMessage(_Item):
+    """What the model said in one turn. ``interrupted`` marks a message cut off mid-stream."""
+
+    type: Literal["assistant"] = "assistant"
+    parts: tuple[AssistantPart, ...] = ()
+    interrupted: bool = False
+    stop_reason: str | None = None
+    model: str | None = None
+    usage: Usage | None = None
+
+    @property
+    def text(self) -> str:
+        """The visible text (reasoning excluded)."""
+        return "".join(part.text for part in self.parts if isinstance(part, TextPart))
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(part.text for part in self.parts if isinstance(part, ReasoningPart))
+
+
+class ToolCall(_Item):
+    """A call the model asked for.
+
+    ``arguments`` is set when ``raw_arguments`` parsed as a JSON object, ``parse_error`` when it
+    did not. ``complete`` is False for a call whose arguments never finished streaming: it is
+    kept (so history stays lossless and valid) but never executed.
+    """
+
+    type: Literal["tool_call"] = "tool_call"
+    call_id: str
+    name: str
+    raw_arguments: str = ""
+    arguments: dict[str, Any] | None = None
+    parse_error: str | None = None
+    complete: bool = True
+    provider_id: str | None = None
+
+
+ToolResultStatus = Literal["ok", "error", "cancelled", "interrupted", "abandoned", "skipped"]
+
+
+class ToolResult(_Item):
+    """The answer to one `ToolCall`, real or synthetic.
+
+    ``status``: ``ok``; ``error`` (the tool raised, or the model's arguments were invalid);
+    ``interrupted`` (the tool returned partial output after cancellation); ``cancelled`` (it was
+    stopped, or never ran); ``abandoned`` (a thread that ignored cancellation); ``skipped`` (a hook
+    skipped it).
+    """
+
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    name: str
+    content: str
+    status: ToolResultStatus = "ok"
+
+    @property
+    def is_error(self) -> bool:
+        return self.status != "ok"
+
+
+class Note(_Item):
+    """Context the worker adds for the model, e.g. that the previous turn was interrupted.
+
+    Providers send it as a user-role message; it never carries user input.
+    """
+
+    type: Literal["note"] = "note"
+    kind: Literal["interrupted", "info"] = "info"
+    text: str
+
+
+Item = Annotated[
+    UserMessage | AssistantMessage | ToolCall | ToolResult | Note, Field(discriminator="type")
+]
+
+_history_adapter: TypeAdapter[list[Item]] = TypeAdapter(list[Item])
+_item_adapter: TypeAdapter[Item] = TypeAdapter(Item)
+
+
+def dump_history(items: list[Item]) -> str:
+    """Serialise a history to JSON text."""
+    return _history_adapter.dump_json(items).decode()
+
+
+def load_history(data: str | bytes) -> list[Item]:
+    """Parse a history written by `dump_history`; raises `pydantic.ValidationError` if invalid."""
+    return _history_adapter.validate_json(data)
+
+
+def dump_item(item: Item) -> str:
+    """Serialise one item to JSON text (one row of a session store)."""
+    return _item_adapter.dump_json(item).decode()
+
+
+def load_item(data: str | bytes) -> Item:
+    """Parse one item written by `dump_item`."""
+    return _item_adapter.validate_json(data)
+
+
+def unanswered_calls(items: list[Item]) -> list[ToolCall]:
+    """Tool calls in ``items`` that have no result yet, in order."""
+    answered = {item.call_id for item in items if isinstance(item, ToolResult)}
+    return [item for item in items if isinstance(item, ToolCall) and item.call_id not in answered]
