@@ -22,6 +22,7 @@ InterruptKind = Literal[
     "parent",  # a parent token was cancelled
     "keyboard_interrupt",  # Ctrl-C
     "external",  # the awaiting task itself was cancelled by the async framework
+    "aborted",  # a hook decided to abort the run
 ]
 CauseTag = Literal["interrupt", "failure", "sequential", "parallel", "empty"]
 

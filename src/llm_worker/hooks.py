@@ -1,0 +1,102 @@
+"""Hooks: user code at named points of a run, returning a control-flow decision.
+
+Subclass `Hooks` and override the points you need; return ``None`` to continue, or `Skip`,
+`Pause` or `Abort`. Every hook is awaited inside the run, so it is a cancellation point like any
+other: a cancelled run interrupts a hook at its next await. ``on_abort`` is different: it runs
+exactly once for every interrupted run (cancel, hook abort, model error, tool failure, hook
+failure, timeout), inside a shielded, time-bounded region, and cannot change the outcome.
+
+Which decisions a point accepts:
+
+=====================  =============================================================
+``on_prompt_submit``   Abort
+``before_llm_request``  Abort, Pause
+``before_tool_call``   Skip (the call gets a "skipped" result), Pause, Abort
+``after_tool_call``    Abort, Pause
+``on_turn_end``        Abort, Pause
+``on_text_delta``      Abort
+``on_tool_call_delta``  Abort
+=====================  =============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .cancel import CancelToken, Cause
+
+if TYPE_CHECKING:
+    from .items import AssistantMessage, ToolCall, ToolResult, UserMessage
+    from .models import ModelRequest
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Do not run this tool call; the model sees a "skipped" result with ``reason``."""
+
+    reason: str = "skipped by a hook"
+
+
+@dataclass(frozen=True)
+class Pause:
+    """End the run with ``status="paused"``; ``worker.resume()`` continues from here."""
+
+    reason: str = "paused by a hook"
+
+
+@dataclass(frozen=True)
+class Abort:
+    """End the run with `Aborted` carrying ``reason``."""
+
+    reason: str
+
+
+Decision = Skip | Pause | Abort | None
+
+
+@dataclass
+class HookContext:
+    """What a hook can see of the run it is called in."""
+
+    run_id: str
+    turn: int
+    token: CancelToken
+    deps: Any = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class Hooks:
+    """Base class: every point is a no-op that continues. Override what you need."""
+
+    async def on_prompt_submit(self, ctx: HookContext, message: UserMessage) -> Decision:
+        return None
+
+    async def before_llm_request(self, ctx: HookContext, request: ModelRequest) -> Decision:
+        return None
+
+    async def before_tool_call(self, ctx: HookContext, call: ToolCall) -> Decision:
+        return None
+
+    async def after_tool_call(
+        self, ctx: HookContext, call: ToolCall, result: ToolResult
+    ) -> Decision:
+        return None
+
+    async def on_turn_end(self, ctx: HookContext, message: AssistantMessage | None) -> Decision:
+        return None
+
+    async def on_text_delta(self, ctx: HookContext, text: str) -> Decision:
+        return None
+
+    async def on_tool_call_delta(self, ctx: HookContext, index: int, arguments: str) -> Decision:
+        return None
+
+    async def on_abort(self, ctx: HookContext, reason: str, cause: Cause) -> None:
+        """Called once per interrupted run, shielded and time-bounded; exceptions are reported."""
+        return None
+
+
+def overrides(hooks: Hooks, point: str) -> bool:
+    """True if ``hooks`` implements ``point`` (so the worker can skip no-op calls on hot paths)."""
+    return getattr(type(hooks), point) is not getattr(Hooks, point)

@@ -1,0 +1,249 @@
+"""The timeline: turns one response's stream events into blocks, and blocks into history items.
+
+A block is one text run, one reasoning run, or one tool call. Handlers see each block open, grow
+and close. When a stream is cut off, `Timeline.abort_current_block` closes whatever is open as
+*aborted* and keeps its partial content, so `Timeline.items` still returns everything that was
+said: an interrupted assistant message, and tool calls marked incomplete (never to be executed).
+
+Feeding is synchronous and cheap (it runs once per stream chunk); nothing here awaits, so a
+cancellation can never leave a block half-updated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from .events import (
+    ReasoningDelta,
+    ReasoningEnd,
+    ReasoningStart,
+    StopReason,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    UsageUpdate,
+)
+from .items import AssistantMessage, AssistantPart, Item, ReasoningPart, TextPart, ToolCall, Usage
+
+BlockKind = Literal["text", "reasoning", "tool_call"]
+BlockStatus = Literal["open", "done", "aborted"]
+
+
+@dataclass(eq=False)
+class Block:
+    """One block of a response; ``chunks`` holds its text or its tool-call argument fragments."""
+
+    kind: BlockKind
+    status: BlockStatus = "open"
+    chunks: list[str] = field(default_factory=list)
+    call_id: str | None = None
+    name: str | None = None
+    index: int | None = None
+    provider: str | None = None
+    provider_id: str | None = None
+    signature: str | None = None
+    redacted_data: str | None = None
+    encrypted_content: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+
+class BlockHandler(Protocol):
+    """Receives blocks as they open, grow and close. All methods are optional to implement."""
+
+    def on_block_start(self, block: Block) -> None: ...
+    def on_block_delta(self, block: Block, delta: str) -> None: ...
+    def on_block_end(self, block: Block) -> None: ...
+
+
+class Timeline:
+    """Assembles one model response. Create one per turn."""
+
+    def __init__(self, handlers: Sequence[BlockHandler] = (), *, model: str | None = None) -> None:
+        self.blocks: list[Block] = []
+        self.usage = Usage()
+        self.stop_reason: str | None = None
+        self.model = model
+        # Bound once: _delta runs per stream chunk.
+        self._on_start = [h.on_block_start for h in handlers if hasattr(h, "on_block_start")]
+        self._on_delta = [h.on_block_delta for h in handlers if hasattr(h, "on_block_delta")]
+        self._on_end = [h.on_block_end for h in handlers if hasattr(h, "on_block_end")]
+        self._text: Block | None = None  # the open text or reasoning block, if any
+        self._calls: dict[int, Block] = {}  # open tool-call blocks by stream index
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def feed(self, event: StreamEvent) -> None:
+        """Apply one stream event; events that carry no content (retries, errors) are ignored."""
+        if isinstance(event, TextDelta):
+            block = self._open_text("text")
+            block.chunks.append(event.text)
+            self._delta(block, event.text)
+        elif isinstance(event, ToolCallDelta):
+            call = self._calls.get(event.index)
+            if call is not None:
+                call.chunks.append(event.arguments)
+                self._delta(call, event.arguments)
+        elif isinstance(event, ReasoningDelta):
+            block = self._open_text("reasoning")
+            block.chunks.append(event.text)
+            self._delta(block, event.text)
+        elif isinstance(event, ReasoningStart):
+            self._close_text()
+            block = self._open_text("reasoning")
+            block.provider = event.provider
+            block.provider_id = event.provider_id
+            block.redacted_data = event.redacted_data
+            block.encrypted_content = event.encrypted_content
+        elif isinstance(event, ReasoningEnd):
+            block = self._open_text("reasoning")
+            block.signature = event.signature or block.signature
+            block.encrypted_content = event.encrypted_content or block.encrypted_content
+            self._close_text()
+        elif isinstance(event, ToolCallStart):
+            self._close_text()
+            call = Block(
+                "tool_call",
+                call_id=event.call_id,
+                name=event.name,
+                index=event.index,
+                provider_id=event.provider_id,
+            )
+            self._calls[event.index] = call
+            self._start(call)
+        elif isinstance(event, ToolCallEnd):
+            call = self._calls.pop(event.index, None)
+            if call is not None:
+                self._end(call, "done")
+        elif isinstance(event, UsageUpdate):
+            self.usage = self.usage + event.usage
+        elif isinstance(event, StopReason):
+            self.stop_reason = event.reason
+
+    def finish(self) -> None:
+        """The stream ended normally: close the text block; unfinished calls stay incomplete."""
+        self._close_text()
+        for call in list(self._calls.values()):
+            self._end(call, "aborted")
+        self._calls.clear()
+
+    def abort_current_block(self) -> None:
+        """Close every open block as *aborted*, keeping its partial content."""
+        if self._text is not None:
+            block, self._text = self._text, None
+            self._end(block, "aborted")
+        for call in list(self._calls.values()):
+            self._end(call, "aborted")
+        self._calls.clear()
+
+    # -- results --------------------------------------------------------------------------------
+
+    @property
+    def interrupted(self) -> bool:
+        return any(block.status == "aborted" for block in self.blocks)
+
+    def items(self, *, interrupted: bool = False) -> list[Item]:
+        """The history items for this response: an assistant message, then its tool calls.
+
+        The message is omitted when there is nothing in it and no call either (an empty answer is
+        still recorded, so the history shows the model answered).
+        """
+        parts: list[AssistantPart] = []
+        calls: list[Item] = []
+        for block in self.blocks:
+            if block.kind == "text":
+                if block.chunks:
+                    parts.append(TextPart(text=block.text))
+            elif block.kind == "reasoning":
+                parts.append(
+                    ReasoningPart(
+                        text=block.text,
+                        signature=block.signature,
+                        redacted_data=block.redacted_data,
+                        encrypted_content=block.encrypted_content,
+                        provider_id=block.provider_id,
+                        provider=block.provider,
+                    )
+                )
+            else:
+                calls.append(_tool_call(block))
+        interrupted = interrupted or self.interrupted
+        items: list[Item] = []
+        if parts or not calls or interrupted:
+            message = AssistantMessage(
+                parts=tuple(parts),
+                interrupted=interrupted,
+                stop_reason=self.stop_reason,
+                model=self.model,
+                usage=self.usage,
+            )
+            items.append(message)
+        items.extend(calls)
+        return items
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _open_text(self, kind: Literal["text", "reasoning"]) -> Block:
+        block = self._text
+        if block is not None and block.kind == kind:
+            return block
+        self._close_text()
+        block = self._text = Block(kind)
+        self._start(block)
+        return block
+
+    def _close_text(self) -> None:
+        if self._text is not None:
+            block, self._text = self._text, None
+            self._end(block, "done")
+
+    def _start(self, block: Block) -> None:
+        self.blocks.append(block)
+        for on_start in self._on_start:
+            on_start(block)
+
+    def _delta(self, block: Block, delta: str) -> None:
+        for on_delta in self._on_delta:
+            on_delta(block, delta)
+
+    def _end(self, block: Block, status: BlockStatus) -> None:
+        block.status = status
+        for on_end in self._on_end:
+            on_end(block)
+
+
+def _tool_call(block: Block) -> ToolCall:
+    raw = block.text
+    complete = block.status == "done"
+    arguments: dict[str, object] | None = None
+    error: str | None = None
+    if not complete:
+        error = "the call's arguments were cut off before they finished streaming"
+    else:
+        try:
+            parsed = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            error = f"arguments are not valid JSON: {exc}"
+        else:
+            if isinstance(parsed, dict):
+                arguments = parsed
+            else:
+                error = f"arguments must be a JSON object, got {type(parsed).__name__}"
+    assert block.call_id is not None
+    assert block.name is not None
+    return ToolCall(
+        call_id=block.call_id,
+        name=block.name,
+        raw_arguments=raw,
+        arguments=arguments,
+        parse_error=error,
+        complete=complete,
+        provider_id=block.provider_id,
+    )

@@ -1,0 +1,677 @@
+"""The Worker: the turn loop, and the only module that knows the order of things.
+
+A run is: commit the user message → [ask the model → stream its answer into the timeline →
+commit what it said → run the tool calls it asked for → commit their results] until the model
+stops asking for tools. Everything a run does happens inside one `move_on_cancel` scope bound to
+the run's own token, so one ``cancel()`` — from any task or thread, a deadline, newer input or a
+parent token — interrupts it at whatever await it is in. Then, exactly once and shielded:
+
+1. the open block is closed as aborted and what it held is committed (an interrupted message,
+   tool calls whose arguments were cut off marked incomplete);
+2. every tool call without a result gets a synthetic one, so the history stays valid;
+3. ``on_abort`` hooks run (bounded in time; their failures are reported, never raised instead).
+
+Commits are synchronous list appends (no await inside), so history is never half-written. An
+outer cancellation of the awaiting task goes through the same clean-up and is then re-raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .cancel import (
+    CancelToken,
+    Cause,
+    ConcurrentMap,
+    Interrupted,
+    Outcome,
+    cancelled_exc_class,
+    move_on_cancel,
+    shielded,
+)
+from .errors import Aborted, Cancelled, HookFailed, ModelError, RunError, ToolFailed, WorkerBusy
+from .events import (
+    Event,
+    ItemCommitted,
+    RunCancelled,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StreamError,
+    TextDelta,
+    ToolCallDelta,
+    ToolFinished,
+    ToolStarted,
+    TurnEnded,
+    TurnStarted,
+)
+from .hooks import Abort, Decision, HookContext, Hooks, Pause, Skip, overrides
+from .items import (
+    AssistantMessage,
+    Item,
+    Note,
+    ToolCall,
+    ToolResult,
+    Usage,
+    UserMessage,
+    unanswered_calls,
+)
+from .models import Model, ModelRequest, ModelSettings, resolve_model
+from .result import RunResult, RunStatus
+from .timeline import Timeline
+from .tools import Tool, ToolArgumentsError, Toolset
+
+logger = logging.getLogger("llm_worker")
+
+HookPoint = Literal[
+    "on_prompt_submit",
+    "before_llm_request",
+    "before_tool_call",
+    "after_tool_call",
+    "on_turn_end",
+    "on_text_delta",
+    "on_tool_call_delta",
+]
+_ALLOWED: dict[HookPoint, tuple[type, ...]] = {
+    "on_prompt_submit": (Abort,),
+    "before_llm_request": (Abort, Pause),
+    "before_tool_call": (Abort, Pause, Skip),
+    "after_tool_call": (Abort, Pause),
+    "on_turn_end": (Abort, Pause),
+    "on_text_delta": (Abort,),
+    "on_tool_call_delta": (Abort,),
+}
+
+
+def _ignore(event: Event) -> None:
+    return None
+
+
+@dataclass(eq=False)
+class _Run:
+    """The state of one run; lives from ``run()`` being called until it has fully ended."""
+
+    id: str
+    token: CancelToken
+    input: str | None
+    ctx: HookContext
+    items: list[Item] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    turn: int = 0
+    timeline: Timeline | None = None
+    emit: Callable[[Event], None] = _ignore
+    disarm_deadline: Callable[[], None] = lambda: None
+    done: anyio.Event = field(default_factory=anyio.Event)
+    cleaned_up: bool = False
+
+    def result(self, status: RunStatus) -> RunResult:
+        return RunResult(
+            status=status,
+            items=tuple(self.items),
+            usage=self.usage,
+            turns=self.turn,
+            run_id=self.id,
+        )
+
+
+class Worker:
+    """Runs a conversation with a model, its tools and hooks; can be stopped at any moment.
+
+    Runs are sequential: a second concurrent ``run()`` raises `WorkerBusy` unless it passes
+    ``supersede=True``. After any outcome the same worker is ready for the next run.
+    """
+
+    def __init__(
+        self,
+        model: Model | str = "offline",
+        *,
+        tools: Iterable[Tool[..., Any] | Callable[..., Any]] = (),
+        system: str | None = None,
+        hooks: Sequence[Hooks] = (),
+        history: Iterable[Item] = (),
+        max_turns: int = 16,
+        tool_concurrency: int = 8,
+        tool_grace: float = 2.0,
+        tool_errors: Literal["return", "raise"] = "return",
+        cleanup_timeout: float = 5.0,
+        settings: ModelSettings | None = None,
+        deps: Any = None,
+    ) -> None:
+        self.model = resolve_model(model)
+        self.toolset = Toolset(tools)
+        self.system = system
+        self.hooks = list(hooks)
+        self.max_turns = max_turns
+        self.tool_concurrency = tool_concurrency
+        self.tool_grace = tool_grace
+        self.tool_errors = tool_errors
+        self.cleanup_timeout = cleanup_timeout
+        self.settings = settings or ModelSettings()
+        self.deps = deps
+        self._history: list[Item] = list(history)
+        self._active: _Run | None = None
+        self._queued: _Run | None = None
+        self._interruption: Cause | None = None  # the model is told about it on the next run
+        self._approved: set[str] = set()  # calls a hook paused on; resume() runs them unasked
+        self._commit_listeners: list[Callable[[Sequence[Item]], None]] = []
+
+    # -- public surface ----------------------------------------------------------------------------
+
+    @property
+    def history(self) -> list[Item]:
+        """A copy of the conversation so far: provider-neutral and serialisable."""
+        return list(self._history)
+
+    @property
+    def running(self) -> bool:
+        return self._active is not None or self._queued is not None
+
+    def cancel(self, reason: str | None = None, *, kind: Any = "explicit") -> bool:
+        """Cancel the active (or starting) run from any thread; False when there is none.
+
+        A cancel while idle does nothing and never affects a later run.
+        """
+        cancelled = False
+        for run in (self._active, self._queued):
+            if run is not None:
+                cancelled = run.token.cancel(reason, kind=kind) or cancelled
+        return cancelled
+
+    async def run(
+        self,
+        input: str,
+        *,
+        token: CancelToken | None = None,
+        timeout: float | None = None,
+        supersede: bool = False,
+    ) -> RunResult:
+        """Run the conversation with ``input`` until the model stops asking for tools.
+
+        Returns a `RunResult` (finished, paused or limit_reached) or raises a `RunError` whose
+        ``partial`` holds everything kept. Cancellation: ``cancel()``, ``token``, ``timeout`` and
+        ``supersede`` by a newer run end it with `Cancelled`; if the awaiting task itself is
+        cancelled, the same clean-up runs and the framework's exception is re-raised.
+        """
+        run = self._begin(input, token, timeout, supersede)
+        return await self._drive(run)
+
+    async def resume(
+        self, *, token: CancelToken | None = None, timeout: float | None = None
+    ) -> RunResult:
+        """Continue a paused or interrupted run with no new input (same semantics as ``run``)."""
+        run = self._begin(None, token, timeout, supersede=False)
+        return await self._drive(run)
+
+    def stream(
+        self,
+        input: str | None,
+        *,
+        token: CancelToken | None = None,
+        timeout: float | None = None,
+        supersede: bool = False,
+    ) -> RunStream:
+        """``async with worker.stream("hi") as run: async for event in run: ...`` — for UIs.
+
+        ``input=None`` resumes. The run starts on entering the block; leaving the block before
+        the run ended cancels it (and waits for its clean-up).
+        """
+        return RunStream(self, self._begin(input, token, timeout, supersede))
+
+    def on_commit(self, listener: Callable[[Sequence[Item]], None]) -> Callable[[], None]:
+        """Call ``listener(items)`` synchronously whenever items are appended to the history."""
+        self._commit_listeners.append(listener)
+        return lambda: self._commit_listeners.remove(listener)
+
+    # -- run lifecycle ---------------------------------------------------------------------------
+
+    def _begin(
+        self, input: str | None, token: CancelToken | None, timeout: float | None, supersede: bool
+    ) -> _Run:
+        """Register a run synchronously, so a cancel that arrives before it starts is not lost."""
+        if self.running and not supersede:
+            raise WorkerBusy("the worker is already running; pass supersede=True to replace it")
+        run_id = uuid.uuid4().hex[:12]
+        run_token = (
+            CancelToken.linked(token, name=f"run-{run_id}")
+            if token
+            else CancelToken(f"run-{run_id}")
+        )
+        run = _Run(
+            id=run_id,
+            token=run_token,
+            input=input,
+            ctx=HookContext(run_id=run_id, turn=0, token=run_token, deps=self.deps),
+            done=anyio.Event(),
+        )
+        if timeout is not None:
+            run.disarm_deadline = run_token.cancel_after(
+                timeout, reason=f"the run timed out after {timeout:g}s"
+            )
+        for previous in (self._active, self._queued):
+            if previous is not None:
+                previous.token.cancel("superseded by newer input", kind="superseded")
+        if self._active is None:
+            self._active = run
+        else:
+            self._queued = run
+        return run
+
+    async def _drive(self, run: _Run) -> RunResult:
+        try:
+            while self._active is not run:  # superseding: let the previous run finish its clean-up
+                previous = self._active
+                if previous is None:
+                    self._active = run
+                    if self._queued is run:
+                        self._queued = None
+                else:
+                    await previous.done.wait()
+            return await self._execute(run)
+        finally:
+            if self._active is run:
+                self._active = None
+            if self._queued is run:
+                self._queued = None
+            run.disarm_deadline()
+            run.token.detach()
+            run.done.set()
+
+    async def _execute(self, run: _Run) -> RunResult:
+        status: RunStatus | None = None
+        failure: RunError | None = None
+        run.emit(RunStarted(run_id=run.id))
+        try:
+            with move_on_cancel(run.token):
+                status = await self._turns(run)
+        except cancelled_exc_class():
+            # The awaiting task was cancelled from outside: clean up like any interruption, then
+            # let the framework's own exception propagate.
+            external = Cause.interrupt("external", "the task awaiting the run was cancelled")
+            run.token.cancel(cause=external)
+            cause = run.token.cause or external
+            await self._clean_up(run, cause)
+            run.emit(RunCancelled(kind=cause.kind, reason=cause.reason, cause=str(cause)))
+            raise
+        except Interrupted:
+            pass  # the token was cancelled between awaits; handled below
+        except RunError as exc:
+            failure = exc
+        except Exception as exc:
+            await self._clean_up(run, Cause.failure(exc, origin="worker"))
+            run.emit(RunFailed(error=repr(exc), cause=str(Cause.failure(exc))))
+            raise
+
+        if status is not None:  # the run completed: completion wins over a late cancel
+            self._interruption = None
+            run.emit(RunFinished(status=status, output=run.result(status).output))
+            return run.result(status)
+
+        token_cause = run.token.cause
+        if token_cause is not None:
+            cause = Cause.sequential(token_cause, failure.cause if failure else None)
+            error: RunError = Cancelled(f"run cancelled: {cause}", cause=cause)
+            if failure is not None:
+                error.__cause__ = failure
+        else:
+            assert failure is not None
+            error = failure
+        error.cleanup_errors = await self._clean_up(run, error.cause)
+        error.partial = run.result("interrupted")
+        if isinstance(error, Cancelled):
+            run.emit(RunCancelled(kind=error.kind, reason=error.reason, cause=str(error.cause)))
+        else:
+            run.emit(RunFailed(error=str(error), cause=str(error.cause)))
+        raise error
+
+    async def _clean_up(self, run: _Run, cause: Cause) -> list[BaseException]:
+        """Close the open block, answer every call, run ``on_abort`` hooks: once, shielded."""
+        errors: list[BaseException] = []
+        if run.cleaned_up:
+            return errors
+        run.cleaned_up = True
+        with shielded(self.cleanup_timeout, "interruption clean-up"):
+            timeline, run.timeline = run.timeline, None
+            if timeline is not None:
+                timeline.abort_current_block()
+                self._commit(run, timeline.items(interrupted=True), usage=timeline.usage)
+            self._answer_unanswered(run, cause)
+            if run.items:
+                self._interruption = cause
+            reason = cause.reason or str(cause)
+            for hook in self.hooks:
+                if not overrides(hook, "on_abort"):
+                    continue
+                try:
+                    await hook.on_abort(run.ctx, reason, cause)
+                except Exception as exc:
+                    logger.exception("on_abort hook %s raised", type(hook).__name__)
+                    errors.append(exc)
+        return errors
+
+    # -- the turn loop ---------------------------------------------------------------------------
+
+    async def _turns(self, run: _Run) -> RunStatus:
+        if run.input is not None:
+            self._answer_unanswered(run, None)  # a paused run the user moved on from
+            message = UserMessage(text=run.input)
+            await self._decide("on_prompt_submit", run, message)
+            self._note_interruption(run)
+            self._commit(run, [message])
+        else:
+            self._note_interruption(run)
+            pending = unanswered_calls(self._history)
+            if pending:
+                status = await self._run_tools(run, pending)
+                if status is not None:
+                    return status
+
+        while True:
+            if run.turn >= self.max_turns:
+                return "limit_reached"
+            run.token.raise_if_cancelled()
+            run.turn = run.ctx.turn = run.turn + 1
+            run.emit(TurnStarted(turn=run.turn))
+            request = ModelRequest(
+                history=tuple(self._history),
+                system=self.system,
+                tools=self.toolset.specs(),
+                settings=self.settings,
+            )
+            if isinstance(await self._decide("before_llm_request", run, request), Pause):
+                return "paused"
+            new_items = await self._stream_turn(run, request)
+            run.emit(TurnEnded(turn=run.turn))
+            calls = [item for item in new_items if isinstance(item, ToolCall)]
+            if not calls:
+                answer = next((i for i in new_items if isinstance(i, AssistantMessage)), None)
+                if isinstance(await self._decide("on_turn_end", run, answer), Pause):
+                    return "paused"
+                return "finished"
+            status = await self._run_tools(run, calls)
+            if status is not None:
+                return status
+
+    async def _stream_turn(self, run: _Run, request: ModelRequest) -> list[Item]:
+        """Stream one model response into the timeline; commit it when the stream ends."""
+        timeline = run.timeline = Timeline(model=self.model.name)
+        text_hooks = [h for h in self.hooks if overrides(h, "on_text_delta")]
+        call_hooks = [h for h in self.hooks if overrides(h, "on_tool_call_delta")]
+        async with self.model.stream(request) as events:
+            async for event in events:
+                timeline.feed(event)
+                run.emit(event)
+                if isinstance(event, StreamError):
+                    raise ModelError(
+                        f"the model reported an error: {event.message}", retryable=event.retryable
+                    )
+                if text_hooks and isinstance(event, TextDelta):
+                    for hook in text_hooks:
+                        await self._call_hook(hook, "on_text_delta", run, event.text)
+                elif call_hooks and isinstance(event, ToolCallDelta):
+                    for hook in call_hooks:
+                        await self._call_hook(
+                            hook, "on_tool_call_delta", run, event.index, event.arguments
+                        )
+        timeline.finish()
+        run.timeline = None
+        items = timeline.items()
+        self._commit(run, items, usage=timeline.usage)
+        return items
+
+    async def _run_tools(self, run: _Run, calls: Sequence[ToolCall]) -> RunStatus | None:
+        """Check, approve and run ``calls`` concurrently; commit every result that exists."""
+        runnable: list[tuple[ToolCall, Tool[..., Any], dict[str, Any]]] = []
+        for call in calls:
+            tool = self.toolset.get(call.name)
+            rejection = _reject(call, tool)
+            if rejection is not None:
+                self._commit(run, [rejection])
+                continue
+            assert tool is not None
+            try:
+                arguments = tool.validate(call.arguments if call.arguments is not None else "")
+            except ToolArgumentsError as exc:
+                self._commit(run, [_result(call, str(exc), "error")])
+                continue
+            if call.call_id not in self._approved:
+                decision = await self._decide("before_tool_call", run, call)
+                if isinstance(decision, Skip):
+                    self._commit(run, [_result(call, f"Skipped: {decision.reason}", "skipped")])
+                    continue
+                if isinstance(decision, Pause):
+                    self._approved.update(c.call_id for c, _, _ in runnable)
+                    self._approved.add(call.call_id)
+                    return "paused"
+            runnable.append((call, tool, arguments))
+        if not runnable:
+            return None
+
+        self._approved.difference_update(call.call_id for call, _, _ in runnable)
+        for call, _, arguments in runnable:
+            run.emit(ToolStarted(call_id=call.call_id, name=call.name, arguments=arguments))
+        tool_map: ConcurrentMap[Any] = ConcurrentMap(
+            [
+                tool.bind(arguments, call_id=call.call_id, turn=run.turn, deps=self.deps)
+                for call, tool, arguments in runnable
+            ],
+            token=run.token,
+            limit=self.tool_concurrency,
+            grace=self.tool_grace,
+            cancel_on_failure=self.tool_errors == "raise",
+        )
+        results: list[tuple[ToolCall, ToolResult]] = []
+        try:
+            await tool_map.run()
+        finally:  # runs even when interrupted: every result that exists is kept
+            for (call, tool, _), outcome in zip(runnable, tool_map.outcomes, strict=True):
+                if outcome.status != "pending":
+                    results.append((call, _outcome_result(call, tool, outcome)))
+            self._commit(run, [result for _, result in results])
+            for _, result in results:
+                run.emit(ToolFinished(result=result))
+
+        run.token.raise_if_cancelled()
+        if self.tool_errors == "raise" and (cause := tool_map.cause) is not None:
+            failed = ", ".join(o.error.__class__.__name__ for o in tool_map.outcomes if o.error)
+            raise ToolFailed(f"tool call failed: {failed}", cause=cause)
+        paused = False
+        for call, result in results:
+            paused |= isinstance(await self._decide("after_tool_call", run, call, result), Pause)
+        return "paused" if paused else None
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    async def _decide(self, point: HookPoint, run: _Run, *args: Any) -> Decision:
+        """Ask every hook implementing ``point``; the first decision that is not None wins."""
+        for hook in self.hooks:
+            if overrides(hook, point):
+                decision = await self._call_hook(hook, point, run, *args)
+                if decision is not None:
+                    return decision
+        return None
+
+    async def _call_hook(self, hook: Hooks, point: HookPoint, run: _Run, *args: Any) -> Decision:
+        name = f"{type(hook).__name__}.{point}"
+        try:
+            decision: Decision = await getattr(hook, point)(run.ctx, *args)
+        except Exception as exc:
+            cause = Cause.failure(exc, origin=f"hook {name}")
+            raise HookFailed(f"hook {name} raised {exc!r}", cause=cause) from exc
+        if decision is None:
+            return None
+        if not isinstance(decision, _ALLOWED[point]):
+            error = TypeError(f"{type(decision).__name__} is not a valid decision for {point}")
+            raise HookFailed(f"hook {name}: {error}", cause=Cause.failure(error, origin=name))
+        if isinstance(decision, Abort):
+            cause = Cause.interrupt("aborted", decision.reason, origin=f"hook {name}")
+            raise Aborted(f"aborted by hook {name}: {decision.reason}", cause=cause)
+        return decision
+
+    # -- history ---------------------------------------------------------------------------------
+
+    def _commit(self, run: _Run, items: Sequence[Item], *, usage: Usage | None = None) -> None:
+        """Append to the history: synchronous, so never half-done whatever is cancelled."""
+        if usage is not None:
+            run.usage = run.usage + usage
+        if not items:
+            return
+        self._history.extend(items)
+        run.items.extend(items)
+        for listener in self._commit_listeners:
+            listener(items)
+        for item in items:
+            run.emit(ItemCommitted(item=item))
+
+    def _answer_unanswered(self, run: _Run, cause: Cause | None) -> None:
+        """Give every call without a result a synthetic one, so the next request is valid."""
+        pending = unanswered_calls(self._history)
+        results = []
+        for call in pending:
+            if not call.complete:
+                text = "Not executed: its arguments were cut off when the turn was interrupted."
+            elif cause is None:
+                text = "Not executed: the run was paused and the user moved on."
+            else:
+                text = f"Not executed: the run was interrupted ({cause})."
+            results.append(_result(call, text, "cancelled"))
+            if not call.complete:
+                logger.info(
+                    "tool call %s (%s) was cut off and not executed", call.call_id, call.name
+                )
+        if cause is None:
+            self._approved.clear()
+        self._commit(run, results)
+
+    def _note_interruption(self, run: _Run) -> None:
+        cause, self._interruption = self._interruption, None
+        if cause is not None:
+            why = f"{cause.kind}: {cause.reason}" if cause.reason else cause.kind
+            text = (
+                f"[The previous turn was interrupted ({why}). The last assistant message and "
+                "tool results above may be incomplete.]"
+            )
+            self._commit(run, [Note(kind="interrupted", text=text)])
+
+
+class RunStream:
+    """A run in progress, as an async iterator of `Event`s; created by `Worker.stream`."""
+
+    def __init__(self, worker: Worker, run: _Run) -> None:
+        self._worker = worker
+        self._run = run
+        self._send: MemoryObjectSendStream[Event]
+        self._receive: MemoryObjectReceiveStream[Event]
+        self._send, self._receive = anyio.create_memory_object_stream[Event](math.inf)
+        self._group = anyio.create_task_group()
+        self._result: RunResult | None = None
+        self._error: BaseException | None = None
+        self._finished = False
+
+    @property
+    def run_id(self) -> str:
+        return self._run.id
+
+    def cancel(self, reason: str | None = None) -> bool:
+        """Cancel this run (any thread); False if it already ended or was cancelled."""
+        return self._run.token.cancel(reason)
+
+    @property
+    def result(self) -> RunResult:
+        """The run's result; raises its `RunError` if it failed, RuntimeError if still going."""
+        if self._error is not None:
+            raise self._error
+        if self._result is None:
+            raise RuntimeError("the run has not finished yet")
+        return self._result
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    async def __aenter__(self) -> RunStream:
+        send = self._send
+
+        def emit(event: Event) -> None:
+            with contextlib.suppress(anyio.ClosedResourceError):  # the consumer went away
+                send.send_nowait(event)
+
+        self._run.emit = emit
+        await self._group.__aenter__()
+        self._group.start_soon(self._drive)
+        return self
+
+    async def _drive(self) -> None:
+        try:
+            self._result = await self._worker._drive(self._run)
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._finished = True
+            self._send.close()
+
+    def __aiter__(self) -> RunStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        """The next event. Cancellation: safe; no event is lost (they are buffered)."""
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if not self._finished:
+            self._run.token.cancel("the event stream was closed before the run ended")
+        try:
+            return await self._group.__aexit__(exc_type, exc, tb)
+        finally:
+            self._receive.close()
+
+
+def _reject(call: ToolCall, tool: Tool[..., Any] | None) -> ToolResult | None:
+    """An error result for a call that cannot run at all, or None if it can."""
+    if not call.complete:
+        return _result(call, "Not executed: its arguments never finished streaming.", "cancelled")
+    if tool is None:
+        return _result(call, f"Error: there is no tool named {call.name!r}.", "error")
+    if call.parse_error is not None:
+        return _result(call, f"Error: {call.parse_error}", "error")
+    return None
+
+
+def _result(call: ToolCall, content: str, status: Any) -> ToolResult:
+    return ToolResult(call_id=call.call_id, name=call.name, content=content, status=status)
+
+
+def _outcome_result(call: ToolCall, tool: Tool[..., Any], outcome: Outcome[Any]) -> ToolResult:
+    token = outcome.token
+    why = (token.reason if token is not None else None) or "cancelled"
+    if outcome.status == "ok":
+        return _result(call, tool.render_result(outcome.value), "ok")
+    if outcome.status == "interrupted":
+        partial = tool.render_result(outcome.value)
+        return _result(
+            call, f"{partial}\n[Interrupted: {why}; the output above is partial.]", "interrupted"
+        )
+    if outcome.status == "error":
+        error = outcome.error
+        return _result(call, f"Error: {type(error).__name__}: {error}", "error")
+    if outcome.status == "abandoned":
+        text = f"Abandoned: the tool ignored cancellation ({why}) and was left running."
+        return _result(call, text, "abandoned")
+    return _result(call, f"Cancelled: {why}.", "cancelled")
