@@ -30,6 +30,11 @@ from .events import (
 )
 from .items import AssistantMessage, AssistantPart, Item, ReasoningPart, TextPart, ToolCall, Usage
 
+
+class MalformedStream(ValueError):
+    """The events do not form a valid response (a delta or end without its start, a reused id)."""
+
+
 BlockKind = Literal["text", "reasoning", "tool_call"]
 BlockStatus = Literal["open", "done", "aborted"]
 
@@ -88,9 +93,12 @@ class Timeline:
             self._delta(block, event.text)
         elif isinstance(event, ToolCallDelta):
             call = self._calls.get(event.index)
-            if call is not None:
-                call.chunks.append(event.arguments)
-                self._delta(call, event.arguments)
+            if call is None:
+                raise MalformedStream(
+                    f"tool-call arguments for index {event.index} before its start"
+                )
+            call.chunks.append(event.arguments)
+            self._delta(call, event.arguments)
         elif isinstance(event, ReasoningDelta):
             block = self._open_text("reasoning")
             block.chunks.append(event.text)
@@ -103,11 +111,17 @@ class Timeline:
             block.redacted_data = event.redacted_data
             block.encrypted_content = event.encrypted_content
         elif isinstance(event, ReasoningEnd):
-            block = self._open_text("reasoning")
+            if self._text is None or self._text.kind != "reasoning":
+                raise MalformedStream("reasoning end without an open reasoning block")
+            block = self._text
             block.signature = event.signature or block.signature
             block.encrypted_content = event.encrypted_content or block.encrypted_content
             self._close_text()
         elif isinstance(event, ToolCallStart):
+            if event.index in self._calls:
+                raise MalformedStream(f"a second tool call started at open index {event.index}")
+            if any(block.call_id == event.call_id for block in self.blocks):
+                raise MalformedStream(f"duplicate tool call id {event.call_id!r}")
             self._close_text()
             call = Block(
                 "tool_call",
@@ -120,8 +134,9 @@ class Timeline:
             self._start(call)
         elif isinstance(event, ToolCallEnd):
             call = self._calls.pop(event.index, None)
-            if call is not None:
-                self._end(call, "done")
+            if call is None:
+                raise MalformedStream(f"tool call end for index {event.index} without its start")
+            self._end(call, "done")
         elif isinstance(event, UsageUpdate):
             self.usage = self.usage + event.usage
         elif isinstance(event, StopReason):

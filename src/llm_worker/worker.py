@@ -68,7 +68,7 @@ from .items import (
 )
 from .models import Model, ModelRequest, ModelSettings, resolve_model
 from .result import RunResult, RunStatus
-from .timeline import Timeline
+from .timeline import MalformedStream, Timeline
 from .tools import Tool, ToolArgumentsError, Toolset
 
 logger = logging.getLogger("llm_worker")
@@ -408,7 +408,10 @@ class Worker:
         call_hooks = [h for h in self.hooks if overrides(h, "on_tool_call_delta")]
         async with self.model.stream(request) as events:
             async for event in events:
-                timeline.feed(event)
+                try:
+                    timeline.feed(event)
+                except MalformedStream as exc:
+                    raise ModelError(f"malformed model stream: {exc}") from exc
                 run.emit(event)
                 if isinstance(event, StreamError):
                     raise ModelError(
