@@ -38,6 +38,10 @@ RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 T_co = TypeVar("T_co", covariant=True)
 
 
+class MissingCredentials(ValueError):
+    """A provider needs an API key that is neither given nor in its environment variable."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Full-jitter exponential back-off; ``Retry-After`` wins when the server sends one."""
