@@ -21,7 +21,8 @@ import contextlib
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -113,6 +114,7 @@ class _Run:
     disarm_deadline: Callable[[], None] = lambda: None
     done: anyio.Event = field(default_factory=anyio.Event)
     cleaned_up: bool = False
+    started: bool = False
 
     def result(self, status: RunStatus) -> RunResult:
         return RunResult(
@@ -187,30 +189,36 @@ class Worker:
                 cancelled = run.token.cancel(reason, kind=kind) or cancelled
         return cancelled
 
-    async def run(
+    def run(
         self,
         input: str,
         *,
         token: CancelToken | None = None,
         timeout: float | None = None,
         supersede: bool = False,
-    ) -> RunResult:
-        """Run the conversation with ``input`` until the model stops asking for tools.
+    ) -> Coroutine[Any, Any, RunResult]:
+        """``await worker.run(input)``: run until the model stops asking for tools.
 
         Returns a `RunResult` (finished, paused or limit_reached) or raises a `RunError` whose
-        ``partial`` holds everything kept. Cancellation: ``cancel()``, ``token``, ``timeout`` and
-        ``supersede`` by a newer run end it with `Cancelled`; if the awaiting task itself is
-        cancelled, the same clean-up runs and the framework's exception is re-raised.
-        """
-        run = self._begin(input, token, timeout, supersede)
-        return await self._drive(run)
+        ``partial`` holds everything kept. The run is registered when ``run()`` is *called*, not
+        when the coroutine first runs, so a ``cancel()`` in between (e.g. right after
+        ``start_soon(worker.run, ...)``) is not lost, and `WorkerBusy` is raised at once.
 
-    async def resume(
+        Cancellation: ``cancel()``, ``token``, ``timeout`` and ``supersede`` by a newer run end it
+        with `Cancelled`; if the awaiting task itself is cancelled, the same clean-up runs and the
+        framework's own exception is re-raised.
+        """
+        return self._start(self._begin(input, token, timeout, supersede))
+
+    def resume(
         self, *, token: CancelToken | None = None, timeout: float | None = None
-    ) -> RunResult:
-        """Continue a paused or interrupted run with no new input (same semantics as ``run``)."""
-        run = self._begin(None, token, timeout, supersede=False)
-        return await self._drive(run)
+    ) -> Coroutine[Any, Any, RunResult]:
+        """``await worker.resume()``: continue a paused or interrupted run with no new input.
+
+        Runs the tool calls left without a result (a pause before a tool, a crash), then goes on
+        with the turn loop. Same registration and cancellation semantics as `run`.
+        """
+        return self._start(self._begin(None, token, timeout, supersede=False))
 
     def stream(
         self,
@@ -233,6 +241,21 @@ class Worker:
         return lambda: self._commit_listeners.remove(listener)
 
     # -- run lifecycle ---------------------------------------------------------------------------
+
+    def _start(self, run: _Run) -> Coroutine[Any, Any, RunResult]:
+        coro = self._drive(run)
+        weakref.finalize(coro, self._forget, run)  # a run never awaited must not stay registered
+        return coro
+
+    def _forget(self, run: _Run) -> None:
+        if run.started:
+            return
+        if self._active is run:
+            self._active = None
+        if self._queued is run:
+            self._queued = None
+        run.disarm_deadline()
+        run.token.detach()
 
     def _begin(
         self, input: str | None, token: CancelToken | None, timeout: float | None, supersede: bool
@@ -267,6 +290,7 @@ class Worker:
         return run
 
     async def _drive(self, run: _Run) -> RunResult:
+        run.started = True
         try:
             while self._active is not run:  # superseding: let the previous run finish its clean-up
                 previous = self._active
@@ -464,7 +488,13 @@ class Worker:
             run.emit(ToolStarted(call_id=call.call_id, name=call.name, arguments=arguments))
         tool_map: ConcurrentMap[Any] = ConcurrentMap(
             [
-                tool.bind(arguments, call_id=call.call_id, turn=run.turn, deps=self.deps)
+                tool.bind(
+                    arguments,
+                    call_id=call.call_id,
+                    turn=run.turn,
+                    deps=self.deps,
+                    grace=self.tool_grace,
+                )
                 for call, tool, arguments in runnable
             ],
             token=run.token,
