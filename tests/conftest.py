@@ -1,5 +1,8 @@
 """Every async test runs on three backends: asyncio, asyncio with eager tasks, and trio.
 
+``anyio_mode = "auto"`` (pyproject.toml) makes every ``async def test_*`` an anyio test, so no
+test silently runs on one backend only.
+
 Cancellation bugs hide in the differences: eager tasks change where a task first runs (and so where
 a cancel can land), and trio's cancellation is level-triggered natively.
 """
@@ -28,10 +31,3 @@ _BACKENDS.append(pytest.param(("trio", {}), id="trio"))
 @pytest.fixture(params=_BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every coroutine test as an anyio test so no test silently runs on one backend only."""
-    for item in items:
-        if isinstance(item, pytest.Function) and asyncio.iscoroutinefunction(item.obj):
-            item.add_marker(pytest.mark.anyio)
