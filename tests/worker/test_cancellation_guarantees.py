@@ -10,8 +10,8 @@ import pytest
 
 from llm_worker import (
     AssistantMessage,
-    CancelToken,
     Cancelled,
+    CancelToken,
     Hooks,
     ModelError,
     Note,

@@ -119,7 +119,8 @@ class Shielded:
         tb: TracebackType | None,
     ) -> bool:
         swallowed = self._scope.__exit__(exc_type, exc, tb)
-        if self._scope.cancelled_caught:
+        # ``cancel_called`` as well: a block that swallowed its own deadline still overran.
+        if self._scope.cancelled_caught or self._scope.cancel_called:
             self.overran = True
             logger.warning("%s overran its %gs bound and was cut short", self.what, self.timeout)
         return bool(swallowed)

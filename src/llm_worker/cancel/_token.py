@@ -3,6 +3,11 @@
 Invariants:
 * The state moves once, from "not cancelled" to "cancelled with a Cause", under ``_lock``; it never
   moves back. Every reader sees either no cause or the final one.
+* ``_lock`` is re-entrant and guards only swaps and single dict operations: code that runs in the
+  same thread in the middle of a token method (a signal handler, a finalizer or a weakref callback
+  started by the garbage collector) may use the token again without deadlocking, and no dict is
+  iterated while it could change. References that may be the last to another token are dropped
+  after the lock is released.
 * Callbacks run exactly once: at ``cancel()`` (in the cancelling thread, in registration order) or,
   if the token is already cancelled, at registration. They never run under ``_lock``, so a callback
   may cancel or register on any token, this one included. A raising callback is logged and the
@@ -13,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -51,7 +57,7 @@ class CancelToken:
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or f"token-{next(_ids)}"
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._cause: Cause | None = None
         self._callbacks: dict[int, Callable[[], object]] = {}
         self._detach: list[Callable[[], None]] = []
@@ -95,13 +101,18 @@ class CancelToken:
             if self._cause is not None:
                 return False
             self._cause = cause
-            callbacks = list(self._callbacks.values())
-            self._callbacks.clear()
+            # Swap, never iterate, under the lock: a re-entrant `_unregister` (from the garbage
+            # collector) may change the live dict at any moment.
+            callbacks, self._callbacks = self._callbacks, {}
             detach, self._detach = self._detach, []
         for unregister in detach:  # a fired token no longer needs its sources
             unregister()
-        for callback in callbacks:
-            _run_callback(callback)
+        for key in list(callbacks):
+            # Whoever pops a callback runs it: here, or `on_cancel` when this cancel interrupted
+            # it half-way in the same thread. So each callback runs exactly once.
+            callback = callbacks.pop(key, None)
+            if callback is not None:
+                _run_callback(callback)
         return True
 
     def raise_if_cancelled(self) -> None:
@@ -118,17 +129,28 @@ class CancelToken:
         runs in whichever thread calls ``cancel()``: keep it short and thread-safe. Unregistering
         twice, or after the callback ran, is harmless.
         """
+        key = next(_ids)
         with self._lock:
+            callbacks = self._callbacks
+            registered = self._cause is None
+            if registered:
+                callbacks[key] = callback
+        if registered:
             if self._cause is None:
-                key = next(_ids)
-                self._callbacks[key] = callback
-                return lambda: self._unregister(key)
+                return functools.partial(self._unregister, key)
+            # A cancel ran in this thread half-way through (a signal handler): it may have run
+            # the dict before the callback was in it. Run it here unless that cancel popped it.
+            if callbacks.pop(key, None) is None:
+                return _noop
         _run_callback(callback)
         return _noop
 
     def _unregister(self, key: int) -> None:
         with self._lock:
-            self._callbacks.pop(key, None)
+            callback = self._callbacks.pop(key, None)
+        # Dropped here, outside the lock: it may hold the last reference to a child token, whose
+        # release then unregisters from this token again.
+        del callback
 
     async def wait(self) -> Cause:
         """Wait until the token is cancelled and return its cause.
@@ -187,12 +209,22 @@ class CancelToken:
         timer does not outlive it. The deadline fires from a shared timer thread, so it reaches
         tools running in threads as well as tasks.
         """
+        if self._cause is not None:
+            return _noop
         text = reason or f"deadline of {delay:g}s passed"
 
         def fire() -> None:
             self.cancel(cause=Cause.interrupt("deadline", text, origin=f"{self.name} deadline"))
 
-        return call_later(delay, fire)
+        disarm_timer = call_later(delay, fire)
+        # A token cancelled otherwise no longer needs its timer (which holds it until it fires).
+        unregister = self.on_cancel(disarm_timer)
+
+        def disarm() -> None:
+            disarm_timer()
+            unregister()
+
+        return disarm
 
     def _follow(
         self, sources: tuple[CancelToken, ...], make_cause: Callable[[CancelToken], Cause]
@@ -215,8 +247,8 @@ class CancelToken:
         with self._lock:
             if self._cause is None:
                 self._detach.append(release)
-                return
-        release()
+        if self._cause is not None:  # already cancelled, maybe by a source: follow no longer
+            release()
 
 
 def _run_callback(callback: Callable[[], object]) -> None:
