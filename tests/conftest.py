@@ -31,3 +31,24 @@ _BACKENDS.append(pytest.param(("trio", {}), id="trio"))
 @pytest.fixture(params=_BACKENDS)
 def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
+
+
+SWEPT: dict[str, int] = {}
+
+
+@pytest.fixture
+def record_sweep() -> Any:
+    """Record a cancellation sweep's checkpoint count, printed at the end of the run."""
+
+    def record(name: str, checkpoints: int) -> None:
+        SWEPT[name] = SWEPT.get(name, 0) + checkpoints
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if SWEPT:
+        terminalreporter.section("cancellation sweeps (checkpoints swept, all backends)")
+        for name, count in sorted(SWEPT.items()):
+            terminalreporter.write_line(f"{name:60s} {count:6d}")
+        terminalreporter.write_line(f"{'total':60s} {sum(SWEPT.values()):6d}")

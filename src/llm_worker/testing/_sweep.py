@@ -190,11 +190,13 @@ async def _sweep_once(
     try:
         with anyio.fail_after(run_timeout):
             async with anyio.create_task_group() as group:
+                canceller_scope = anyio.CancelScope()
                 with anyio.CancelScope() as run_scope:
 
                     async def canceller() -> None:
-                        await _ticks(k)
-                        trigger(run_scope)
+                        with canceller_scope:
+                            await _ticks(k)
+                            trigger(run_scope)
 
                     group.start_soon(canceller)
                     try:
@@ -202,7 +204,7 @@ async def _sweep_once(
                     except RunError as exc:
                         outcome = exc
                     finally:
-                        group.cancel_scope.cancel()
+                        canceller_scope.cancel()
                 external_caught = run_scope.cancelled_caught
     except TimeoutError:
         report.violations.append(f"{where} the run did not end within {run_timeout}s")
@@ -232,7 +234,11 @@ async def _sweep_once(
     interrupted = outcome is None or not isinstance(outcome, RunResult)
     if interrupted and len(aborts.calls) != 1:
         report.violations.append(f"{where} on_abort ran {len(aborts.calls)} times, not once")
-    report.violations.extend(f"{where} {p}" for p in history_violations(worker.history))
+    problems = history_violations(worker.history)
+    if isinstance(outcome, RunResult) and outcome.status == "paused":
+        # A paused run legitimately ends with the calls it paused on; resume() runs them.
+        problems = [p for p in problems if not p.startswith("end of history")]
+    report.violations.extend(f"{where} {p}" for p in problems)
     if worker.running:
         report.violations.append(f"{where} the worker still counts as running")
     await anyio.lowlevel.checkpoint()
