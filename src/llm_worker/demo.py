@@ -1,4 +1,4 @@
-"""``make demo``: the main job on the offline model — stream, run tools, get stopped, keep everything.
+"""``make demo``: the main job on the offline model: stream, run tools, get stopped, keep all.
 
 A simulated Stop button (a plain thread, as a GUI would have) stops the worker twice: once in the
 middle of an answer, once in the middle of a tool. Each time the demo shows what was kept, then

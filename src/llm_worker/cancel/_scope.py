@@ -97,7 +97,11 @@ class Shielded:
     """A clean-up region that outer cancellation cannot cut, bounded by ``timeout`` seconds.
 
     ``overran`` is True after the block if the bound was hit (the block was then cancelled at its
-    next await); this is logged as a warning naming ``what``.
+    next await, or swallowed that cancellation); this is logged as a warning naming ``what``.
+
+    Limitation on asyncio: a native ``Task.cancel()`` that lands *inside* the region (a second
+    one; the first is what usually starts the clean-up) is not stopped by any anyio shield and
+    cuts the block at its next await. anyio cancel scopes, task groups and trio are shielded.
     """
 
     __slots__ = ("_scope", "overran", "timeout", "what")
