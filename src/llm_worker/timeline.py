@@ -165,10 +165,10 @@ class Timeline:
         return any(block.status == "aborted" for block in self.blocks)
 
     def items(self, *, interrupted: bool = False) -> list[Item]:
-        """The history items for this response: an assistant message, then its tool calls.
+        """The history items for this response: one assistant message, then its tool calls.
 
-        The message is omitted when there is nothing in it and no call either (an empty answer is
-        still recorded, so the history shows the model answered).
+        The message is there even when it holds no text (it carries the stop reason and usage),
+        so every response is one message followed by the calls it made.
         """
         parts: list[AssistantPart] = []
         calls: list[Item] = []
@@ -189,19 +189,14 @@ class Timeline:
                 )
             else:
                 calls.append(_tool_call(block))
-        interrupted = interrupted or self.interrupted
-        items: list[Item] = []
-        if parts or not calls or interrupted:
-            message = AssistantMessage(
-                parts=tuple(parts),
-                interrupted=interrupted,
-                stop_reason=self.stop_reason,
-                model=self.model,
-                usage=self.usage,
-            )
-            items.append(message)
-        items.extend(calls)
-        return items
+        message = AssistantMessage(
+            parts=tuple(parts),
+            interrupted=interrupted or self.interrupted,
+            stop_reason=self.stop_reason,
+            model=self.model,
+            usage=self.usage,
+        )
+        return [message, *calls]
 
     # -- internals ------------------------------------------------------------------------------
 
