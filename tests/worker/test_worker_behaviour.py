@@ -108,10 +108,8 @@ async def test_the_stream_reports_run_events_in_order() -> None:
             if isinstance(event, TurnStarted | TurnEnded | ToolStarted | ToolFinished):
                 kinds.append(event.type)
             last = event
-    assert kinds == ["turn_started", "turn_ended", "tool_started", "tool_finished"] + [
-        "turn_started",
-        "turn_ended",
-    ]
+    one_turn = ["turn_started", "turn_ended"]
+    assert kinds == [*one_turn, "tool_started", "tool_finished", *one_turn]
     assert isinstance(last, RunFinished)
     assert run.result.output == "Three."
 
@@ -182,11 +180,11 @@ async def test_a_skipping_hook_gives_the_call_a_skipped_result_never_an_orphan()
 
 
 async def test_a_pausing_hook_pauses_the_run_and_resume_runs_the_call() -> None:
-    class Approval(Hooks):
-        asked: list[str] = []
+    asked: list[str] = []
 
+    class Approval(Hooks):
         async def before_tool_call(self, ctx: HookContext, call: ToolCall) -> Pause:
-            Approval.asked.append(call.call_id)
+            asked.append(call.call_id)
             return Pause("needs a human")
 
     model = ScriptedModel([Script.tool_calls(("add", {"a": 4, "b": 4})), "Eight."])
@@ -198,7 +196,7 @@ async def test_a_pausing_hook_pauses_the_run_and_resume_runs_the_call() -> None:
     assert resumed.status == "finished"
     assert resumed.output == "Eight."
     assert [r.content for r in results(worker)] == ["8"]
-    assert len(Approval.asked) == 1  # approved by resuming, not asked again
+    assert len(asked) == 1  # approved by resuming, not asked again
 
 
 async def test_moving_on_from_a_paused_run_answers_the_paused_calls() -> None:

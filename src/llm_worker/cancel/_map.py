@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, cast
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 from ._cause import Cause
@@ -56,6 +57,10 @@ class Outcome(Generic[T]):
 
 class ConcurrentMap(Generic[T]):
     """Run ``calls`` (each ``call(token)``, async or sync) with at most ``limit`` at a time.
+
+    A coroutine function (or an object with an ``async def __call__``) runs in the event loop;
+    any other callable runs in a worker thread, and if it returns an awaitable (``lambda token:
+    fetch(url, token)``) that awaitable is then awaited in the loop.
 
     When the map's token is cancelled — or the awaiting task is cancelled from outside, or (with
     ``cancel_on_failure``) a call raises — every call's token is cancelled, calls get ``grace``
@@ -133,6 +138,9 @@ class ConcurrentMap(Generic[T]):
                     group.start_soon(self._enforce_grace)
         finally:
             self.group_token.detach()
+        # An outer cancellation that arrived while the calls were stopping (during the grace) is
+        # level-triggered on trio: the task group does not raise it, so surface it here.
+        await anyio.lowlevel.checkpoint_if_cancelled()
         return self.outcomes
 
     async def _run_one(self, outcome: Outcome[T], call: Callable[[CancelToken], Any]) -> None:
@@ -208,7 +216,10 @@ class ConcurrentMap(Generic[T]):
             finally:
                 self._threads_done.add(outcome.index)
 
-        return await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+        value = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+        if inspect.isawaitable(value):  # e.g. ``lambda token: fetch(url, token)``
+            return cast("T", await value)
+        return value
 
     async def _enforce_grace(self) -> None:
         """Wait for the group token; then give the calls their grace, then cancel them hard."""
