@@ -161,6 +161,10 @@ class Worker:
         self.settings = settings or ModelSettings()
         self.deps = deps
         self._history: list[Item] = list(history)
+        # Calls without a result, kept up to date by _commit: clean-up never rescans the history.
+        self._unanswered: dict[str, ToolCall] = {
+            call.call_id: call for call in unanswered_calls(self._history)
+        }
         self._active: _Run | None = None
         self._queued: _Run | None = None
         self._interruption: Cause | None = None  # the model is told about it on the next run
@@ -393,7 +397,7 @@ class Worker:
             self._commit(run, [message])
         else:
             self._note_interruption(run)
-            pending = unanswered_calls(self._history)
+            pending = list(self._unanswered.values())
             if pending:
                 status = await self._run_tools(run, pending)
                 if status is not None:
@@ -560,6 +564,11 @@ class Worker:
             return
         self._history.extend(items)
         run.items.extend(items)
+        for item in items:
+            if isinstance(item, ToolCall):
+                self._unanswered[item.call_id] = item
+            elif isinstance(item, ToolResult):
+                self._unanswered.pop(item.call_id, None)
         for listener in self._commit_listeners:
             listener(items)
         for item in items:
@@ -567,9 +576,8 @@ class Worker:
 
     def _answer_unanswered(self, run: _Run, cause: Cause | None) -> None:
         """Give every call without a result a synthetic one, so the next request is valid."""
-        pending = unanswered_calls(self._history)
         results = []
-        for call in pending:
+        for call in list(self._unanswered.values()):
             if not call.complete:
                 text = "Not executed: its arguments were cut off when the turn was interrupted."
             elif cause is None:
