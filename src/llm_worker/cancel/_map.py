@@ -209,17 +209,17 @@ class ConcurrentMap(Generic[T]):
         ):
             return cast("T", await call(token))
 
-        def in_thread() -> T:
+        def in_thread() -> tuple[object]:
             outcome.thread = f"{threading.current_thread().name} #{threading.get_ident()}"
             try:
-                return cast("T", call(token))
+                return (call(token),)  # boxed: trio refuses a thread function returning a coroutine
             finally:
                 self._threads_done.add(outcome.index)
 
-        value = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+        (value,) = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
         if inspect.isawaitable(value):  # e.g. ``lambda token: fetch(url, token)``
-            return cast("T", await value)
-        return value
+            value = await value
+        return cast("T", value)
 
     async def _enforce_grace(self) -> None:
         """Wait for the group token; then give the calls their grace, then cancel them hard."""

@@ -30,7 +30,8 @@ class BufferedReader:
     def __init__(self, receive: Receive, *, max_record: int = 16 * 1024 * 1024) -> None:
         self._receive = receive
         self._buffer = bytearray()
-        self._searched = 0  # bytes of the buffer already known not to hold the delimiter
+        self._searched = 0  # bytes of the buffer already known not to hold ``_searched_for``
+        self._searched_for = b""
         self._eof = False
         self._reading = False
         self.max_record = max_record
@@ -58,9 +59,13 @@ class BufferedReader:
         Cancellation: safe at any point; the bytes received so far stay buffered for the next
         read.
         """
+        if not delimiter:
+            raise ValueError("the delimiter must not be empty")
         if self._reading:
             raise RuntimeError("another read is already pending on this reader")
         self._reading = True
+        if delimiter != self._searched_for:  # an interrupted read looked for something else
+            self._searched, self._searched_for = 0, delimiter
         try:
             while True:
                 found = self._buffer.find(delimiter, self._searched)
@@ -111,6 +116,7 @@ class SSEReader:
 
     Lines end in ``\\n`` or ``\\r\\n``. Comments and unknown fields are ignored; an event is
     dispatched at a blank line; a final event without its blank line is dropped (per the spec).
+    Invalid UTF-8 is replaced with U+FFFD and a leading byte order mark is skipped (per the spec).
     """
 
     def __init__(self, reader: BufferedReader) -> None:
@@ -119,6 +125,7 @@ class SSEReader:
         self._event = ""
         self._id: str | None = None
         self._retry: int | None = None
+        self._started = False
 
     async def next_event(self) -> ServerSentEvent | None:
         """The next complete event, or None at end of stream.
@@ -129,7 +136,11 @@ class SSEReader:
             raw = await self._reader.readline()
             if raw is None:
                 return None
-            line = raw.decode("utf-8").rstrip("\n").removesuffix("\r")
+            # Invalid UTF-8 is replaced, as the SSE spec says: one bad byte must not break a stream.
+            line = raw.decode("utf-8", errors="replace").rstrip("\n").removesuffix("\r")
+            if not self._started:
+                self._started = True
+                line = line.removeprefix("\ufeff")  # one leading byte order mark is ignored
             if not line:
                 if self._data or self._event:
                     return self._dispatch()
@@ -144,7 +155,7 @@ class SSEReader:
                 self._event = value
             elif name == "id" and "\0" not in value:
                 self._id = value
-            elif name == "retry" and value.isdigit():
+            elif name == "retry" and value.isascii() and value.isdigit():
                 self._retry = int(value)
 
     def _dispatch(self) -> ServerSentEvent:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -34,6 +34,14 @@ from ..events import Retrying, StreamEvent
 logger = logging.getLogger("llm_worker.models")
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
+#: The HTTP status an error *type* reported inside a stream stands for (Anthropic's error types).
+STREAM_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
 
 T_co = TypeVar("T_co", covariant=True)
 
@@ -85,7 +93,15 @@ def classify(exc: BaseException, provider: str) -> ModelError:
         return exc
     status = getattr(exc, "status_code", None)
     name = type(exc).__name__
-    if isinstance(status, int):
+    if isinstance(status, int) and status < 400:
+        # An ``error`` event inside a stream that began with 200 (Anthropic's SDK raises these as
+        # status errors carrying the stream's status): retryable when its type says transient.
+        kind = getattr(exc, "type", None)
+        transient = isinstance(kind, str) and STREAM_ERROR_STATUS.get(kind) in RETRYABLE_STATUS
+        error = ModelError(
+            f"{provider} reported an error mid-stream: {_short(exc)}", retryable=transient
+        )
+    elif isinstance(status, int):
         message = f"{provider} answered HTTP {status}: {_short(exc)}"
         error = ModelError(message, status_code=status, retryable=status in RETRYABLE_STATUS)
     elif name in ("APIConnectionError", "APITimeoutError") or isinstance(exc, OSError):
@@ -147,7 +163,7 @@ async def provider_stream(
             except StopAsyncIteration:
                 return
             except Exception as exc:
-                error = _timeout_error(exc, provider, "the first event", timeouts.first_event)
+                error = _timeout_error(exc, provider, "first event", timeouts.first_event)
                 await _close(holder, close_timeout)
                 if not error.retryable or attempt >= retry.max_attempts:
                     raise error from exc
@@ -157,8 +173,20 @@ async def provider_stream(
                 await anyio.sleep(delay)
                 continue
             break
-        async for event in convert(_guarded(first, chunks, provider, timeouts.idle)):
-            yield event
+        guarded = _guarded(first, chunks, provider, timeouts.idle)
+        converted = convert(guarded)
+        try:
+            async for event in converted:
+                yield event
+        except ModelError:
+            raise
+        except Exception as exc:  # a converter choking on a chunk is a model error, not a crash
+            raise classify(exc, provider) from exc
+        finally:
+            # Close the generator chain here, in this task, outermost first — not later from a
+            # garbage-collector hook (a stray task on asyncio, a ResourceWarning on trio).
+            await _aclose(converted)
+            await guarded.aclose()
 
     iterator = events()
     try:
@@ -171,7 +199,7 @@ async def provider_stream(
 
 async def _guarded(
     first: Any, chunks: AsyncIterator[Any], provider: str, idle: float
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     """Yield ``first`` then the rest of ``chunks``, turning transport errors into `ModelError`."""
     yield first
     try:
@@ -181,6 +209,19 @@ async def _guarded(
         if type(exc).__name__ == "APITimeoutError":
             raise ModelError(f"{provider} sent nothing for {idle:g}s (idle timeout)") from exc
         raise classify(exc, provider) from exc
+    finally:
+        await _aclose(chunks)
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    """``aclose()`` an async generator (a no-op if it has finished, or is no generator).
+
+    Cancellation: runs on the way out of `provider_stream`, inside its shielded, bounded close (or
+    after the generator already ended, when closing it is a no-op).
+    """
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _timeout_error(
