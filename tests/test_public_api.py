@@ -1,0 +1,71 @@
+"""The public surface is deliberate: DESIGN §5 names import, and ``__all__`` lists exactly them."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import llm_worker
+
+DESIGN_NAMES = {
+    "llm_worker": [
+        "Worker",
+        "RunResult",
+        "Item",
+        "Event",
+        "tool",
+        "ToolContext",
+        "CancelToken",
+        "Cause",
+        "RunError",
+        "Cancelled",
+        "Aborted",
+        "ModelError",
+        "ToolFailed",
+        "HookFailed",
+        "WorkerBusy",
+    ],
+    "llm_worker.models": [
+        "OfflineModel",
+        "OpenAIChatModel",
+        "OpenAIResponsesModel",
+        "AnthropicModel",
+    ],
+    "llm_worker.testing": ["ScriptedModel", "FakeProviderServer", "cancellation_sweep"],
+}
+
+
+@pytest.mark.parametrize("module_name", sorted(DESIGN_NAMES))
+def test_the_design_names_import(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    for name in DESIGN_NAMES[module_name]:
+        assert getattr(module, name) is not None, name
+
+
+@pytest.mark.parametrize("module_name", ["llm_worker", "llm_worker.cancel", "llm_worker.testing"])
+def test_all_is_sorted_and_every_name_in_it_exists(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    assert module.__all__ == sorted(module.__all__, key=str.casefold) or module.__all__ == sorted(
+        module.__all__
+    )
+    for name in module.__all__:
+        assert hasattr(module, name), name
+
+
+def test_every_public_name_of_the_package_is_in_all() -> None:
+    public = {
+        name
+        for name, value in vars(llm_worker).items()
+        if not name.startswith("_") and not isinstance(value, type(llm_worker))
+    }
+    assert public <= set(llm_worker.__all__)
+
+
+def test_importing_the_package_does_not_load_the_provider_sdks() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, llm_worker; print('openai' in sys.modules, 'anthropic' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False False"
