@@ -1,0 +1,38 @@
+"""Testing aids for users' own tests.
+
+* `ScriptedModel` / `Script` — a model that streams scripted responses, one per request.
+* `FakeProviderServer` / `Reply` — a real HTTP server on 127.0.0.1 that speaks the OpenAI Chat,
+  OpenAI Responses, Anthropic Messages and Ollama wire protocols, replays recorded streams and can
+  be scripted to misbehave (429/500/529, dropped connections, malformed chunks, stalls).
+* `cancellation_sweep` — cancels a scenario at every await point and checks every invariant.
+"""
+
+from ._fake_replies import (
+    CassetteReply,
+    ErrorReply,
+    JsonReply,
+    Reply,
+    StreamOptions,
+    StreamReply,
+)
+from ._fake_server import FakeProviderServer, RecordedRequest, ServerStats
+from ._scripted import Script, ScriptedModel, ScriptExhausted
+from ._sweep import SweepReport, cancellation_sweep, history_violations
+
+__all__ = [
+    "CassetteReply",
+    "ErrorReply",
+    "FakeProviderServer",
+    "JsonReply",
+    "RecordedRequest",
+    "Reply",
+    "Script",
+    "ScriptExhausted",
+    "ScriptedModel",
+    "ServerStats",
+    "StreamOptions",
+    "StreamReply",
+    "SweepReport",
+    "cancellation_sweep",
+    "history_violations",
+]

@@ -1,0 +1,632 @@
+"""Scripted replies for `FakeProviderServer`: what to send, and how to misbehave while sending it.
+
+Invariants:
+* A reply is an immutable value. One instance may be served any number of times (as a default, or
+  enqueued twice) and every serving sends the same bytes.
+* A stream reply's ``events`` is re-iterable and yields whole wire events: one SSE event including
+  its blank-line terminator, or one NDJSON line including its newline. The server writes each event
+  as one HTTP chunk, so fault positions (``drop_after``, ``stall_after``, ``malformed_at``) count
+  events, never bytes.
+* Synthetic streams are generated lazily, event by event, so a 20 000-chunk stream costs nothing
+  until it is served and then only per event sent.
+"""
+
+from __future__ import annotations
+
+import json as _json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from http import HTTPStatus
+from os import PathLike
+from pathlib import Path
+from typing import Any, TypedDict, Unpack
+
+__all__ = [
+    "CassetteReply",
+    "ErrorReply",
+    "JsonReply",
+    "Reply",
+    "StreamOptions",
+    "StreamReply",
+]
+
+Headers = tuple[tuple[str, str], ...]
+
+SSE = "text/event-stream"
+NDJSON = "application/x-ndjson"
+
+# Headers that frame the message; the server owns them, a reply may not set them.
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+class StreamOptions(TypedDict, total=False):
+    """Keyword options shared by every stream constructor (see `StreamReply` for meanings)."""
+
+    status: int
+    headers: Mapping[str, str]
+    delay: float
+    drop_before_headers: bool
+    pace: float
+    drop_after: int
+    stall_after: int
+    stall: float | None
+    malformed_at: int
+
+
+def _dumps(obj: Any) -> bytes:
+    return _json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _headers(headers: Mapping[str, str] | None) -> Headers:
+    pairs: list[tuple[str, str]] = []
+    for name, value in (headers or {}).items():
+        lname, svalue = name.strip().lower(), str(value)
+        if lname in _FRAMING:
+            raise ValueError(f"header {name!r} frames the message; the server sets it itself")
+        if not lname or any(c in lname + svalue for c in "\r\n") or ":" in lname:
+            raise ValueError(f"invalid header {name!r}: {value!r}")
+        try:
+            (lname + svalue).encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"header {name!r} is not latin-1: {value!r}") from None
+        pairs.append((lname, svalue))
+    return tuple(pairs)
+
+
+def _check_index(name: str, value: int | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+class _LazyEvents:
+    """A re-iterable event source: each iteration calls the factory for a fresh generator."""
+
+    def __init__(self, factory: Callable[[], Iterator[bytes]], description: str) -> None:
+        self._factory = factory
+        self._description = description
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._factory()
+
+    def __repr__(self) -> str:
+        return f"<{self._description}>"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reply:
+    """One scripted HTTP reply. Build replies with the static constructors below.
+
+    Every reply can be delayed (``delay`` seconds before the status line, so a client can be
+    cancelled while it opens the stream) or replaced by a dropped connection
+    (``drop_before_headers``: the socket is closed right after the request was read).
+    """
+
+    status: int = 200
+    headers: Headers = ()
+    delay: float = 0.0
+    drop_before_headers: bool = False
+
+    def __post_init__(self) -> None:
+        if type(self) is Reply:
+            raise TypeError("build replies with a constructor, such as Reply.json(...)")
+        if not 100 <= self.status <= 999:
+            raise ValueError(f"invalid HTTP status {self.status}")
+        if self.delay < 0:
+            raise ValueError("delay must be >= 0")
+
+    # --- plain bodies -------------------------------------------------------------------------
+
+    @staticmethod
+    def json(
+        body: Any,
+        *,
+        status: int = 200,
+        headers: Mapping[str, str] | None = None,
+        delay: float = 0.0,
+        drop_before_headers: bool = False,
+    ) -> JsonReply:
+        """A JSON body with a Content-Length (``bytes`` are sent as they are)."""
+        raw = body if isinstance(body, bytes) else _dumps(body)
+        return JsonReply(
+            body=raw,
+            status=status,
+            headers=_headers(headers),
+            delay=delay,
+            drop_before_headers=drop_before_headers,
+        )
+
+    @staticmethod
+    def error(
+        status: int,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        retry_after: float | None = None,
+        message: str | None = None,
+        delay: float = 0.0,
+    ) -> ErrorReply:
+        """An HTTP error. Without ``body``, the body takes the shape of the endpoint that was hit.
+
+        OpenAI's ``{"error": {"message", "type", "param", "code"}}``, Anthropic's
+        ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages`` and for every
+        529 (``overloaded_error``), Ollama's ``{"error": "..."}`` on ``/api/...``. ``retry_after``
+        adds a ``retry-after`` header (seconds), which the SDKs honour when they retry.
+        """
+        extra = dict(headers or {})
+        if retry_after is not None:
+            extra["retry-after"] = (
+                str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
+            )
+        raw = None if body is None else body if isinstance(body, bytes) else _dumps(body)
+        return ErrorReply(
+            status=status, body=raw, message=message, headers=_headers(extra), delay=delay
+        )
+
+    # --- streams ------------------------------------------------------------------------------
+
+    @staticmethod
+    def sse(
+        events: Iterable[bytes | str | Mapping[str, Any] | tuple[str, Any]],
+        *,
+        named: bool = False,
+        **options: Unpack[StreamOptions],
+    ) -> StreamReply:
+        """An SSE stream from events given as data.
+
+        Each item is ``bytes`` (a raw event, sent as is: include its ``\\n\\n``), a ``str`` (a
+        ``data:`` payload such as ``"[DONE]"``), a mapping (JSON ``data:``; with ``named=True`` an
+        ``event:`` line taken from its ``"type"``, as Anthropic and Responses streams have) or a
+        ``(event_name, data)`` pair.
+        """
+        encoded = tuple(_sse_item(item, named=named) for item in events)
+        return StreamReply(events=encoded, content_type=SSE, **_stream_fields(options))
+
+    @staticmethod
+    def ndjson(
+        lines: Iterable[bytes | str | Mapping[str, Any]], **options: Unpack[StreamOptions]
+    ) -> StreamReply:
+        """An NDJSON stream (Ollama's native protocol): mappings become JSON lines."""
+        encoded = tuple(_ndjson_line(line) for line in lines)
+        return StreamReply(events=encoded, content_type=NDJSON, **_stream_fields(options))
+
+    @staticmethod
+    def cassette(name: str | PathLike[str], **options: Unpack[StreamOptions]) -> CassetteReply:
+        """Replay a recorded response body, e.g. ``Reply.cassette("anthropic/text")``.
+
+        ``name`` is relative to the server's ``cassettes_dir`` (or absolute); ``.sse`` or
+        ``.ndjson`` may be left out. The server loads the file when the reply is enqueued, so a
+        wrong name fails in the test that wrote it.
+        """
+        return CassetteReply(name=str(name), **_stream_fields(options))
+
+    # --- synthetic streams --------------------------------------------------------------------
+
+    @staticmethod
+    def openai_text(
+        text: str | Sequence[str] = "Hello!",
+        *,
+        chunks: int | None = None,
+        usage: bool = True,
+        model: str = "gpt-4o-mini",
+        finish_reason: str = "stop",
+        **options: Unpack[StreamOptions],
+    ) -> StreamReply:
+        """A Chat Completions stream: a role chunk, one chunk per piece, the finish chunk, a usage
+        chunk (``usage=True``, as with ``stream_options.include_usage``) and ``data: [DONE]``.
+
+        A ``str`` text is sent ``chunks`` times (default once); a sequence gives the pieces.
+        """
+        pieces = _pieces(text, chunks)
+
+        def generate() -> Iterator[bytes]:
+            base: dict[str, Any] = {
+                "id": "chatcmpl-fake0001",
+                "object": "chat.completion.chunk",
+                "created": 1_700_000_000,
+                "model": model,
+                "system_fingerprint": "fp_fake",
+            }
+            extra: dict[str, Any] = {"usage": None} if usage else {}
+
+            def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+                return _sse_data({**base, "choices": [choice], **extra})
+
+            yield chunk({"role": "assistant", "content": "", "refusal": None})
+            memo: dict[str, bytes] = {}  # a repeated piece is encoded once
+            for piece in pieces:
+                data = memo.get(piece)
+                if data is None:
+                    data = chunk({"content": piece})
+                    if len(memo) < 64:
+                        memo[piece] = data
+                yield data
+            yield chunk({}, finish_reason)
+            if usage:
+                n = len(pieces)
+                counts = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}
+                yield _sse_data({**base, "choices": [], "usage": counts})
+            yield b"data: [DONE]\n\n"
+
+        return StreamReply(
+            events=_LazyEvents(generate, f"openai_text: {len(pieces)} chunks"),
+            content_type=SSE,
+            **_stream_fields(options),
+        )
+
+    @staticmethod
+    def anthropic_text(
+        text: str | Sequence[str] = "Hello!",
+        *,
+        chunks: int | None = None,
+        model: str = "claude-sonnet-4-6",
+        stop_reason: str = "end_turn",
+        **options: Unpack[StreamOptions],
+    ) -> StreamReply:
+        """An Anthropic Messages stream: message_start, content_block_start, ping, one
+        content_block_delta per piece, content_block_stop, message_delta, message_stop."""
+        pieces = _pieces(text, chunks)
+
+        def generate() -> Iterator[bytes]:
+            message: dict[str, Any] = {
+                "id": "msg_fake0001",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": 8, "output_tokens": 1},
+            }
+            yield _sse_named({"type": "message_start", "message": message})
+            block = {"type": "text", "text": ""}
+            yield _sse_named({"type": "content_block_start", "index": 0, "content_block": block})
+            yield _sse_named({"type": "ping"})
+            memo: dict[str, bytes] = {}  # a repeated piece is encoded once
+            for piece in pieces:
+                data = memo.get(piece)
+                if data is None:
+                    delta = {"type": "text_delta", "text": piece}
+                    data = _sse_named({"type": "content_block_delta", "index": 0, "delta": delta})
+                    if len(memo) < 64:
+                        memo[piece] = data
+                yield data
+            yield _sse_named({"type": "content_block_stop", "index": 0})
+            yield _sse_named(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                    "usage": {"output_tokens": len(pieces)},
+                }
+            )
+            yield _sse_named({"type": "message_stop"})
+
+        return StreamReply(
+            events=_LazyEvents(generate, f"anthropic_text: {len(pieces)} chunks"),
+            content_type=SSE,
+            **_stream_fields(options),
+        )
+
+    @staticmethod
+    def responses_text(
+        text: str | Sequence[str] = "Hello!",
+        *,
+        chunks: int | None = None,
+        model: str = "gpt-4o-mini",
+        **options: Unpack[StreamOptions],
+    ) -> StreamReply:
+        """An OpenAI Responses stream: response.created, response.in_progress,
+        output_item.added, content_part.added, one output_text.delta per piece, output_text.done,
+        content_part.done, output_item.done, response.completed (with usage)."""
+        pieces = _pieces(text, chunks)
+
+        def generate() -> Iterator[bytes]:
+            seq = iter(range(1 << 62))
+            item_id = "msg_fake0001"
+
+            def event(kind: str, **fields: Any) -> bytes:
+                return _sse_named({"type": kind, "sequence_number": next(seq), **fields})
+
+            def response(status: str, output: list[Any], usage: Any) -> dict[str, Any]:
+                return {
+                    "id": "resp_fake0001",
+                    "object": "response",
+                    "created_at": 1_700_000_000,
+                    "status": status,
+                    "error": None,
+                    "incomplete_details": None,
+                    "instructions": None,
+                    "max_output_tokens": None,
+                    "model": model,
+                    "output": output,
+                    "parallel_tool_calls": True,
+                    "previous_response_id": None,
+                    "reasoning": {"effort": None, "summary": None},
+                    "store": True,
+                    "temperature": 1.0,
+                    "text": {"format": {"type": "text"}},
+                    "tool_choice": "auto",
+                    "tools": [],
+                    "top_p": 1.0,
+                    "truncation": "disabled",
+                    "usage": usage,
+                    "user": None,
+                    "metadata": {},
+                }
+
+            where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+            yield event("response.created", response=response("in_progress", [], None))
+            yield event("response.in_progress", response=response("in_progress", [], None))
+            item: dict[str, Any] = {
+                "id": item_id,
+                "type": "message",
+                "status": "in_progress",
+                "content": [],
+                "role": "assistant",
+            }
+            yield event("response.output_item.added", output_index=0, item=item)
+            part: dict[str, Any] = {
+                "type": "output_text",
+                "annotations": [],
+                "logprobs": [],
+                "text": "",
+            }
+            yield event("response.content_part.added", **where, part=part)
+            for piece in pieces:
+                yield event("response.output_text.delta", **where, delta=piece, logprobs=[])
+            full = "".join(pieces)
+            yield event("response.output_text.done", **where, text=full, logprobs=[])
+            part = {**part, "text": full}
+            yield event("response.content_part.done", **where, part=part)
+            item = {**item, "status": "completed", "content": [part]}
+            yield event("response.output_item.done", output_index=0, item=item)
+            n = len(pieces)
+            usage = {
+                "input_tokens": 8,
+                "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": n,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": 8 + n,
+            }
+            yield event("response.completed", response=response("completed", [item], usage))
+
+        return StreamReply(
+            events=_LazyEvents(generate, f"responses_text: {len(pieces)} chunks"),
+            content_type=SSE,
+            **_stream_fields(options),
+        )
+
+    @staticmethod
+    def ollama_text(
+        text: str | Sequence[str] = "Hello!",
+        *,
+        chunks: int | None = None,
+        model: str = "llama3.1",
+        **options: Unpack[StreamOptions],
+    ) -> StreamReply:
+        """A native Ollama ``/api/chat`` NDJSON stream: one line per piece, then ``done: true``."""
+        pieces = _pieces(text, chunks)
+
+        def generate() -> Iterator[bytes]:
+            stamp = "2024-01-01T00:00:00Z"
+            for piece in pieces:
+                message = {"role": "assistant", "content": piece}
+                yield _ndjson_line(
+                    {"model": model, "created_at": stamp, "message": message, "done": False}
+                )
+            yield _ndjson_line(
+                {
+                    "model": model,
+                    "created_at": stamp,
+                    "message": {"role": "assistant", "content": ""},
+                    "done_reason": "stop",
+                    "done": True,
+                    "prompt_eval_count": 8,
+                    "eval_count": len(pieces),
+                }
+            )
+
+        return StreamReply(
+            events=_LazyEvents(generate, f"ollama_text: {len(pieces)} chunks"),
+            content_type=NDJSON,
+            **_stream_fields(options),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class JsonReply(Reply):
+    """A complete body sent with a Content-Length."""
+
+    body: bytes
+    content_type: str = "application/json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ErrorReply(Reply):
+    """An HTTP error; ``body=None`` means "shaped like the endpoint's own errors"."""
+
+    body: bytes | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _StreamFaults(Reply):
+    """Fault options shared by streams. Event indexes count from 0.
+
+    * ``pace``: seconds between events.
+    * ``drop_after=N``: send N events, then abort the connection with no terminating chunk.
+    * ``stall_after=N``: send N events, then go silent for ``stall`` seconds (``None``: until
+      the client leaves or the server stops), then carry on.
+    * ``malformed_at=N``: event N is replaced by one whose payload is not valid JSON.
+
+    A position equal to the number of events means "after the last event, before the end".
+    """
+
+    pace: float = 0.0
+    drop_after: int | None = None
+    stall_after: int | None = None
+    stall: float | None = None
+    malformed_at: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pace < 0 or (self.stall is not None and self.stall < 0):
+            raise ValueError("pace and stall must be >= 0")
+        _check_index("drop_after", self.drop_after)
+        _check_index("stall_after", self.stall_after)
+        _check_index("malformed_at", self.malformed_at)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamReply(_StreamFaults):
+    """A streamed body (``Transfer-Encoding: chunked``), one chunk per event."""
+
+    events: Iterable[bytes]
+    content_type: str = SSE
+
+
+@dataclass(frozen=True, kw_only=True)
+class CassetteReply(_StreamFaults):
+    """A recorded stream, by name; the server turns it into a `StreamReply` when it is enqueued."""
+
+    name: str
+
+    def load(self, cassettes_dir: Path) -> StreamReply:
+        """Read and split the cassette (see `split_events`) into a `StreamReply`."""
+        path = resolve_cassette(self.name, cassettes_dir)
+        ndjson = path.suffix == ".ndjson"
+        events = split_events(path.read_bytes(), ndjson=ndjson)
+        shared = {f.name: getattr(self, f.name) for f in fields(_StreamFaults)}
+        return StreamReply(events=events, content_type=NDJSON if ndjson else SSE, **shared)
+
+
+def resolve_cassette(name: str, cassettes_dir: Path) -> Path:
+    """The cassette file for ``name``: as given, else with ``.sse`` or ``.ndjson`` appended."""
+    base = Path(name) if Path(name).is_absolute() else cassettes_dir / name
+    candidates = [base, base.with_name(base.name + ".sse"), base.with_name(base.name + ".ndjson")]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"cassette {name!r} not found (tried {tried})")
+
+
+_SSE_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+
+
+def split_events(body: bytes, *, ndjson: bool = False) -> tuple[bytes, ...]:
+    """Split a recorded body into wire events, byte-exactly (the parts join back to ``body``).
+
+    SSE splits after each blank line, keeping whichever line ending the file uses; NDJSON splits
+    after each newline.
+    """
+    if ndjson:
+        return tuple(body.splitlines(keepends=True))
+    events: list[bytes] = []
+    start = 0
+    for match in _SSE_BOUNDARY.finditer(body):
+        events.append(body[start : match.end()])
+        start = match.end()
+    if start < len(body):
+        events.append(body[start:])
+    return tuple(events)
+
+
+def malformed_event(content_type: str) -> bytes:
+    """An event that is well framed but whose payload is not JSON, so a client parser fails."""
+    if content_type == NDJSON:
+        return b'{"malformed": tru\n'
+    return b'data: {"malformed": tru\n\n'
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+_OPENAI_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    404: ("invalid_request_error", "not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+
+
+def reason_phrase(status: int) -> str:
+    if status == 529:
+        return "Overloaded"
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def error_body(status: int, path: str, message: str | None) -> bytes:
+    """An error body in the shape the endpoint at ``path`` uses (see `Reply.error`)."""
+    if message is None:
+        message = "Overloaded" if status == 529 else f"{reason_phrase(status)} (scripted)"
+    if path.startswith("/v1/messages") or status == 529:
+        kind = _ANTHROPIC_TYPES.get(status, "api_error")
+        body: Any = {
+            "type": "error",
+            "error": {"type": kind, "message": message},
+            "request_id": "req_fake",
+        }
+    elif path.startswith("/api/"):
+        body = {"error": message}
+    else:
+        kind, code = _OPENAI_TYPES.get(status, ("server_error", None))
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return _dumps(body)
+
+
+def _pieces(text: str | Sequence[str], chunks: int | None) -> tuple[str, ...]:
+    if isinstance(text, str):
+        count = 1 if chunks is None else chunks
+        if count < 0:
+            raise ValueError("chunks must be >= 0")
+        return (text,) * count
+    pieces = tuple(text)
+    if chunks is not None and chunks != len(pieces):
+        raise ValueError("chunks must match the number of pieces when text is a sequence")
+    return pieces
+
+
+def _stream_fields(options: StreamOptions) -> dict[str, Any]:
+    out: dict[str, Any] = dict(options)
+    out["headers"] = _headers(options.get("headers"))
+    return out
+
+
+def _sse_data(obj: Any) -> bytes:
+    return b"data: " + _dumps(obj) + b"\n\n"
+
+
+def _sse_named(obj: Mapping[str, Any]) -> bytes:
+    return b"event: " + str(obj["type"]).encode() + b"\n" + _sse_data(obj)
+
+
+def _sse_item(item: bytes | str | Mapping[str, Any] | tuple[str, Any], *, named: bool) -> bytes:
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, str):
+        return b"".join(b"data: " + line.encode() + b"\n" for line in item.split("\n")) + b"\n"
+    if isinstance(item, tuple):
+        name, data = item
+        payload = _sse_item(data, named=False)
+        return b"event: " + name.encode() + b"\n" + payload
+    return _sse_named(item) if named else _sse_data(item)
+
+
+def _ndjson_line(line: bytes | str | Mapping[str, Any]) -> bytes:
+    if isinstance(line, bytes):
+        return line
+    if isinstance(line, str):
+        return line.encode() + b"\n"
+    return _dumps(line) + b"\n"
