@@ -25,9 +25,10 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -108,12 +109,12 @@ class OfflineModel:
         return closing_stream(self._events(request), what="closing the offline stream")
 
     async def _events(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
-        for event, paced in _plan(request, reasoning=self.reasoning, chunk=self.words_per_chunk):
+        for make, paced in _plan(request, reasoning=self.reasoning, chunk=self.words_per_chunk):
             if paced:
                 await anyio.sleep(self.pace)
             else:
                 await checkpoint()
-            yield event
+            yield make()
 
 
 @asynccontextmanager
@@ -163,43 +164,47 @@ def _item_text(item: Item) -> str:
 
 @dataclass
 class _Answer:
-    """The events of one answer (each flagged ``paced`` if it carries content) and its counts."""
+    """The events of one answer, built lazily (each flagged ``paced`` if it carries content)."""
 
-    events: list[tuple[StreamEvent, bool]] = field(default_factory=list)
+    events: list[tuple[Callable[[], StreamEvent], bool]] = field(default_factory=list)
     output_words: int = 0
     reasoning_words: int = 0
 
     def reasoning(self, text: str) -> None:
-        self.events.append((ReasoningStart(), False))
-        self.events.extend((ReasoningDelta(text=piece), True) for piece in _chunks(text, 4))
-        self.events.append((ReasoningEnd(), False))
+        self.events.append((ReasoningStart, False))
+        self.events.extend((partial(ReasoningDelta, text=p), True) for p in _chunks(text, 4))
+        self.events.append((ReasoningEnd, False))
         self.reasoning_words += count_words(text)
         self.output_words += count_words(text)
 
     def text(self, text: str, chunk: int) -> None:
-        self.events.extend((TextDelta(text=piece), True) for piece in _chunks(text, chunk))
+        self.events.extend((partial(TextDelta, text=p), True) for p in _chunks(text, chunk))
         self.output_words += count_words(text)
 
     def tool_call(self, index: int, call_id: str, name: str, arguments: str) -> None:
-        self.events.append((ToolCallStart(index=index, call_id=call_id, name=name), False))
+        start = partial(ToolCallStart, index=index, call_id=call_id, name=name)
+        self.events.append((start, False))
         self.events.extend(
-            (ToolCallDelta(index=index, arguments=piece), True) for piece in _fragments(arguments)
+            (partial(ToolCallDelta, index=index, arguments=piece), True)
+            for piece in _fragments(arguments)
         )
-        self.events.append((ToolCallEnd(index=index), False))
+        self.events.append((partial(ToolCallEnd, index=index), False))
         self.output_words += count_words(arguments)
 
-    def finish(self, stop: str, input_words: int) -> list[tuple[StreamEvent, bool]]:
+    def finish(self, stop: str, input_words: int) -> list[tuple[Callable[[], StreamEvent], bool]]:
         usage = Usage(
             input_tokens=input_words,
             output_tokens=self.output_words,
             reasoning_tokens=self.reasoning_words,
         )
-        self.events.append((StopReason(reason=stop), False))
-        self.events.append((UsageUpdate(usage=usage), False))
+        self.events.append((partial(StopReason, reason=stop), False))
+        self.events.append((partial(UsageUpdate, usage=usage), False))
         return self.events
 
 
-def _plan(request: ModelRequest, *, reasoning: bool, chunk: int) -> list[tuple[StreamEvent, bool]]:
+def _plan(
+    request: ModelRequest, *, reasoning: bool, chunk: int
+) -> list[tuple[Callable[[], StreamEvent], bool]]:
     history = list(request.history)
     prompt_at, user = _last(history, UserMessage)
     prompt = user.text if user is not None else ""
