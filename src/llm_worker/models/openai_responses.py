@@ -1,0 +1,547 @@
+"""The OpenAI Responses API (``POST /v1/responses``, streamed), through the official SDK.
+
+One request in, one stream of normalised events out; nothing else. The worker's history is sent
+statelessly every turn (``store=False``), and reasoning comes back as encrypted content that is
+carried into the next request, so no server-side state is ever needed.
+
+Invariants:
+* `to_responses_input` is pure and total: for any history it returns input the API accepts. Every
+  ``function_call`` is followed by exactly one ``function_call_output`` (synthetic if the history
+  lacks one); an output with no call before it is dropped; a ``reasoning`` item is sent only when
+  this provider produced it with encrypted content, and only if the item it preceded (text or a
+  function call) is sent whole after it — reasoning whose follower was cut off is dropped.
+* Stream conversion is lean: the SDK's own stream decodes SSE events to plain dicts, with no
+  per-event SDK model (``responses.create(stream=True)`` builds one per event: 70–115 µs per text
+  delta end to end, against ~12 µs here, ~9 µs of which is the SDK's SSE decoding; a delta costs
+  one dict lookup and one event object). A payload of the wrong shape, a
+  ``response.failed`` / ``error`` event, or a stream that ends before its terminal event is a
+  typed `ModelError` (or `StreamError`), never another exception. Unknown event types are ignored.
+* Cancellation and clean-up come from `provider_stream`: the SDK's retries are off for every
+  request (``max_retries=0``, even on a client passed in), retries are ours, and the HTTP response
+  is closed in a shielded, bounded block whatever ends the stream.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import ssl
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import httpx2
+import openai
+from openai import AsyncStream
+
+from ..errors import ModelError
+from ..events import (
+    ReasoningDelta,
+    ReasoningEnd,
+    ReasoningStart,
+    StopReason,
+    StreamError,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    UsageUpdate,
+)
+from ..items import (
+    AssistantMessage,
+    Item,
+    Note,
+    ReasoningPart,
+    TextPart,
+    ToolCall,
+    ToolResult,
+    Usage,
+    UserMessage,
+)
+from ..tools import ToolSpec
+from ._base import ModelRequest
+from ._http import MissingCredentials, RetryPolicy, Timeouts, provider_stream
+
+__all__ = [
+    "PROVIDER",
+    "OpenAIResponsesModel",
+    "convert_stream",
+    "is_reasoning_model",
+    "to_responses_input",
+    "tool_param",
+]
+
+PROVIDER = "openai-responses"
+
+#: Error codes of ``response.failed`` / ``error`` events worth trying again later.
+RETRYABLE_CODES = frozenset(
+    {
+        "server_error",
+        "internal_error",
+        "api_error",
+        "rate_limit_exceeded",
+        "rate_limit_error",
+        "server_is_overloaded",
+        "overloaded_error",
+        "slow_down",
+        "timeout",
+    }
+)
+
+_INCOMPLETE_REASONS = {"max_output_tokens": "max_tokens", "max_tokens": "max_tokens"}
+_UNANSWERED = "Not executed: no result was recorded for this call."
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+class OpenAIResponsesModel:
+    """A `Model` for the OpenAI Responses API (and servers that speak it).
+
+    ``reasoning`` is sent as the request's ``reasoning`` (e.g. ``{"effort": "low", "summary":
+    "auto"}``). Encrypted reasoning is requested (``include=["reasoning.encrypted_content"]``)
+    for reasoning models only — o-series, gpt-5 (not gpt-5-chat), codex, gpt-oss — or whenever
+    ``reasoning`` is given, because OpenAI rejects it for other models with HTTP 400 ("Encrypted
+    content is not supported with this model"); ``include_encrypted_reasoning`` overrides that
+    guess. A ``client`` passed in is used as it is, except that our retries replace its own.
+
+    Cancellation: see `provider_stream` — any await of the stream may be cancelled; the HTTP
+    response is then closed (shielded, bounded) and the cancellation propagates.
+    """
+
+    provider = PROVIDER
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        client: openai.AsyncOpenAI | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen, so sharing is safe
+        timeouts: Timeouts = Timeouts(),  # noqa: B008
+        reasoning: dict[str, Any] | None = None,
+        include_encrypted_reasoning: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.retry = retry
+        self.timeouts = timeouts
+        self.reasoning = dict(reasoning) if reasoning is not None else None
+        if include_encrypted_reasoning is None:
+            include_encrypted_reasoning = reasoning is not None or is_reasoning_model(model)
+        self.include_encrypted_reasoning = include_encrypted_reasoning
+        if client is None:
+            key = api_key or os.environ.get("OPENAI_API_KEY")
+            if not key:
+                raise MissingCredentials(
+                    f"{PROVIDER}:{model} needs an API key: set OPENAI_API_KEY or pass api_key="
+                )
+            client = openai.AsyncOpenAI(
+                api_key=key,
+                base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
+                max_retries=0,
+                timeout=timeouts.for_httpx(),
+                http_client=openai.DefaultAsyncHttpxClient(
+                    verify=_ssl_context(), timeout=timeouts.for_httpx()
+                ),
+            )
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self.client = client
+
+    @property
+    def name(self) -> str:
+        return f"{PROVIDER}:{self.model}"
+
+    def __repr__(self) -> str:
+        return f"OpenAIResponsesModel({self.model!r}, base_url={str(self.client.base_url)!r})"
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this model created it (a client passed in is the caller's)."""
+        if self._owns_client:
+            await self.client.close()
+
+    def request_body(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body of ``POST /responses`` for ``request`` (pure; ``stream`` is set)."""
+        body: dict[str, Any] = {
+            "model": self.model,
+            "input": to_responses_input(request.history),
+            "stream": True,
+            "store": False,
+        }
+        if request.system:
+            body["instructions"] = request.system
+        if request.tools:
+            body["tools"] = [tool_param(spec) for spec in request.tools]
+        if self.include_encrypted_reasoning:
+            body["include"] = ["reasoning.encrypted_content"]
+        if self.reasoning is not None:
+            body["reasoning"] = self.reasoning
+        settings = request.settings
+        if settings.max_tokens is not None:
+            body["max_output_tokens"] = settings.max_tokens
+        if settings.temperature is not None:
+            body["temperature"] = settings.temperature
+        return body
+
+    def stream(
+        self, request: ModelRequest
+    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
+        """Stream one response; entering does no I/O (the request goes out on the first event)."""
+        body = self.request_body(request)
+        client = self.client
+
+        async def open_stream() -> AsyncStream[object]:
+            # ``client.post`` is the SDK's own request path (auth, headers, HTTP errors as typed
+            # exceptions, its SSE stream); ``AsyncStream[object]`` keeps each event a plain dict.
+            return await client.post(
+                "/responses",
+                body=body,
+                cast_to=object,
+                stream=True,
+                stream_cls=AsyncStream[object],
+                options={"max_retries": 0},
+            )
+
+        return provider_stream(
+            open_stream,
+            convert_stream,
+            provider=PROVIDER,
+            retry=self.retry,
+            timeouts=self.timeouts,
+        )
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context for every model this process creates: building one costs ~70 ms."""
+    return httpx2.create_ssl_context()
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether ``model`` (its last path segment) names a model family that reasons."""
+    name = model.rsplit("/", 1)[-1].lower()
+    if name.startswith("gpt-5") and "chat" in name:
+        return False
+    return name.startswith(("o1", "o3", "o4", "gpt-5", "codex", "gpt-oss"))
+
+
+def tool_param(spec: ToolSpec) -> dict[str, Any]:
+    """A tool as the Responses API wants it (a flat ``function`` tool)."""
+    return {
+        "type": "function",
+        "name": spec.name,
+        "description": spec.description,
+        "parameters": spec.parameters,
+        "strict": spec.strict,
+    }
+
+
+# -- history → input ------------------------------------------------------------------------------
+
+
+def to_responses_input(history: Iterable[Item]) -> list[dict[str, Any]]:
+    """The Responses ``input`` for ``history``; valid however the history was interrupted.
+
+    User messages and notes are user messages; an assistant message becomes its (encrypted)
+    reasoning items and one assistant message with its text — interrupted text is sent as what
+    was said; tool calls become ``function_call`` items answered by ``function_call_output``
+    items. See the module invariants for the guarantees.
+    """
+    items = list(history)
+    out: list[dict[str, Any]] = []
+    pending: dict[str, None] = {}  # calls still waiting for their output, in order
+    answered: set[str] = set()
+
+    def flush() -> None:
+        for call_id in pending:
+            out.append({"type": "function_call_output", "call_id": call_id, "output": _UNANSWERED})
+            answered.add(call_id)
+        pending.clear()
+
+    for position, item in enumerate(items):
+        if isinstance(item, ToolResult):
+            if item.call_id in pending:
+                del pending[item.call_id]
+                answered.add(item.call_id)
+                out.append(
+                    {
+                        "type": "function_call_output",
+                        "call_id": item.call_id,
+                        "output": item.content,
+                    }
+                )
+            continue  # a result for no call (or a second one) would be rejected
+        if isinstance(item, ToolCall):
+            if item.call_id in pending or item.call_id in answered:
+                continue  # a repeated call id would be rejected too
+            pending[item.call_id] = None
+            out.append(
+                {
+                    "type": "function_call",
+                    "call_id": item.call_id,
+                    "name": item.name,
+                    "arguments": _arguments(item),
+                }
+            )
+            continue
+        flush()
+        if isinstance(item, UserMessage | Note):
+            out.append({"role": "user", "content": item.text})
+        elif isinstance(item, AssistantMessage):
+            out.extend(_assistant_items(item, _following_calls(items, position)))
+    flush()
+    return out
+
+
+def _following_calls(items: Sequence[Item], position: int) -> list[ToolCall]:
+    """The tool calls right after the assistant message at ``position`` (the same response)."""
+    calls: list[ToolCall] = []
+    for index in range(position + 1, len(items)):
+        item = items[index]
+        if not isinstance(item, ToolCall):
+            break
+        calls.append(item)
+    return calls
+
+
+def _assistant_items(message: AssistantMessage, calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    """Reasoning items then the text of one assistant message (its calls come after it).
+
+    A reasoning item must be followed by the item it preceded: the next text part, or, for
+    reasoning after the last text, the message's first tool call. It is dropped when that item
+    is missing or was cut off: a call whose arguments never finished, or — when no call was cut
+    off — the last part of an interrupted message.
+    """
+    parts = message.parts
+    text = "".join(part.text for part in parts if isinstance(part, TextPart))
+    # What was open when the stream was cut: a call whose arguments never finished, else
+    # (output items stream one after another) maybe the last part.
+    cut_call = any(not call.complete for call in calls)
+    cut = parts[-1] if message.interrupted and parts and not cut_call else None
+    out: list[dict[str, Any]] = []
+    for index, part in enumerate(parts):
+        if not isinstance(part, ReasoningPart) or not _ours(part):
+            continue
+        rest = parts[index + 1 :]
+        follower = next((p for p in rest if isinstance(p, TextPart) and p.text), None)
+        # Without text after it, it preceded the first call (or nothing that was kept).
+        whole = (follower is not cut) if follower else (bool(calls) and calls[0].complete)
+        if whole:
+            out.append(_reasoning_item(part))
+    if text:
+        out.append({"role": "assistant", "content": [{"type": "output_text", "text": text}]})
+    return out
+
+
+def _ours(part: ReasoningPart) -> bool:
+    return part.provider == PROVIDER and bool(part.encrypted_content)
+
+
+def _reasoning_item(part: ReasoningPart) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "reasoning"}
+    if part.provider_id:
+        item["id"] = part.provider_id
+    item["summary"] = [{"type": "summary_text", "text": part.text}] if part.text else []
+    item["encrypted_content"] = part.encrypted_content
+    return item
+
+
+def _arguments(call: ToolCall) -> str:
+    """The call's raw arguments if they are valid JSON, else ``"{}"`` (the API needs JSON)."""
+    raw = call.raw_arguments
+    if call.arguments is not None:
+        return raw
+    try:
+        json.loads(raw)
+    except ValueError:
+        return "{}"
+    return raw
+
+
+# -- stream → events ------------------------------------------------------------------------------
+
+
+class _State:
+    """What the conversion must remember between events of one response."""
+
+    __slots__ = ("args_sent", "calls", "refused", "streamed", "summary_parts", "terminal")
+
+    def __init__(self) -> None:
+        self.args_sent: dict[int, int] = {}  # output_index -> argument characters sent
+        self.calls = 0
+        self.refused = False
+        self.streamed = False  # the current text/reasoning item sent a delta
+        self.summary_parts = 0  # summary parts seen in the current reasoning item
+        self.terminal = False  # completed, incomplete or failed arrived
+
+    def handle(self, kind: str, data: dict[str, Any]) -> tuple[StreamEvent, ...]:
+        """Events for anything but the three hot deltas (handled inline by `convert_stream`)."""
+        if kind == "response.output_item.added":
+            return self._added(data["output_index"], data["item"])
+        if kind == "response.output_item.done":
+            return self._done(data["output_index"], data["item"])
+        if kind == "response.reasoning_summary_part.added":
+            self.summary_parts += 1
+            if self.summary_parts > 1:  # keep the summaries apart, as paragraphs
+                return (ReasoningDelta(text="\n\n"),)
+            return ()
+        if kind == "response.refusal.delta":
+            self.refused = self.streamed = True
+            return (TextDelta(text=data["delta"]),)
+        if kind == "response.completed":
+            self.terminal = True
+            reason = "tool_use" if self.calls else "refusal" if self.refused else "end_turn"
+            return (*_usage(data["response"]), StopReason(reason=reason))
+        if kind == "response.incomplete":
+            self.terminal = True
+            response = data["response"]
+            details = response.get("incomplete_details") or {}
+            why = details.get("reason") or "incomplete"
+            reason = _INCOMPLETE_REASONS.get(why, str(why))
+            return (*_usage(response), StopReason(reason=reason))
+        if kind == "response.failed":
+            self.terminal = True
+            response = data["response"]
+            error = response.get("error") or {}
+            return (*_usage(response), _stream_error(error, "the response failed"))
+        if kind == "error":
+            self.terminal = True
+            nested = data.get("error")
+            error = nested if isinstance(nested, dict) else data
+            return (_stream_error(error, "the provider reported an error"),)
+        return ()  # created, in_progress, content parts, *.done echoes, unknown types
+
+    def _added(self, index: int, item: dict[str, Any]) -> tuple[StreamEvent, ...]:
+        kind = item["type"]
+        self.streamed = False
+        if kind == "function_call":
+            self.calls += 1
+            start = ToolCallStart(
+                index=index, call_id=item["call_id"], name=item["name"], provider_id=item.get("id")
+            )
+            arguments = item.get("arguments") or ""
+            self.args_sent[index] = len(arguments)
+            if arguments:  # a server that sends the call whole, with no deltas
+                return (start, ToolCallDelta(index=index, arguments=arguments))
+            return (start,)
+        if kind == "reasoning":
+            self.summary_parts = 0
+            return (ReasoningStart(provider=PROVIDER, provider_id=item.get("id")),)
+        return ()
+
+    def _done(self, index: int, item: dict[str, Any]) -> tuple[StreamEvent, ...]:
+        kind = item["type"]
+        if kind == "function_call":
+            arguments = item.get("arguments") or ""
+            sent = self.args_sent.pop(index, 0)
+            if len(arguments) > sent:  # arguments the deltas did not carry
+                rest = arguments[sent:]
+                return (ToolCallDelta(index=index, arguments=rest), ToolCallEnd(index=index))
+            return (ToolCallEnd(index=index),)
+        if kind == "reasoning":
+            end = ReasoningEnd(encrypted_content=item.get("encrypted_content"))
+            if not self.streamed:  # a server that sends the summary only with the whole item
+                summary = "\n\n".join(part["text"] for part in item.get("summary") or ())
+                if summary:
+                    return (ReasoningDelta(text=summary), end)
+            return (end,)
+        if kind == "message" and not self.streamed:
+            text = "".join(
+                part.get("text") or part.get("refusal") or "" for part in item.get("content") or ()
+            )
+            if text:
+                return (TextDelta(text=text),)
+        return ()
+
+
+async def convert_stream(chunks: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
+    """Map the SDK's decoded SSE payloads (dicts) to normalised `StreamEvent`s.
+
+    Raises `ModelError` for a payload of the wrong shape or a stream that ends before its
+    terminal event. Cancellation: nothing is held here; the caller closes the HTTP stream.
+    """
+    state = _State()
+    events: tuple[StreamEvent, ...] = ()
+    try:
+        async for data in chunks:
+            if state.terminal:
+                continue  # nothing counts after the response's last word
+            try:
+                kind = data["type"]
+                # The hot path: one dict lookup and one event per delta.
+                if kind == "response.output_text.delta":
+                    event: StreamEvent | None = TextDelta(text=data["delta"])
+                    state.streamed = True
+                elif kind == "response.function_call_arguments.delta":
+                    index = data["output_index"]
+                    delta = data["delta"]
+                    event = ToolCallDelta(index=index, arguments=delta)
+                    state.args_sent[index] = state.args_sent.get(index, 0) + len(delta)
+                elif (
+                    kind == "response.reasoning_summary_text.delta"
+                    or kind == "response.reasoning_text.delta"
+                ):
+                    event = ReasoningDelta(text=data["delta"])
+                    state.streamed = True
+                else:
+                    event = None
+                    events = state.handle(kind, data)
+            except _MALFORMED as exc:
+                raise _malformed(data, exc) from exc
+            if event is not None:
+                yield event
+            else:
+                for each in events:
+                    yield each
+    except ModelError as exc:
+        _mark_retryable(exc)
+        raise
+    if not state.terminal:
+        raise ModelError(
+            f"{PROVIDER}: the stream ended before the response was complete", retryable=True
+        )
+
+
+def _usage(response: dict[str, Any]) -> tuple[StreamEvent, ...]:
+    usage = response.get("usage")
+    if not usage:
+        return ()
+    output_details = usage.get("output_tokens_details") or {}
+    input_details = usage.get("input_tokens_details") or {}
+    return (
+        UsageUpdate(
+            usage=Usage(
+                input_tokens=usage.get("input_tokens") or 0,
+                output_tokens=usage.get("output_tokens") or 0,
+                reasoning_tokens=output_details.get("reasoning_tokens") or 0,
+                cache_read_tokens=input_details.get("cached_tokens") or 0,
+            )
+        ),
+    )
+
+
+def _stream_error(error: dict[str, Any], fallback: str) -> StreamError:
+    code = error.get("code") or error.get("type")
+    message = error.get("message") or fallback
+    return StreamError(
+        message=f"{PROVIDER}: {message}" + (f" ({code})" if code else ""),
+        code=str(code) if code is not None else None,
+        retryable=code in RETRYABLE_CODES,
+    )
+
+
+def _malformed(data: object, exc: BaseException) -> ModelError:
+    shown = repr(data)
+    if len(shown) > 200:
+        shown = shown[:197] + "..."
+    return ModelError(f"{PROVIDER}: malformed stream event ({type(exc).__name__}: {exc}): {shown}")
+
+
+def _mark_retryable(error: ModelError) -> None:
+    """An ``{"error": {...}}`` payload is raised by the SDK itself; honour its code too."""
+    cause = error.__cause__
+    code = getattr(cause, "code", None) or getattr(cause, "type", None)
+    if type(cause).__name__ == "APIError" and isinstance(code, str) and code in RETRYABLE_CODES:
+        error.retryable = True
