@@ -1,0 +1,65 @@
+"""Durable sessions: a worker's history persisted in SQLite as it is committed.
+
+::
+
+    from llm_worker.store import SQLiteStore
+
+    with SQLiteStore("chat.db") as store, store.open_session("support-42") as session:
+        worker = session.worker("offline")   # seeded with the stored history, attached
+        await worker.run("hello")            # every committed item is in the file already
+        ...
+        if session.recovery:                 # the last run was interrupted or crashed
+            await worker.resume()
+
+Invariants (details in `_sqlite`, `_lock` and `_schema`):
+
+* Each history append is one SQLite transaction, written synchronously in the worker's commit
+  listener (no await: a cancellation cannot split it). A killed process loses at most the block
+  that was still streaming; everything the worker reported as committed is in the file.
+* A session has one writer at a time across processes (`SessionLocked`, or ``wait=``); the lock
+  is the OS's, so a killed holder never leaves it locked.
+* Reopening restores the history exactly (interrupted messages, synthetic results included). A
+  last run that never ended is recorded as crashed; the model gets a `Note` about it, and calls
+  left without a result are run again by ``resume()`` (or answered by ``settle_pending()``).
+* A file that is not ours — not SQLite, another program's, a newer schema — is refused with a
+  `StoreError` before anything is written to it.
+"""
+
+from ._errors import SchemaTooNew, SessionLocked, SessionNotFound, StoreError
+from ._schema import MIGRATIONS, Migration
+from ._sqlite import (
+    AppendStats,
+    Recovery,
+    RunRecord,
+    Session,
+    SessionInfo,
+    SQLiteStore,
+)
+
+__all__ = [
+    "MIGRATIONS",
+    "AppendStats",
+    "Migration",
+    "Recovery",
+    "RunRecord",
+    "SQLiteStore",
+    "SchemaTooNew",
+    "Session",
+    "SessionInfo",
+    "SessionLocked",
+    "SessionNotFound",
+    "StoreError",
+    "default_db_path",
+]
+
+
+def default_db_path() -> str:
+    """``$LLM_WORKER_DB`` if set, else ``sessions.db`` in the user data directory."""
+    import os
+
+    env = os.environ.get("LLM_WORKER_DB")
+    if env:
+        return env
+    from platformdirs import user_data_path
+
+    return str(user_data_path("llm-worker", appauthor=False) / "sessions.db")

@@ -1,0 +1,39 @@
+"""Errors of the session store: each says what is wrong in one line a person can act on."""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """The database cannot be used: not SQLite, another program's, corrupt, or unwritable."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was written by a newer llm-worker; this version will not touch it."""
+
+    def __init__(self, message: str, *, found: int, supported: int) -> None:
+        super().__init__(message)
+        self.found = found
+        self.supported = supported
+
+
+class SessionLocked(StoreError):
+    """Another process (or another `Session` in this one) has the session open.
+
+    ``pid`` is the holder's process id when it could be read, else None.
+    """
+
+    def __init__(self, message: str, *, name: str, pid: int | None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.pid = pid
+
+
+class SessionNotFound(StoreError, KeyError):
+    """No session of that name exists (raised by read-only look-ups, never by `open_session`)."""
+
+    def __init__(self, name: str, path: str) -> None:
+        super().__init__(f"no session named {name!r} in {path}")
+        self.name = name
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])

@@ -1,0 +1,911 @@
+"""`SQLiteStore` and `Session`: conversation histories that survive a crash.
+
+Invariants:
+* One history append is one ``BEGIN IMMEDIATE … COMMIT`` transaction holding every item of the
+  worker's commit (rows numbered ``seq`` 0, 1, 2, … per session) and the session's activity
+  time. It runs synchronously inside the worker's commit listener, in the event-loop thread with
+  no await, so no cancellation can land in it: the database never holds part of a commit. The
+  listener runs before the worker emits `ItemCommitted`, so an item reported as committed is
+  already in the database.
+* A session is open in at most one `Session` at a time, across processes (see `_lock`); a second
+  opener gets `SessionLocked`, or waits if it asked to. Reads (listing, showing) take no lock:
+  WAL readers see the last committed state while a writer appends.
+* Run markers: one row per run, written when it starts and completed when it ends, with its
+  outcome. A row left without an end means the process died mid-run: the next open records the
+  run as ``crashed`` and, if the model may have lost something, appends a `Note` telling it, in
+  the same transaction.
+* Nothing secret is stored: the model spec (``"openai:gpt-4o-mini"``) and system prompt, never
+  a key or a base URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
+
+from ..errors import Cancelled, RunError
+from ..items import (
+    AssistantMessage,
+    Item,
+    Note,
+    ToolCall,
+    ToolResult,
+    dump_item,
+    load_item,
+    unanswered_calls,
+)
+from ._errors import SessionLocked, SessionNotFound, StoreError
+from ._lock import SessionLock, holder_pid, lock_path
+from ._schema import MIGRATIONS, check_foreign, migrate
+
+if TYPE_CHECKING:
+    from ..models import Model
+    from ..result import RunResult
+    from ..worker import Worker
+
+__all__ = [
+    "AppendStats",
+    "Recovery",
+    "RunRecord",
+    "SQLiteStore",
+    "Session",
+    "SessionInfo",
+]
+
+logger = logging.getLogger("llm_worker.store")
+
+Synchronous = Literal["NORMAL", "FULL"]
+RunOutcome = Literal["finished", "paused", "limit_reached", "cancelled", "failed", "crashed"]
+_NORMAL_ENDS = frozenset({"finished", "paused", "limit_reached"})
+DEFAULT_WAIT = 30.0
+_POLL = 0.05
+_MAX_NAME = 200
+
+CRASH_RESULT = (
+    "Not executed: the process running the previous turn stopped (crash or kill) before this "
+    "call finished; it may have run in part."
+)
+MOVED_ON_RESULT = "Not executed: the run was paused and the user moved on."
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+# -- value types --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run's marker: when it started and how it ended (``outcome`` None: never ended)."""
+
+    run_id: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: str | None
+    kind: str | None = None
+    reason: str | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A row of the session listing."""
+
+    name: str
+    model: str | None
+    system: str | None
+    items: int
+    created_at: datetime
+    updated_at: datetime
+    last_run: RunRecord | None
+    in_use_by: int | None  # the pid holding the session open, if any
+
+    @property
+    def status(self) -> str:
+        """For listings: in use, crashed, interrupted, failed, paused, turn limit, or ""."""
+        if self.in_use_by is not None:
+            return "in use"
+        run = self.last_run
+        if run is None or run.outcome == "finished":
+            return ""
+        if not run.ended or run.outcome == "crashed":
+            return "crashed"
+        return {
+            "cancelled": "interrupted",
+            "failed": "failed",
+            "paused": "paused",
+            "limit_reached": "turn limit",
+        }.get(run.outcome or "", run.outcome or "")
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How a session's last run ended abnormally, found when the session was opened.
+
+    ``outcome`` is ``crashed`` (the process died mid-run), ``cancelled`` or ``failed``.
+    ``pending_calls`` are calls left without a result: ``resume()`` runs them again (so a tool
+    killed mid-call runs at least once more), `Session.settle_pending` answers them instead.
+    ``note`` is the `Note` appended to tell the model its previous turn was interrupted (None
+    when the run had added nothing, or when calls are pending: a note may not precede results).
+    """
+
+    outcome: str
+    kind: str | None
+    reason: str | None
+    pending_calls: tuple[ToolCall, ...] = ()
+    note: Note | None = None
+
+    def describe(self) -> str:
+        """One line for people: what happened to the last run."""
+        if self.outcome == "crashed":
+            text = "the last run did not finish: its process stopped (crash or kill)"
+        elif self.outcome == "cancelled":
+            text = f"the last run was interrupted ({self.reason or self.kind})"
+        else:
+            text = f"the last run failed ({self.reason or self.kind})"
+        if self.pending_calls:
+            names = ", ".join(call.name for call in self.pending_calls)
+            text += f"; {len(self.pending_calls)} tool call(s) never finished ({names})"
+        return text
+
+
+@dataclass
+class AppendStats:
+    """How long history appends took (seconds), for latency checks."""
+
+    count: int = 0
+    total: float = 0.0
+    max: float = 0.0
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    def record(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        self.max = max(self.max, seconds)
+
+
+# -- the store ----------------------------------------------------------------------------------
+
+
+class SQLiteStore:
+    """Sessions in one SQLite file: WAL mode, one transaction per history append.
+
+    ``synchronous="NORMAL"`` (the default) is what WAL mode is designed for: a commit is durable
+    against the *process* dying (kill -9, a crash) as soon as it returns, because the WAL is
+    written before COMMIT returns; only an OS crash or power loss may roll back the last few
+    commits, never corrupt the file. That makes an append tens of microseconds instead of an
+    fsync per item (milliseconds), which matters because appends run in the event-loop thread.
+    Use ``"FULL"`` to fsync every commit when power loss must not lose a single item.
+
+    ``busy_timeout`` bounds how long a write waits for another process writing the same file
+    (other sessions): appends are short, so this is rarely felt. Thread-safe; the connection is
+    shared behind a lock. Raises `StoreError` for a file that cannot be used as ours.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "NORMAL",
+        busy_timeout: float = 5.0,
+        create: bool = True,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        self.path = Path(path).expanduser()
+        # Locks live beside the real file, so every path to it (symlinks, relative) shares them.
+        self._real_path = self.path.resolve()
+        self._lock = threading.RLock()
+        self._conn = _open_database(
+            self.path, create=create, busy_timeout=busy_timeout, synchronous=synchronous
+        )
+        self._open: dict[str, Session] = {}
+        self.append_stats = AppendStats()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every open session (saving what is unsaved) and the database connection."""
+        errors: list[StoreError] = []
+        for session in list(self._open.values()):
+            try:
+                session.close()
+            except StoreError as exc:
+                errors.append(exc)
+        with self._lock:
+            self._conn.close()
+        if errors:
+            raise errors[0]
+
+    @property
+    def schema_version(self) -> int:
+        with self._reading() as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @property
+    def journal_mode(self) -> str:
+        with self._reading() as conn:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def open_session(
+        self,
+        name: str,
+        *,
+        model: str | None = None,
+        system: str | None = None,
+        wait: bool | float = False,
+    ) -> Session:
+        """Open (creating if needed) the session ``name``, holding its lock until `close`.
+
+        ``model`` and ``system``, when given, are stored as the session's (the spec string, never
+        a key). ``wait``: False raises `SessionLocked` at once if another holder has it; True
+        waits up to 30 s, a number up to that many seconds (polling; blocks this thread).
+        A session whose last run never ended is recovered here (see `Recovery`).
+        """
+        _check_name(name)
+        if model is not None and not isinstance(model, str):
+            raise TypeError("model must be a spec string such as 'offline' or 'openai:gpt-4o'")
+        lock = SessionLock(lock_path(self._real_path, name))
+        self._acquire(lock, name, wait)
+        try:
+            session = self._load(name, lock, model, system)
+        except BaseException:
+            lock.release()
+            raise
+        self._open[name] = session
+        return session
+
+    def sessions(self) -> list[SessionInfo]:
+        """Every session, most recently active first."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"""SELECT {_INFO_COLUMNS} FROM sessions s
+                LEFT JOIN runs r ON r.id = (SELECT max(id) FROM runs WHERE session = s.name)
+                ORDER BY s.updated_at DESC, s.name"""
+            ).fetchall()
+        return [self._info(row) for row in rows]
+
+    def session_info(self, name: str) -> SessionInfo:
+        """One session's listing row; raises `SessionNotFound`."""
+        with self._reading() as conn:
+            row = conn.execute(
+                f"""SELECT {_INFO_COLUMNS} FROM sessions s
+                LEFT JOIN runs r ON r.id = (SELECT max(id) FROM runs WHERE session = s.name)
+                WHERE s.name = ?""",
+                (name,),
+            ).fetchone()
+        if row is None:
+            raise SessionNotFound(name, str(self.path))
+        return self._info(row)
+
+    def load_history(self, name: str) -> list[Item]:
+        """A session's history as last committed, without opening (locking) it."""
+        with self._reading() as conn:
+            if conn.execute("SELECT 1 FROM sessions WHERE name = ?", (name,)).fetchone() is None:
+                raise SessionNotFound(name, str(self.path))
+            return [item for item, _ in self._items(conn, name)]
+
+    def runs(self, name: str) -> list[RunRecord]:
+        """A session's run markers, oldest first."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE session = ? ORDER BY id", (name,)
+            ).fetchall()
+        return [_run_record(row) for row in rows]
+
+    def delete_session(self, name: str) -> None:
+        """Delete a session and its items; raises `SessionLocked` if it is open anywhere."""
+        lock = SessionLock(lock_path(self._real_path, name))
+        self._acquire(lock, name, False)
+        try:
+            with self._writing() as conn:
+                deleted = conn.execute("DELETE FROM sessions WHERE name = ?", (name,)).rowcount
+        finally:
+            lock.release()
+        if not deleted:
+            raise SessionNotFound(name, str(self.path))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _acquire(self, lock: SessionLock, name: str, wait: bool | float) -> None:
+        if wait is False:
+            limit = 0.0
+        elif wait is True:
+            limit = DEFAULT_WAIT
+        else:
+            limit = float(wait)
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                if lock.try_acquire():
+                    return
+            except OSError as exc:
+                raise StoreError(f"cannot lock session {name!r} ({lock.path}): {exc}") from exc
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(_POLL)
+        pid = holder_pid(lock.path)
+        if pid == os.getpid():
+            who = "this process"
+        elif pid is not None:
+            who = f"another process (pid {pid})"
+        else:
+            who = "another process"
+        waited = f" (waited {limit:g}s)" if limit else ""
+        raise SessionLocked(
+            f"session {name!r} is in use by {who}{waited}; "
+            "wait for it to finish or choose another session",
+            name=name,
+            pid=pid,
+        )
+
+    def _load(self, name: str, lock: SessionLock, model: str | None, system: str | None) -> Session:
+        with self._writing() as conn:
+            now = _now()
+            row = conn.execute(
+                "SELECT model, system, created_at FROM sessions WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO sessions (name, model, system, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (name, model, system, now, now),
+                )
+                stored_model, stored_system, created = model, system, now
+            else:
+                stored_model, stored_system, created = row
+                if model is not None and model != stored_model:
+                    conn.execute("UPDATE sessions SET model = ? WHERE name = ?", (model, name))
+                    stored_model = model
+                if system is not None and system != stored_system:
+                    conn.execute("UPDATE sessions SET system = ? WHERE name = ?", (system, name))
+                    stored_system = system
+            rows = self._items(conn, name)
+            history = [item for item, _ in rows]
+            run_row = conn.execute(
+                f"SELECT {_RUN_COLUMNS}, id FROM runs WHERE session = ? ORDER BY id DESC LIMIT 1",
+                (name,),
+            ).fetchone()
+            last_run = _run_record(run_row[:-1]) if run_row else None
+            if last_run is not None and not last_run.ended:
+                conn.execute(
+                    "UPDATE runs SET ended_at = ?, outcome = 'crashed' WHERE id = ?",
+                    (now, run_row[-1]),
+                )
+                last_run = RunRecord(last_run.run_id, last_run.started_at, _time(now), "crashed")
+            ran = {run_id for _, run_id in rows if run_id is not None}
+            recovery = _recover(history, ran, last_run)
+            if recovery is not None and recovery.note is not None:
+                self._insert(conn, name, len(history), [recovery.note], None)
+                history.append(recovery.note)
+        return Session(
+            self,
+            name,
+            model=stored_model,
+            system=stored_system,
+            created_at=_time(created) or datetime.now(UTC),
+            history=history,
+            last_run=last_run,
+            recovery=recovery,
+            lock=lock,
+        )
+
+    def _items(self, conn: sqlite3.Connection, name: str) -> list[tuple[Item, str | None]]:
+        rows = conn.execute(
+            "SELECT seq, data, run_id FROM items WHERE session = ? ORDER BY seq", (name,)
+        ).fetchall()
+        items: list[tuple[Item, str | None]] = []
+        for position, (seq, data, run_id) in enumerate(rows):
+            if seq != position:
+                raise StoreError(f"session {name!r} in {self.path} is missing item {position}")
+            try:
+                items.append((load_item(data), run_id))
+            except ValidationError as exc:
+                problem = exc.errors()[0].get("msg", "invalid") if exc.errors() else str(exc)
+                raise StoreError(
+                    f"session {name!r} in {self.path}: item {seq} cannot be read ({problem})"
+                ) from exc
+        return items
+
+    def _append(self, name: str, first_seq: int, items: Sequence[Item], run_id: str | None) -> None:
+        """Write ``items`` as rows ``first_seq…`` in one transaction (the critical section)."""
+        started = time.perf_counter()
+        with self._writing() as conn:
+            self._insert(conn, name, first_seq, items, run_id)
+        self.append_stats.record(time.perf_counter() - started)
+
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        first_seq: int,
+        items: Sequence[Item],
+        run_id: str | None,
+    ) -> None:
+        rows = [
+            (name, first_seq + offset, item.type, item.id, run_id, dump_item(item))
+            for offset, item in enumerate(items)
+        ]
+        conn.executemany(
+            "INSERT INTO items (session, seq, type, item_id, run_id, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        conn.execute(
+            "UPDATE sessions SET updated_at = ?, item_count = ? WHERE name = ?",
+            (_now(), first_seq + len(rows), name),
+        )
+
+    def _mark_run(self, name: str, run_id: str) -> None:
+        with self._writing() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO runs (session, run_id, started_at) VALUES (?, ?, ?)",
+                (name, run_id, _now()),
+            )
+
+    def _end_run(
+        self, name: str, run_id: str, outcome: str, kind: str | None, reason: str | None
+    ) -> None:
+        with self._writing() as conn:
+            conn.execute(
+                "UPDATE runs SET ended_at = ?, outcome = ?, kind = ?, reason = ? "
+                "WHERE session = ? AND run_id = ?",
+                (_now(), outcome, kind, reason, name, run_id),
+            )
+
+    def _info(self, row: Sequence[Any]) -> SessionInfo:
+        name, model, system, created, updated, count = row[:6]
+        last_run = _run_record(row[6:]) if row[6] is not None else None
+        return SessionInfo(
+            name=name,
+            model=model,
+            system=system,
+            items=count,
+            created_at=_time(created) or datetime.now(UTC),
+            updated_at=_time(updated) or datetime.now(UTC),
+            last_run=last_run,
+            in_use_by=holder_pid(lock_path(self._real_path, name)),
+        )
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken up front (``IMMEDIATE``): all of it or none of it."""
+        with self._lock, _sqlite_errors(self.path, "write to"):
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every query in it sees the same committed state."""
+        with self._lock, _sqlite_errors(self.path, "read"):
+            conn = self._conn
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+
+
+_RUN_COLUMNS = "run_id, started_at, ended_at, outcome, kind, reason"
+_INFO_COLUMNS = (
+    "s.name, s.model, s.system, s.created_at, s.updated_at, s.item_count, "
+    "r.run_id, r.started_at, r.ended_at, r.outcome, r.kind, r.reason"
+)
+
+
+def _run_record(row: Sequence[Any]) -> RunRecord:
+    run_id, started, ended, outcome, kind, reason = row
+    return RunRecord(
+        run_id=run_id,
+        started_at=_time(started) or datetime.now(UTC),
+        ended_at=_time(ended),
+        outcome=outcome,
+        kind=kind,
+        reason=reason,
+    )
+
+
+# -- a session ----------------------------------------------------------------------------------
+
+
+class Session:
+    """An open session: its history, and the lock that makes this the only writer.
+
+    Bind a worker with `worker` (or `attach` one built with ``Worker(history=session.history)``):
+    from then on every item the worker commits is persisted before the worker goes on. Close
+    the session (or use it as a context manager) to release it for other processes.
+
+    If a write fails (disk full, file removed), the items stay in memory, ``error`` says why,
+    and the next commit, `flush` or `close` tries again; the worker is never interrupted by it.
+    """
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        name: str,
+        *,
+        model: str | None,
+        system: str | None,
+        created_at: datetime,
+        history: list[Item],
+        last_run: RunRecord | None,
+        recovery: Recovery | None,
+        lock: SessionLock,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.model = model
+        self.system = system
+        self.created_at = created_at
+        self.last_run = last_run
+        self.recovery = recovery
+        self.error: StoreError | None = None
+        self._history = history
+        self._saved = len(history)
+        self._unsaved: list[Item] = []
+        self._lock = lock
+        self._worker: Worker | None = None
+        self._detach: Callable[[], None] | None = None
+        self._open_runs: list[str] = []
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self._history)} items"
+        return f"<Session {self.name!r} {state}>"
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return not self._lock.held
+
+    @property
+    def history(self) -> list[Item]:
+        """A copy of the history: as loaded, plus everything the attached worker committed."""
+        return list(self._history)
+
+    @property
+    def unsaved(self) -> int:
+        """Items committed by the worker but not yet in the database (0 unless writes failed)."""
+        return len(self._unsaved)
+
+    @property
+    def pending_calls(self) -> list[ToolCall]:
+        """Tool calls without a result: ``resume()`` runs them."""
+        return unanswered_calls(self._history)
+
+    @property
+    def resumable(self) -> bool:
+        """True if ``resume()`` has something to continue: pending calls, or no final answer."""
+        if not self._history:
+            return False
+        last = self._history[-1]
+        if self.pending_calls:
+            return True
+        return not (isinstance(last, AssistantMessage) and not last.interrupted)
+
+    # -- binding a worker -------------------------------------------------------------------
+
+    def worker(self, model: Model | str | None = None, **kwargs: Any) -> Worker:
+        """A `Worker` seeded with this session's history and system prompt, attached to it.
+
+        ``model`` defaults to the session's model spec (``"offline"`` if it has none); other
+        keyword arguments go to `Worker`.
+        """
+        from ..worker import Worker
+
+        if "history" in kwargs:
+            raise TypeError("the history of a session worker comes from the session")
+        kwargs.setdefault("system", self.system)
+        chosen: Model | str = model if model is not None else (self.model or "offline")
+        worker = Worker(chosen, history=self._history, **kwargs)
+        self.attach(worker)
+        return worker
+
+    def attach(self, worker: Worker) -> Callable[[], None]:
+        """Persist every item ``worker`` commits from now on; return a function that detaches.
+
+        The worker's history must be this session's (build it with `worker`, or pass
+        ``history=session.history``); one worker per session at a time.
+        """
+        self._check_open()
+        if self._worker is not None:
+            raise RuntimeError(f"session {self.name!r} already has a worker attached")
+        if worker.history != self._history:
+            raise ValueError(
+                "the worker's history is not this session's; build it with session.worker() "
+                "or Worker(history=session.history)"
+            )
+        unlisten = worker.on_commit(self._on_commit)
+        unwatch = _watch_runs(worker, self._run_started, self._run_ended)
+        self._worker = worker
+
+        def detach() -> None:
+            if self._worker is worker:
+                unlisten()
+                unwatch()
+                self._worker = None
+                self._detach = None
+
+        self._detach = detach
+        return detach
+
+    def settle_pending(self) -> list[Item]:
+        """Answer the calls left without a result, before sending new input; return what it added.
+
+        After a crash the results say the process stopped (and a `Note` follows); after a pause
+        they say the user moved on. Call it before a worker is attached.
+        """
+        self._check_open()
+        if self._worker is not None:
+            raise RuntimeError("settle pending calls before attaching a worker")
+        pending = unanswered_calls(self._history)
+        if not pending:
+            return []
+        crashed = self.recovery is not None and self.recovery.outcome == "crashed"
+        text = CRASH_RESULT if crashed else MOVED_ON_RESULT
+        added: list[Item] = [
+            ToolResult(call_id=call.call_id, name=call.name, content=text, status="cancelled")
+            for call in pending
+        ]
+        if crashed:
+            added.append(Note(kind="interrupted", text=_note_text("crashed", None, None)))
+        self._on_commit(added)
+        return added
+
+    def extend(self, items: Sequence[Item]) -> None:
+        """Append ``items`` (e.g. a conversation imported from elsewhere) in one transaction.
+
+        Only while no worker is attached: an attached worker's history would no longer match.
+        """
+        self._check_open()
+        if self._worker is not None:
+            raise RuntimeError("extend a session's history before attaching a worker")
+        self._on_commit(list(items))
+
+    # -- persistence --------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write items a failed write left in memory; raise `StoreError` if it fails again."""
+        self._save()
+        if self._unsaved:
+            assert self.error is not None
+            raise self.error
+
+    def close(self) -> None:
+        """Save what is unsaved, detach the worker and release the session for others.
+
+        Idempotent. Raises `StoreError` (after releasing) if some items could not be saved.
+        """
+        if self.closed:
+            return
+        try:
+            if self._worker is not None and self._worker.running:
+                logger.warning("session %r closed while its worker is still running", self.name)
+            self._save()
+        finally:
+            if self._detach is not None:
+                self._detach()
+            self._lock.release()
+            if self.store._open.get(self.name) is self:
+                del self.store._open[self.name]
+        if self._unsaved:
+            raise StoreError(
+                f"{len(self._unsaved)} item(s) of session {self.name!r} could not be saved: "
+                f"{self.error}"
+            )
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError(f"session {self.name!r} is closed")
+
+    def _on_commit(self, items: Sequence[Item]) -> None:
+        """The worker's commit listener: persist ``items`` now, synchronously, or keep them."""
+        self._history.extend(items)
+        self._unsaved.extend(items)
+        self._save()
+
+    def _save(self) -> None:
+        if not self._unsaved or self.closed:
+            return
+        run_id = self._open_runs[0] if self._open_runs else None
+        try:
+            self.store._append(self.name, self._saved, self._unsaved, run_id)
+        except StoreError as exc:
+            self.error = exc
+            logger.error("session %r: %d item(s) not saved yet: %s", self.name, self.unsaved, exc)
+            return
+        self._saved += len(self._unsaved)
+        self._unsaved.clear()
+        self.error = None
+
+    def _run_started(self, run_id: str) -> None:
+        self._open_runs.append(run_id)
+        try:
+            self.store._mark_run(self.name, run_id)
+        except StoreError as exc:  # only costs a wrong "crashed" on the next open
+            logger.warning("session %r: run marker not written: %s", self.name, exc)
+
+    def _run_ended(self, run_id: str, outcome: str, kind: str | None, reason: str | None) -> None:
+        self._save()
+        if run_id in self._open_runs:
+            self._open_runs.remove(run_id)
+        try:
+            self.store._end_run(self.name, run_id, outcome, kind, reason)
+        except StoreError as exc:
+            logger.warning("session %r: run end marker not written: %s", self.name, exc)
+
+
+def _watch_runs(
+    worker: Worker,
+    started: Callable[[str], None],
+    ended: Callable[[str, str, str | None, str | None], None],
+) -> Callable[[], None]:
+    """Call ``started(run_id)`` and ``ended(run_id, outcome, kind, reason)`` around every run.
+
+    The worker has no public run-boundary hook yet, so this wraps its ``_drive`` (the one
+    method every ``run``, ``resume`` and ``stream`` goes through) on this instance only. Both
+    callbacks are synchronous: the end marker is written even when the run is being cancelled.
+    """
+    original = worker._drive
+
+    async def drive(run: Any) -> RunResult:
+        started(run.id)
+        try:
+            result = await original(run)
+        except Cancelled as exc:
+            ended(run.id, "cancelled", exc.kind, exc.reason)
+            raise
+        except RunError as exc:
+            ended(run.id, "failed", exc.cause.kind, str(exc))
+            raise
+        except BaseException as exc:
+            from ..cancel import cancelled_exc_class
+
+            if isinstance(exc, cancelled_exc_class()):
+                ended(run.id, "cancelled", "external", "the task awaiting the run was cancelled")
+            else:
+                ended(run.id, "failed", "failure", f"{type(exc).__name__}: {exc}")
+            raise
+        ended(run.id, result.status, None, None)
+        return result
+
+    worker._drive = drive  # type: ignore[method-assign]
+
+    def restore() -> None:
+        if worker.__dict__.get("_drive") is drive:
+            del worker.__dict__["_drive"]
+
+    return restore
+
+
+def _recover(history: list[Item], ran: set[str], last_run: RunRecord | None) -> Recovery | None:
+    """What to tell about (and append for) a last run that did not end normally."""
+    if last_run is None or last_run.outcome in _NORMAL_ENDS:
+        return None
+    outcome = last_run.outcome or "crashed"
+    pending = tuple(unanswered_calls(history))
+    note: Note | None = None
+    already = bool(history) and isinstance(history[-1], Note) and history[-1].kind == "interrupted"
+    if last_run.run_id in ran and not pending and not already:
+        note = Note(kind="interrupted", text=_note_text(outcome, last_run.kind, last_run.reason))
+    return Recovery(outcome, last_run.kind, last_run.reason, pending, note)
+
+
+def _note_text(outcome: str, kind: str | None, reason: str | None) -> str:
+    if outcome == "crashed":
+        why = "crash: the process running it stopped before the turn ended"
+    else:
+        why = f"{kind}: {reason}" if kind and reason else (kind or reason or outcome)
+    return (
+        f"[The previous turn was interrupted ({why}). The last assistant message and tool "
+        "results above may be incomplete.]"
+    )
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("a session name must be a non-empty string")
+    if len(name) > _MAX_NAME:
+        raise ValueError(f"a session name must be at most {_MAX_NAME} characters")
+    if any(ord(char) < 32 or ord(char) == 127 for char in name):
+        raise ValueError("a session name must not contain control characters")
+
+
+@contextmanager
+def _sqlite_errors(path: Path, doing: str) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot {doing} {path}: {exc}") from exc
+
+
+def _open_database(
+    path: Path, *, create: bool, busy_timeout: float, synchronous: Synchronous
+) -> sqlite3.Connection:
+    text = str(path)
+    if not text or text == ":memory:" or text.startswith("file:"):
+        raise ValueError("SQLiteStore needs the path of a database file")
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a database file")
+    if not path.exists():
+        if not create:
+            raise StoreError(f"there is no database at {path}")
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # private from the start
+        except OSError as exc:
+            raise StoreError(f"cannot create the database {path}: {exc.strerror}") from exc
+    elif not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(f"cannot open the database {path}: permission denied")
+    try:
+        conn = sqlite3.connect(
+            text, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the database {path}: {exc}") from exc
+    try:
+        check_foreign(conn, text)  # before anything writes to the file
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        migrate(conn, text, MIGRATIONS)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot use the database {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
