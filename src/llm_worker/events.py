@@ -161,6 +161,7 @@ class RunFinished(_Event):
     type: Literal["run_finished"] = "run_finished"
     status: Literal["finished", "paused", "limit_reached"]
     output: str
+    run_id: str = ""
 
 
 class RunCancelled(_Event):
@@ -168,12 +169,18 @@ class RunCancelled(_Event):
     kind: str
     reason: str | None
     cause: str
+    run_id: str = ""
 
 
 class RunFailed(_Event):
     type: Literal["run_failed"] = "run_failed"
     error: str
     cause: str
+    kind: str = "failure"
+    run_id: str = ""
+
+
+RunBoundary = RunStarted | RunFinished | RunCancelled | RunFailed
 
 
 RunEvent = Annotated[

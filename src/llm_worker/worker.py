@@ -44,6 +44,7 @@ from .errors import Aborted, Cancelled, HookFailed, ModelError, RunError, ToolFa
 from .events import (
     Event,
     ItemCommitted,
+    RunBoundary,
     RunCancelled,
     RunFailed,
     RunFinished,
@@ -170,6 +171,7 @@ class Worker:
         self._interruption: Cause | None = None  # the model is told about it on the next run
         self._approved: set[str] = set()  # calls a hook paused on; resume() runs them unasked
         self._commit_listeners: list[Callable[[Sequence[Item]], None]] = []
+        self._run_listeners: list[Callable[[RunBoundary], None]] = []
 
     # -- public surface ----------------------------------------------------------------------------
 
@@ -244,6 +246,21 @@ class Worker:
         self._commit_listeners.append(listener)
         return lambda: self._commit_listeners.remove(listener)
 
+    def on_run(self, listener: Callable[[RunBoundary], None]) -> Callable[[], None]:
+        """Call ``listener(event)`` synchronously when a run starts and when it ends.
+
+        The end event (`RunFinished`, `RunCancelled` or `RunFailed`) is delivered after the
+        run's clean-up, before its result or error reaches the caller — also when the awaiting
+        task was cancelled. Sessions use it to record run boundaries.
+        """
+        self._run_listeners.append(listener)
+        return lambda: self._run_listeners.remove(listener)
+
+    def _boundary(self, run: _Run, event: RunBoundary) -> None:
+        for listener in self._run_listeners:
+            listener(event)
+        run.emit(event)
+
     # -- run lifecycle ---------------------------------------------------------------------------
 
     def _start(self, run: _Run) -> Coroutine[Any, Any, RunResult]:
@@ -317,7 +334,7 @@ class Worker:
     async def _execute(self, run: _Run) -> RunResult:
         status: RunStatus | None = None
         failure: RunError | None = None
-        run.emit(RunStarted(run_id=run.id))
+        self._boundary(run, RunStarted(run_id=run.id))
         try:
             with move_on_cancel(run.token):
                 status = await self._turns(run)
@@ -328,21 +345,26 @@ class Worker:
             run.token.cancel(cause=external)
             cause = run.token.cause or external
             await self._clean_up(run, cause)
-            run.emit(RunCancelled(kind=cause.kind, reason=cause.reason, cause=str(cause)))
+            self._boundary(
+                run,
+                RunCancelled(kind=cause.kind, reason=cause.reason, cause=str(cause), run_id=run.id),
+            )
             raise
         except Interrupted:
             pass  # the token was cancelled between awaits; handled below
         except RunError as exc:
             failure = exc
         except Exception as exc:
-            await self._clean_up(run, Cause.failure(exc, origin="worker"))
-            run.emit(RunFailed(error=repr(exc), cause=str(Cause.failure(exc))))
+            cause = Cause.failure(exc, origin="worker")
+            await self._clean_up(run, cause)
+            self._boundary(run, RunFailed(error=repr(exc), cause=str(cause), run_id=run.id))
             raise
 
         if status is not None:  # the run completed: completion wins over a late cancel
             self._interruption = None
-            run.emit(RunFinished(status=status, output=run.result(status).output))
-            return run.result(status)
+            result = run.result(status)
+            self._boundary(run, RunFinished(status=status, output=result.output, run_id=run.id))
+            return result
 
         token_cause = run.token.cause
         if token_cause is not None:
@@ -356,9 +378,14 @@ class Worker:
         error.cleanup_errors = await self._clean_up(run, error.cause)
         error.partial = run.result("interrupted")
         if isinstance(error, Cancelled):
-            run.emit(RunCancelled(kind=error.kind, reason=error.reason, cause=str(error.cause)))
+            end: RunBoundary = RunCancelled(
+                kind=error.kind, reason=error.reason, cause=str(error.cause), run_id=run.id
+            )
         else:
-            run.emit(RunFailed(error=str(error), cause=str(error.cause)))
+            end = RunFailed(
+                error=str(error), cause=str(error.cause), kind=error.cause.kind, run_id=run.id
+            )
+        self._boundary(run, end)
         raise error
 
     async def _clean_up(self, run: _Run, cause: Cause) -> list[BaseException]:
@@ -369,7 +396,7 @@ class Worker:
         run.cleaned_up = True
         with shielded(self.cleanup_timeout, "interruption clean-up"):
             timeline, run.timeline = run.timeline, None
-            if timeline is not None:
+            if timeline is not None and timeline.blocks:  # nothing streamed: nothing to keep
                 timeline.abort_current_block()
                 self._commit(run, timeline.items(interrupted=True), usage=timeline.usage)
             self._answer_unanswered(run, cause)
@@ -396,12 +423,12 @@ class Worker:
             self._note_interruption(run)
             self._commit(run, [message])
         else:
-            self._note_interruption(run)
-            pending = list(self._unanswered.values())
+            pending = list(self._unanswered.values())  # their results must come right after them
             if pending:
                 status = await self._run_tools(run, pending)
                 if status is not None:
                     return status
+            self._note_interruption(run)
 
         while True:
             if run.turn >= self.max_turns:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ValidationError
 
-from ..errors import Cancelled, RunError
+from ..events import RunBoundary, RunCancelled, RunFinished, RunStarted
 from ..items import (
     AssistantMessage,
     Item,
@@ -52,7 +52,6 @@ from ._schema import MIGRATIONS, check_foreign, migrate
 
 if TYPE_CHECKING:
     from ..models import Model
-    from ..result import RunResult
     from ..worker import Worker
 
 __all__ = [
@@ -796,40 +795,21 @@ def _watch_runs(
 ) -> Callable[[], None]:
     """Call ``started(run_id)`` and ``ended(run_id, outcome, kind, reason)`` around every run.
 
-    The worker has no public run-boundary hook yet, so this wraps its ``_drive`` (the one
-    method every ``run``, ``resume`` and ``stream`` goes through) on this instance only. Both
-    callbacks are synchronous: the end marker is written even when the run is being cancelled.
+    Both are synchronous (the worker's ``on_run`` hook): the end marker is written after the
+    run's clean-up, even when the run is being cancelled.
     """
-    original = worker._drive
 
-    async def drive(run: Any) -> RunResult:
-        started(run.id)
-        try:
-            result = await original(run)
-        except Cancelled as exc:
-            ended(run.id, "cancelled", exc.kind, exc.reason)
-            raise
-        except RunError as exc:
-            ended(run.id, "failed", exc.cause.kind, str(exc))
-            raise
-        except BaseException as exc:
-            from ..cancel import cancelled_exc_class
+    def listener(event: RunBoundary) -> None:
+        if isinstance(event, RunStarted):
+            started(event.run_id)
+        elif isinstance(event, RunFinished):
+            ended(event.run_id, event.status, None, None)
+        elif isinstance(event, RunCancelled):
+            ended(event.run_id, "cancelled", event.kind, event.reason)
+        else:
+            ended(event.run_id, "failed", event.kind, event.error)
 
-            if isinstance(exc, cancelled_exc_class()):
-                ended(run.id, "cancelled", "external", "the task awaiting the run was cancelled")
-            else:
-                ended(run.id, "failed", "failure", f"{type(exc).__name__}: {exc}")
-            raise
-        ended(run.id, result.status, None, None)
-        return result
-
-    worker._drive = drive  # type: ignore[method-assign]
-
-    def restore() -> None:
-        if worker.__dict__.get("_drive") is drive:
-            del worker.__dict__["_drive"]
-
-    return restore
+    return worker.on_run(listener)
 
 
 def _recover(history: list[Item], ran: set[str], last_run: RunRecord | None) -> Recovery | None:
