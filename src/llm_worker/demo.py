@@ -18,37 +18,13 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from . import AssistantMessage, Cancelled, Note, ToolCall, ToolContext, ToolResult, Worker, tool
+from . import AssistantMessage, Cancelled, Note, ToolCall, ToolResult, Worker
+from ._demo_tools import DEMO_TOOLS
 from .events import TextDelta, ToolFinished, ToolStarted
 from .items import Item, UserMessage
 from .models.offline import OfflineModel
 
 console = Console(highlight=False)
-
-
-@tool
-async def get_weather(city: str) -> str:
-    """Current weather for a city (a quick tool)."""
-    await anyio.sleep(0.2)
-    return f"{city}: 18°C, light rain"
-
-
-@tool
-async def slow_count(limit: int, ctx: ToolContext) -> str:
-    """Counts to ``limit`` slowly; when cancelled it stops and reports how far it got."""
-    counted = 0
-    while counted < limit:
-        if ctx.cancelled:
-            return f"stopped at {counted} of {limit}"
-        await anyio.sleep(0.1)
-        counted += 1
-    return f"counted to {limit}"
-
-
-@tool
-def word_count(text: str, ctx: ToolContext) -> str:
-    """Counts words, in a worker thread (a sync tool)."""
-    return f"{len(text.split())} words"
 
 
 class StopButton:
@@ -135,7 +111,7 @@ def _in_tool(worker: Worker) -> bool:
 async def main() -> None:
     worker = Worker(
         OfflineModel(pace=0.04),
-        tools=[get_weather, slow_count, word_count],
+        tools=DEMO_TOOLS,
         system="You are a helpful assistant.",
         tool_grace=1.0,
     )
@@ -159,14 +135,14 @@ async def main() -> None:
         latencies.append(ended - button.pressed_at)
 
     console.rule("3. tools run in parallel; Stop pressed while slow_count is counting")
-    button = StopButton(worker, lambda: _in_tool(worker), 0.6, "user pressed Stop")
+    button = StopButton(worker, lambda: _in_tool(worker), 1.2, "user pressed Stop")
     ended = await stream_run(worker, "Use get_weather for Paris and slow_count to 30.")
     button.join()
     if ended and button.pressed_at:
         latencies.append(ended - button.pressed_at)
 
     console.rule("4. the same worker runs again at once, and knows it was interrupted")
-    await stream_run(worker, "Please continue, and use word_count on 'stop me any time'.")
+    await stream_run(worker, "Please continue, and tell me the current_time.")
 
     history = worker.history
     table = Table(title="the whole history", title_justify="left")
