@@ -517,6 +517,17 @@ class Worker:
         self._approved.difference_update(call.call_id for call, _, _ in runnable)
         for call, _, arguments in runnable:
             run.emit(ToolStarted(call_id=call.call_id, name=call.name, arguments=arguments))
+        results: list[tuple[ToolCall, ToolResult]] = []
+
+        def finished(outcome: Outcome[Any]) -> None:
+            # Each result is committed the moment its tool ends: a slow sibling, a cancel or a
+            # crash can never take a finished result with it.
+            call, tool, _ = runnable[outcome.index]
+            result = _outcome_result(call, tool, outcome)
+            results.append((call, result))
+            self._commit(run, [result])
+            run.emit(ToolFinished(result=result))
+
         tool_map: ConcurrentMap[Any] = ConcurrentMap(
             [
                 tool.bind(
@@ -532,17 +543,9 @@ class Worker:
             limit=self.tool_concurrency,
             grace=self.tool_grace,
             cancel_on_failure=self.tool_errors == "raise",
+            on_outcome=finished,
         )
-        results: list[tuple[ToolCall, ToolResult]] = []
-        try:
-            await tool_map.run()
-        finally:  # runs even when interrupted: every result that exists is kept
-            for (call, tool, _), outcome in zip(runnable, tool_map.outcomes, strict=True):
-                if outcome.status != "pending":
-                    results.append((call, _outcome_result(call, tool, outcome)))
-            self._commit(run, [result for _, result in results])
-            for _, result in results:
-                run.emit(ToolFinished(result=result))
+        await tool_map.run()  # if interrupted, calls that never ended are answered in clean-up
 
         run.token.raise_if_cancelled()
         if self.tool_errors == "raise" and (cause := tool_map.cause) is not None:

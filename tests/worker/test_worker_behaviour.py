@@ -398,3 +398,28 @@ async def test_commit_listeners_see_every_item_once() -> None:
             if isinstance(event, ItemCommitted):
                 events.append(event.item.id)
     assert seen == events == [item.id for item in worker.history]
+
+
+async def test_a_fast_tool_result_is_committed_before_its_slow_sibling_ends() -> None:
+    @tool
+    async def fast() -> str:
+        """Answers at once."""
+        return "fast answer"
+
+    @tool
+    async def slow(ctx: ToolContext) -> str:
+        """Waits until cancelled."""
+        await ctx.token.wait()
+        return "slow partial"
+
+    model = ScriptedModel([Script.tool_calls(("fast", {}), ("slow", {}))])
+    worker = Worker(model, tools=[fast, slow])
+    committed_while_slow_ran: list[str] = []
+    async with worker.stream("go") as run:
+        async for event in run:
+            if isinstance(event, ToolFinished) and event.result.name == "fast":
+                committed_while_slow_ran.extend(r.content for r in results(worker))
+                run.cancel("enough")
+    assert committed_while_slow_ran == ["fast answer"]
+    assert isinstance(run.error, Cancelled)
+    assert {r.name: r.status for r in results(worker)} == {"fast": "ok", "slow": "interrupted"}

@@ -34,6 +34,7 @@ logger = logging.getLogger("llm_worker.cancel")
 T = TypeVar("T")
 
 OutcomeStatus = Literal["pending", "ok", "interrupted", "error", "cancelled", "abandoned"]
+_FINAL = frozenset({"ok", "interrupted", "error", "cancelled", "abandoned"})
 Call = Callable[[CancelToken], "Awaitable[T] | T"]
 
 
@@ -66,7 +67,8 @@ class ConcurrentMap(Generic[T]):
     ``cancel_on_failure``) a call raises — every call's token is cancelled, calls get ``grace``
     seconds to return partial output, and whatever is still running is then cancelled hard.
     ``outcomes`` and ``cause`` are filled in as calls finish, so they are valid even if ``run()``
-    is interrupted by an outer cancellation.
+    is interrupted by an outer cancellation; ``on_outcome(outcome)`` is called synchronously, in
+    the loop's thread, as soon as each call's outcome is final (a raising callback is logged).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class ConcurrentMap(Generic[T]):
         limit: int | None = None,
         grace: float = 1.0,
         cancel_on_failure: bool = False,
+        on_outcome: Callable[[Outcome[T]], None] | None = None,
     ) -> None:
         if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1")
@@ -85,6 +88,7 @@ class ConcurrentMap(Generic[T]):
         self.group_token = CancelToken.linked(token, name="map") if token else CancelToken("map")
         self.grace = grace
         self.cancel_on_failure = cancel_on_failure
+        self._on_outcome = on_outcome
         self._limit = limit
         self._limiter: anyio.CapacityLimiter | None = None
         self._unfinished = len(self._calls)
@@ -179,6 +183,11 @@ class ConcurrentMap(Generic[T]):
         finally:
             token.detach()
             self._hard_scopes.pop(outcome.index, None)
+            if self._on_outcome is not None and outcome.status in _FINAL:
+                try:
+                    self._on_outcome(outcome)
+                except Exception:
+                    logger.exception("on_outcome callback raised for call %d", outcome.index)
             self._unfinished -= 1
             if self._unfinished == 0:
                 assert self._enforcer is not None
