@@ -117,6 +117,11 @@ class _Run:
     cleaned_up: bool = False
     started: bool = False
 
+    @property
+    def observed(self) -> bool:
+        """True when someone consumes this run's events (``stream()``): build them only then."""
+        return self.emit is not _ignore
+
     def result(self, status: RunStatus) -> RunResult:
         return RunResult(
             status=status,
@@ -435,7 +440,8 @@ class Worker:
                 return "limit_reached"
             run.token.raise_if_cancelled()
             run.turn = run.ctx.turn = run.turn + 1
-            run.emit(TurnStarted(turn=run.turn))
+            if run.observed:
+                run.emit(TurnStarted(turn=run.turn))
             request = ModelRequest(
                 history=tuple(self._history),
                 system=self.system,
@@ -445,7 +451,8 @@ class Worker:
             if isinstance(await self._decide("before_llm_request", run, request), Pause):
                 return "paused"
             new_items = await self._stream_turn(run, request)
-            run.emit(TurnEnded(turn=run.turn))
+            if run.observed:
+                run.emit(TurnEnded(turn=run.turn))
             calls = [item for item in new_items if isinstance(item, ToolCall)]
             if not calls:
                 answer = next((i for i in new_items if isinstance(i, AssistantMessage)), None)
@@ -515,8 +522,9 @@ class Worker:
             return None
 
         self._approved.difference_update(call.call_id for call, _, _ in runnable)
-        for call, _, arguments in runnable:
-            run.emit(ToolStarted(call_id=call.call_id, name=call.name, arguments=arguments))
+        if run.observed:
+            for call, _, arguments in runnable:
+                run.emit(ToolStarted(call_id=call.call_id, name=call.name, arguments=arguments))
         results: list[tuple[ToolCall, ToolResult]] = []
 
         def finished(outcome: Outcome[Any]) -> None:
@@ -526,7 +534,8 @@ class Worker:
             result = _outcome_result(call, tool, outcome)
             results.append((call, result))
             self._commit(run, [result])
-            run.emit(ToolFinished(result=result))
+            if run.observed:
+                run.emit(ToolFinished(result=result))
 
         tool_map: ConcurrentMap[Any] = ConcurrentMap(
             [
@@ -601,8 +610,9 @@ class Worker:
                 self._unanswered.pop(item.call_id, None)
         for listener in self._commit_listeners:
             listener(items)
-        for item in items:
-            run.emit(ItemCommitted(item=item))
+        if run.observed:
+            for item in items:
+                run.emit(ItemCommitted(item=item))
 
     def _answer_unanswered(self, run: _Run, cause: Cause | None) -> None:
         """Give every call without a result a synthetic one, so the next request is valid."""
