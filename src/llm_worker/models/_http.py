@@ -10,6 +10,10 @@ Invariants:
 * Whatever happens — normal end, error, timeout, cancellation — the SDK stream and its HTTP
   response are closed in a shielded, time-bounded block before the context manager exits, so the
   connection goes back to the pool or is closed, never leaked.
+* Every async generator on the stream path is finished in the task that iterated it (closed
+  outermost first on the way out), never left to the garbage collector, which would finalise it
+  in a stray task (asyncio) or warn (trio). `SSEResponseStream` reads a raw response that way;
+  the SDKs' own ``AsyncStream`` does not (see there).
 * Timeouts: ``connect`` and ``idle`` are the HTTP client's connect and read timeouts (a read
   timeout is exactly "no byte for ``idle`` seconds", checked where the bytes are read, at no extra
   cost per event); ``first_event`` bounds the time from sending the request to the first event.
