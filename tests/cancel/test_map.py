@@ -554,3 +554,29 @@ async def test_an_outer_cancellation_during_the_grace_still_waits_for_partial_re
 
     assert outer.cancelled_caught
     assert [(o.status, o.value) for o in runner.outcomes] == [("interrupted", "partial")]
+
+
+async def test_a_call_whose_own_token_is_cancelled_gets_its_grace_then_is_abandoned_alone() -> None:
+    release = threading.Event()
+
+    def ignores_its_deadline(token: CancelToken) -> str:
+        release.wait(10)
+        return "too late"
+
+    async def sibling(token: CancelToken) -> str:
+        await anyio.sleep(0.3)
+        return "sibling done"
+
+    def with_deadline(token: CancelToken) -> str:
+        token.cancel_after(0.05, reason="call deadline")
+        return ignores_its_deadline(token)
+
+    runner: ConcurrentMap[str] = ConcurrentMap([with_deadline, sibling], grace=0.05)
+    try:
+        with anyio.fail_after(5):
+            outcomes = await runner.run()
+    finally:
+        release.set()
+    assert [o.status for o in outcomes] == ["abandoned", "ok"]
+    assert outcomes[1].value == "sibling done"
+    assert not runner.group_token.cancelled

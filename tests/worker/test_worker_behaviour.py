@@ -423,3 +423,27 @@ async def test_a_fast_tool_result_is_committed_before_its_slow_sibling_ends() ->
     assert committed_while_slow_ran == ["fast answer"]
     assert isinstance(run.error, Cancelled)
     assert {r.name: r.status for r in results(worker)} == {"fast": "ok", "slow": "interrupted"}
+
+
+async def test_a_sync_tool_that_ignores_its_timeout_is_abandoned_and_the_run_goes_on() -> None:
+    import threading
+
+    release = threading.Event()
+
+    @tool(timeout=0.05)
+    def stuck() -> str:
+        """Blocks its thread past its timeout."""
+        release.wait(10)
+        return "too late"
+
+    model = ScriptedModel([Script.tool_calls(("stuck", {})), "Moving on."])
+    worker = Worker(model, tools=[stuck], tool_grace=0.05)
+    try:
+        with anyio.fail_after(5):
+            result = await worker.run("go")
+    finally:
+        release.set()
+    assert result.output == "Moving on."
+    [abandoned] = results(worker)
+    assert abandoned.status == "abandoned"
+    assert "timed out" in abandoned.content

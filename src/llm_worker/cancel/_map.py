@@ -1,9 +1,11 @@
 """Run many callables concurrently, and stop them gracefully: token first, grace, then hard.
 
 Invariants:
-* Every callable gets its own child token of the map's group token. Nothing but the map's own
-  grace enforcer cancels a call hard, and only after the group token was cancelled and the grace
-  period ran out: outer cancellation reaches the calls through their tokens, never directly.
+* Every callable gets its own child token of the map's group token. A call is cancelled hard
+  only by the map itself, and only a grace period after its token was cancelled: for all calls
+  when the group token is (a stop, an outer cancellation, a failure with ``cancel_on_failure``),
+  for one call when its own token is (its deadline). Outer cancellation reaches the calls
+  through their tokens, never directly.
 * An outcome is written once, by the task that ran the call, before that task ends; a result that
   arrived is never thrown away, even when the map itself is interrupted.
 * When `ConcurrentMap.run` returns or raises, every task it started has ended. A sync call runs in
@@ -26,7 +28,9 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._cause import Cause
+from ._loop import current_waker
 from ._scope import move_on_cancel
+from ._timers import call_later
 from ._token import CancelToken, Interrupted
 
 logger = logging.getLogger("llm_worker.cancel")
@@ -149,6 +153,17 @@ class ConcurrentMap(Generic[T]):
 
     async def _run_one(self, outcome: Outcome[T], call: Callable[[CancelToken], Any]) -> None:
         token = outcome.token = self.group_token.child(f"call-{outcome.index}")
+        disarm = [_noop]
+        wake = current_waker()
+
+        def on_own_cancel() -> None:
+            # The call's own token was cancelled (e.g. its timeout) while the group goes on: it
+            # gets the same grace as in a group stop, then it alone is cancelled hard.
+            if not self.group_token.cancelled:
+                index = outcome.index
+                disarm[0] = call_later(self.grace, lambda: wake(lambda: self._hard_cancel(index)))
+
+        unregister = token.on_cancel(on_own_cancel)
         try:
             with anyio.CancelScope(shield=True), anyio.CancelScope() as hard:
                 self._hard_scopes[outcome.index] = hard
@@ -181,6 +196,8 @@ class ConcurrentMap(Generic[T]):
                 cause = Cause.failure(exc, origin=f"call {outcome.index}")
                 self.group_token.cancel(cause=cause)
         finally:
+            unregister()
+            disarm[0]()
             token.detach()
             self._hard_scopes.pop(outcome.index, None)
             if self._on_outcome is not None and outcome.status in _FINAL:
@@ -194,6 +211,11 @@ class ConcurrentMap(Generic[T]):
                 self._enforcer.cancel()
                 if self._grace_scope is not None:
                     self._grace_scope.cancel()
+
+    def _hard_cancel(self, index: int) -> None:
+        scope = self._hard_scopes.get(index)
+        if scope is not None:
+            scope.cancel("grace period over")
 
     async def _acquire_slot(self, token: CancelToken) -> bool:
         """Wait for a concurrency slot; give up (False) if the call's token is cancelled first."""
@@ -274,3 +296,7 @@ async def concurrent_map(
     )
     await runner.run()
     return runner
+
+
+def _noop() -> None:
+    return None
