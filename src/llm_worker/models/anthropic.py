@@ -77,6 +77,7 @@ from ._http import (
     SSEResponseStream,
     Timeouts,
     provider_stream,
+    shared_ssl_context,
 )
 
 __all__ = ["AnthropicModel", "anthropic_messages", "anthropic_tools"]
@@ -141,6 +142,9 @@ class AnthropicModel:
                 base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL") or None,
                 max_retries=0,
                 timeout=timeouts.for_httpx(),
+                http_client=anthropic.DefaultAsyncHttpxClient(
+                    verify=shared_ssl_context(), timeout=timeouts.for_httpx()
+                ),
             )
         self.client = client
 

@@ -72,6 +72,7 @@ from ._http import (
     SSEResponseStream,
     Timeouts,
     provider_stream,
+    shared_ssl_context,
 )
 
 __all__ = ["STOP_REASONS", "ChunkConverter", "OpenAIChatModel", "to_messages", "to_tools"]
@@ -130,7 +131,13 @@ class OpenAIChatModel:
                     "as Ollama accept any non-empty key)"
                 )
             client = openai.AsyncOpenAI(
-                api_key=key, base_url=base_url, max_retries=0, timeout=timeouts.for_httpx()
+                api_key=key,
+                base_url=base_url,
+                max_retries=0,
+                timeout=timeouts.for_httpx(),
+                http_client=openai.DefaultAsyncHttpxClient(
+                    verify=shared_ssl_context(), timeout=timeouts.for_httpx()
+                ),
             )
         self.client = client
 

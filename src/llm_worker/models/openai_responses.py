@@ -23,15 +23,12 @@ Invariants:
 
 from __future__ import annotations
 
-import functools
 import json
 import os
-import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import httpx2
 import openai
 from openai import AsyncStream
 
@@ -62,7 +59,7 @@ from ..items import (
 )
 from ..tools import ToolSpec
 from ._base import ModelRequest
-from ._http import MissingCredentials, RetryPolicy, Timeouts, provider_stream
+from ._http import MissingCredentials, RetryPolicy, Timeouts, provider_stream, shared_ssl_context
 
 __all__ = [
     "PROVIDER",
@@ -142,7 +139,7 @@ class OpenAIResponsesModel:
                 max_retries=0,
                 timeout=timeouts.for_httpx(),
                 http_client=openai.DefaultAsyncHttpxClient(
-                    verify=_ssl_context(), timeout=timeouts.for_httpx()
+                    verify=shared_ssl_context(), timeout=timeouts.for_httpx()
                 ),
             )
             self._owns_client = True
@@ -211,12 +208,6 @@ class OpenAIResponsesModel:
             retry=self.retry,
             timeouts=self.timeouts,
         )
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """One TLS context for every model this process creates: building one costs ~70 ms."""
-    return httpx2.create_ssl_context()
 
 
 def is_reasoning_model(model: str) -> bool:
