@@ -1,93 +1,575 @@
-"""Cancel latency of this project's worker on the offline model: mid-stream and mid-tool.
+"""Cancel latency: mid-stream and during a cooperative tool, this project against its peers.
 
-Latency is the time from ``worker.cancel()`` (called from a task on the same loop) until the code
-awaiting the run has its `Cancelled` — clean-up, ``on_abort`` and history commits included.
+Every subject runs against the same loopback server (`ServerProcess`): for *mid-stream*, a
+Chat Completions stream of ``STREAM_CHUNKS`` text deltas ``PACE`` seconds apart; for *tool*, a
+stream asking for one call of a tool that waits for its cancellation signal. A "stop button" task
+presses the subject's cancellation API once the consumer has seen ``CANCEL_AFTER`` text deltas
+(or once the tool has started). Latency is the time from that call until the code awaiting the
+run has its result or exception (the ``async with`` / ``async for`` / ``await`` has returned).
+
+For each subject the row also says what was kept — the text streamed before the cancel, the tool
+call and its result — in what the run returned (exception or result object), and whether the
+server saw the client disconnect mid-stream within a second of the run returning.
 """
 
 from __future__ import annotations
 
-import statistics
+import asyncio
+import cProfile
+import gc
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from llm_worker import Cancelled, ToolContext, Worker, tool
-from llm_worker.events import TextDelta, ToolStarted
+from llm_worker.events import TextDelta
+from llm_worker.items import AssistantMessage, Item, ToolCall, ToolResult
+from llm_worker.models import Model
 from llm_worker.models.offline import OfflineModel
+from llm_worker.models.openai_chat import OpenAIChatModel
+
+from . import _peers
+from ._common import US, Row, Target, latency_metrics, yes_no
+from ._server import TOOL_NAME, ServerProcess
+
+STREAM_CHUNKS = 5_000
+PACE = 0.001
+CANCEL_AFTER = 50
+PROMPT = "Tell me everything about stopping agents, at length, please."
+TOOL_PROMPT = f"Use {TOOL_NAME} now."
+PARTIAL_OUTPUT = "partial work"
+DISCONNECT_WAIT = 1.0
+
+TARGETS = (Target("median_ms", "<=", 0.25, " ms"), Target("p99_ms", "<=", 0.5, " ms"))
 
 
 @dataclass
-class Latency:
-    scenario: str
-    samples: list[float]
-    kept: bool
+class Trial:
+    """One cancelled run: seconds from the cancel call to the run's end, and what was kept."""
 
-    @property
-    def median_ms(self) -> float:
-        return statistics.median(self.samples) * 1000
-
-    @property
-    def p99_ms(self) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))] * 1000
+    latency: float
+    kept: dict[str, bool] = field(default_factory=dict)
 
 
-@tool
-async def wait_for_stop(ctx: ToolContext) -> str:
-    """A cooperative tool: works until its token is cancelled, then returns partial output."""
-    await ctx.token.wait()
-    return "partial work"
+class Stop:
+    """The stop button: a task that calls ``press()`` once ``ready`` is set, noting the time.
+
+    ``profiler`` (set by ``benchmarks.profile``) is enabled from the press until `latency` is
+    read, so a profile covers exactly the measured windows.
+    """
+
+    profiler: cProfile.Profile | None = None
+
+    def __init__(self) -> None:
+        self.ready = anyio.Event()
+        self.pressed_at: float | None = None
+
+    async def run(self, press: Callable[[], object]) -> None:
+        await self.ready.wait()
+        if self.profiler is not None:
+            self.profiler.enable()
+        self.pressed_at = time.perf_counter()
+        press()
+
+    def latency(self) -> float:
+        ended = time.perf_counter()
+        if self.profiler is not None:
+            self.profiler.disable()
+        if self.pressed_at is None:
+            raise RuntimeError("the run ended before the stop button was pressed")
+        return ended - self.pressed_at
 
 
-async def _one(worker: Worker, prompt: str, trigger: type, after: int) -> tuple[float, bool]:
-    seen = 0
-    pressed = 0.0
-    async with worker.stream(prompt) as run:
-        async for event in run:
-            if isinstance(event, trigger):
-                seen += 1
-                if seen == after:
-                    pressed = time.perf_counter()
-                    worker.cancel("benchmark")
-    ended = time.perf_counter()
-    error = run.error
-    assert isinstance(error, Cancelled), error
-    kept = bool(error.partial.items) and any(
-        getattr(item, "interrupted", False) or getattr(item, "status", "") == "interrupted"
-        for item in error.partial.items
+TrialFn = Callable[[], Awaitable[Trial]]
+
+
+# -- this project ------------------------------------------------------------------------------
+
+
+def _kept_text(items: list[Item]) -> bool:
+    return any(isinstance(i, AssistantMessage) and i.interrupted and i.text for i in items)
+
+
+def _kept_tool(items: list[Item]) -> dict[str, bool]:
+    results = [i for i in items if isinstance(i, ToolResult) and i.name == TOOL_NAME]
+    return {
+        "tool_call": any(isinstance(i, ToolCall) and i.name == TOOL_NAME for i in items),
+        "tool_result": bool(results),
+        "tool_partial_output": any(PARTIAL_OUTPUT in r.content for r in results),
+    }
+
+
+def ours_stream(model: Model, *, outer: bool = False) -> TrialFn:
+    """``worker.stream()`` consumed event by event; ``worker.cancel()`` — or, with ``outer``,
+    cancelling an anyio cancel scope around the consumer (the awaiting task is cancelled)."""
+
+    async def trial() -> Trial:
+        worker = Worker(model)
+        stop = Stop()
+        error: BaseException | None = None
+        async with anyio.create_task_group() as group:
+            with anyio.CancelScope() as scope:
+                group.start_soon(stop.run, scope.cancel if outer else worker.cancel)
+                seen = 0
+                async with worker.stream(PROMPT) as run:
+                    async for event in run:
+                        if type(event) is TextDelta:
+                            seen += 1
+                            if seen == CANCEL_AFTER:
+                                stop.ready.set()
+                error = run.error
+            latency = stop.latency()
+        if outer:
+            assert scope.cancelled_caught, "the outer scope was not cancelled"
+            return Trial(latency, {"partial_text": _kept_text(worker.history)})
+        assert isinstance(error, Cancelled), error
+        return Trial(latency, {"partial_text": _kept_text(list(error.partial.items))})
+
+    return trial
+
+
+def ours_tool(model: Model) -> TrialFn:
+    """``worker.run()`` while a tool awaits ``ctx.token.wait()``; ``worker.cancel()``."""
+    stop_holder: list[Stop] = []
+
+    @tool(name=TOOL_NAME)
+    async def wait_for_stop(ctx: ToolContext) -> str:
+        """Works until cancelled, then returns what it has so far."""
+        stop_holder[-1].ready.set()
+        await ctx.token.wait()
+        return PARTIAL_OUTPUT
+
+    async def trial() -> Trial:
+        worker = Worker(model, tools=[wait_for_stop])
+        stop = Stop()
+        stop_holder.append(stop)
+        async with anyio.create_task_group() as group:
+            group.start_soon(stop.run, worker.cancel)
+            try:
+                await worker.run(TOOL_PROMPT)
+            except Cancelled as exc:
+                latency = stop.latency()
+                items = list(exc.partial.items)
+            else:
+                raise AssertionError("the run was not cancelled")
+        stop_holder.clear()
+        return Trial(latency, _kept_tool(items))
+
+    return trial
+
+
+# -- the floor: the raw SDK -------------------------------------------------------------------
+
+
+def raw_sdk_stream(base_url: str) -> TrialFn:
+    """The raw ``openai`` SDK stream read in an anyio cancel scope that the stop button cancels;
+    leaving ``async with stream`` closes the response. No agent, no history: the cost of
+    interrupting a read and closing the connection on this HTTP stack, which every subject pays."""
+    client = _peers.openai_client(base_url)
+
+    async def trial() -> Trial:
+        stop = Stop()
+        async with anyio.create_task_group() as group:
+            with anyio.CancelScope() as scope:
+                group.start_soon(stop.run, scope.cancel)
+                stream = await client.chat.completions.create(
+                    model=_peers.MODEL, messages=[{"role": "user", "content": PROMPT}], stream=True
+                )
+                seen = 0
+                async with stream:
+                    async for chunk in stream:
+                        if chunk.choices and chunk.choices[0].delta.content:
+                            seen += 1
+                            if seen == CANCEL_AFTER:
+                                stop.ready.set()
+            latency = stop.latency()
+        assert scope.cancelled_caught, "the read was not cancelled"
+        return Trial(latency)
+
+    return trial
+
+
+# -- pydantic-ai -------------------------------------------------------------------------------
+
+
+def _pai_kept_text(messages: list[Any]) -> bool:
+    from pydantic_ai.messages import ModelResponse, TextPart
+
+    return any(
+        isinstance(m, ModelResponse) and any(isinstance(p, TextPart) and p.content for p in m.parts)
+        for m in messages
     )
-    return ended - pressed, kept
 
 
-async def measure(trials: int = 50) -> list[Latency]:
-    """Mid-stream (after 50 text chunks) and mid-tool latencies, ``trials`` each."""
-    stream_samples: list[float] = []
-    tool_samples: list[float] = []
-    kept_stream = kept_tool = True
-    worker = Worker(OfflineModel(pace=0.0005, words_per_chunk=1), tools=[wait_for_stop])
-    long_prompt = "Tell me everything about stopping agents, at length, please. " * 3
-    for _ in range(trials):
-        latency, kept = await _one(worker, long_prompt, TextDelta, 20)
-        stream_samples.append(latency)
-        kept_stream &= kept
-        latency, kept = await _one(worker, "Use wait_for_stop now.", ToolStarted, 1)
-        tool_samples.append(latency)
-        kept_tool &= kept
-    return [
-        Latency("offline mid-stream", stream_samples, kept_stream),
-        Latency("offline mid-tool (cooperative)", tool_samples, kept_tool),
-    ]
+def _pai_kept_tool(messages: list[Any]) -> dict[str, bool]:
+    from pydantic_ai.messages import ToolCallPart, ToolReturnPart
+
+    parts = [p for m in messages for p in m.parts]
+    returns = [p for p in parts if isinstance(p, ToolReturnPart) and p.tool_name == TOOL_NAME]
+    return {
+        "tool_call": any(isinstance(p, ToolCallPart) and p.tool_name == TOOL_NAME for p in parts),
+        "tool_result": bool(returns),
+        "tool_partial_output": any(PARTIAL_OUTPUT in str(p.content) for p in returns),
+    }
 
 
-def main() -> None:
-    for backend in ("asyncio", "trio"):
-        for result in anyio.run(measure, backend=backend):
-            print(
-                f"{backend:8s} {result.scenario:32s} median {result.median_ms:6.3f} ms"
-                f"  p99 {result.p99_ms:6.3f} ms  kept partial: {result.kept}"
+def pydantic_ai_stream(base_url: str, *, task_cancel: bool = False) -> TrialFn:
+    """``agent.run_stream()`` + ``stream_text(delta=True, debounce_by=None)``, cancelled with a
+    ``CancellationToken`` passed to the run (its documented API: the run raises `RunCancelled`
+    carrying ``all_messages()``) — or, with ``task_cancel``, ``task.cancel()`` on the consuming
+    task (then `RunCancelled.from_cancellation` recovers the run state)."""
+    from pydantic_ai import CancellationToken
+    from pydantic_ai.exceptions import RunCancelled
+
+    agent = _peers.pydantic_ai_agent(_peers.openai_client(base_url))
+
+    async def trial() -> Trial:
+        token = CancellationToken()
+        stop = Stop()
+
+        async def consume() -> None:
+            seen = 0
+            async with agent.run_stream(PROMPT, cancellation_token=token) as response:
+                async for _ in response.stream_text(delta=True, debounce_by=None):
+                    seen += 1
+                    if seen == CANCEL_AFTER:
+                        stop.ready.set()
+
+        state: RunCancelled | None = None
+        async with anyio.create_task_group() as group:
+            if task_cancel:
+                task = asyncio.create_task(consume())
+                group.start_soon(stop.run, task.cancel)
+                try:
+                    await task
+                except asyncio.CancelledError as exc:
+                    latency = stop.latency()
+                    state = RunCancelled.from_cancellation(exc)
+            else:
+                group.start_soon(stop.run, token.cancel)
+                try:
+                    await consume()
+                except RunCancelled as exc:
+                    latency = stop.latency()
+                    state = exc
+        assert stop.pressed_at is not None, "the run was not cancelled"
+        return Trial(
+            latency, {"partial_text": state is not None and _pai_kept_text(state.all_messages())}
+        )
+
+    return trial
+
+
+def pydantic_ai_tool(base_url: str) -> TrialFn:
+    """``agent.run_stream(cancellation_token=...)`` while a tool waits (its cancellation signal
+    is the ``CancelledError`` the token delivers); ``token.cancel()``."""
+    from pydantic_ai import CancellationToken
+    from pydantic_ai.exceptions import RunCancelled
+
+    stop_holder: list[Stop] = []
+
+    async def wait_for_stop() -> str:
+        """Works until cancelled."""
+        stop_holder[-1].ready.set()
+        await asyncio.Event().wait()
+        return PARTIAL_OUTPUT
+
+    wait_for_stop.__name__ = TOOL_NAME
+    agent = _peers.pydantic_ai_agent(_peers.openai_client(base_url), tools=[wait_for_stop])
+
+    async def trial() -> Trial:
+        token = CancellationToken()
+        stop = Stop()
+        stop_holder.append(stop)
+        async with anyio.create_task_group() as group:
+            group.start_soon(stop.run, token.cancel)
+            try:
+                async with agent.run_stream(TOOL_PROMPT, cancellation_token=token) as response:
+                    await response.get_output()
+            except RunCancelled as exc:
+                latency = stop.latency()
+                messages = exc.all_messages()
+            else:
+                raise AssertionError("the run was not cancelled")
+        stop_holder.clear()
+        return Trial(latency, _pai_kept_tool(messages))
+
+    return trial
+
+
+# -- openai-agents -----------------------------------------------------------------------------
+
+
+def _agents_kept_text(result: Any) -> bool:
+    for item in result.to_input_list():
+        if item.get("role") == "assistant" or item.get("type") == "message":
+            content = item.get("content")
+            if content and any(part.get("text") for part in content if isinstance(part, dict)):
+                return True
+    return False
+
+
+def _agents_kept_tool(result: Any) -> dict[str, bool]:
+    items = result.to_input_list()
+    calls = [i for i in items if i.get("type") == "function_call" and i.get("name") == TOOL_NAME]
+    outputs = [i for i in items if i.get("type") == "function_call_output"]
+    return {
+        "tool_call": bool(calls),
+        "tool_result": bool(outputs),
+        "tool_partial_output": any(PARTIAL_OUTPUT in str(o.get("output")) for o in outputs),
+    }
+
+
+def openai_agents_run(base_url: str, *, with_tool: bool, task_cancel: bool = False) -> TrialFn:
+    """``Runner.run_streamed()`` consumed through ``stream_events()``; ``result.cancel()`` (its
+    documented API; mode ``"immediate"``) — or, with ``task_cancel``, ``task.cancel()`` on the
+    consuming task. With ``with_tool`` the model asks for a tool that waits until cancelled."""
+    import agents
+
+    stop_holder: list[Stop] = []
+
+    @agents.function_tool(name_override=TOOL_NAME)
+    async def wait_for_stop() -> str:
+        """Works until cancelled."""
+        stop_holder[-1].ready.set()
+        await asyncio.Event().wait()
+        return PARTIAL_OUTPUT
+
+    client = _peers.openai_client(base_url)
+    agent = _peers.openai_agents_agent(client, tools=[wait_for_stop] if with_tool else [])
+    prompt = TOOL_PROMPT if with_tool else PROMPT
+
+    async def trial() -> Trial:
+        stop = Stop()
+        stop_holder.append(stop)
+        result = agents.Runner.run_streamed(agent, prompt)
+
+        async def consume() -> None:
+            seen = 0
+            async for event in result.stream_events():
+                if not with_tool and _peers.is_agents_text_delta(event):
+                    seen += 1
+                    if seen == CANCEL_AFTER:
+                        stop.ready.set()
+
+        async with anyio.create_task_group() as group:
+            if task_cancel:
+                task = asyncio.create_task(consume())
+                group.start_soon(stop.run, task.cancel)
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    latency = stop.latency()
+            else:
+                group.start_soon(stop.run, result.cancel)
+                await consume()
+                latency = stop.latency()
+        stop_holder.clear()
+        if with_tool:
+            return Trial(latency, _agents_kept_tool(result))
+        return Trial(latency, {"partial_text": _agents_kept_text(result)})
+
+    return trial
+
+
+# -- the harness -------------------------------------------------------------------------------
+
+
+@dataclass
+class Subject:
+    """A row to measure: its name, its trial, and whether this project's targets apply."""
+
+    name: str
+    trial: TrialFn
+    ours: bool = False
+    streaming: bool = True
+    notes: str = ""
+
+
+async def measure(
+    subject: Subject, section: str, server: ServerProcess | None, trials: int, warmup: int
+) -> Row:
+    """Run ``warmup`` + ``trials`` trials; one `Row` with the latencies of the last ``trials``.
+
+    Also counts, per trial, the tasks still running when the run had returned (the run's own
+    background work left behind) and whether the server saw the client leave mid-stream.
+    """
+    watch_server = server is not None and subject.streaming
+    samples: list[float] = []
+    kept: dict[str, int] = {}
+    disconnects = tasks_left = 0
+    for index in range(warmup + trials):
+        before = 0
+        if server is not None and watch_server:
+            before = (await anyio.to_thread.run_sync(server.stats))["disconnects_mid_stream"]
+        gc.collect()
+        tasks_before = len(anyio.get_running_tasks())
+        result = await subject.trial()
+        left = len(anyio.get_running_tasks()) - tasks_before
+        if server is not None and watch_server:
+            seen, _ = await anyio.to_thread.run_sync(
+                server.wait_for, "disconnects_mid_stream", before + 1, DISCONNECT_WAIT
             )
+        else:
+            await anyio.sleep(0.01)  # let whatever the run left behind finish before the next
+            seen = False
+        if index < warmup:
+            continue
+        samples.append(result.latency)
+        tasks_left = max(tasks_left, left)
+        disconnects += int(seen)
+        for name, value in result.kept.items():
+            kept[name] = kept.get(name, 0) + int(value)
+    metrics: dict[str, Any] = latency_metrics(samples)
+    for name, count in kept.items():
+        metrics[f"kept_{name}"] = count == trials
+        metrics[f"kept_{name}_trials"] = count
+    metrics["tasks_left_at_return_max"] = tasks_left
+    parts = [f"median {metrics['median_ms']:.3f} ms", f"p99 {metrics['p99_ms']:.3f} ms"]
+    if kept:
+        kept_text = ", ".join(
+            f"{name.replace('_', ' ')} {yes_no(metrics[f'kept_{name}'])}" for name in kept
+        )
+        parts.append(f"kept: {kept_text}")
+    if watch_server:
+        metrics["server_saw_disconnect_trials"] = disconnects
+        parts.append(f"disconnect seen {disconnects}/{trials}")
+    parts.append(f"tasks left {tasks_left}")
+    return Row(
+        section,
+        subject.name,
+        metrics,
+        "; ".join(parts),
+        targets=TARGETS if subject.ours else (),
+        notes=subject.notes,
+    )
+
+
+async def _run_subjects(
+    subjects: list[tuple[str, Subject]], server: ServerProcess | None, trials: int, warmup: int
+) -> list[Row]:
+    rows = []
+    for section, subject in subjects:
+        if server is not None:
+            if subject.streaming:
+                server.serve_text(STREAM_CHUNKS, PACE)
+            else:
+                server.serve_tool_call()
+        rows.append(await measure(subject, section, server, trials, warmup))
+    return rows
+
+
+MID_STREAM = "cancel latency mid-stream"
+MID_TOOL = "cancel latency during a cooperative tool"
+
+
+async def _asyncio_rows(server: ServerProcess, trials: int, warmup: int) -> list[Row]:
+    url = server.openai_base_url
+    ours_model = OpenAIChatModel(_peers.MODEL, base_url=url, api_key="x")
+    offline = OfflineModel(pace=PACE)
+    subjects: list[tuple[str, Subject]] = [
+        (MID_STREAM, Subject(f"{US} worker.cancel() [asyncio]", ours_stream(ours_model), True)),
+        (
+            MID_STREAM,
+            Subject(
+                f"{US} outer cancel scope [asyncio]",
+                ours_stream(ours_model, outer=True),
+                notes="partial text checked in worker.history (the framework's exception "
+                "propagates)",
+            ),
+        ),
+        (
+            MID_STREAM,
+            Subject(
+                f"{US} worker.cancel(), offline model",
+                ours_stream(offline),
+                streaming=False,
+                notes="no HTTP: the worker's own share of the latency",
+            ),
+        ),
+        (
+            MID_STREAM,
+            Subject(
+                "raw openai SDK, cancel scope (floor)",
+                raw_sdk_stream(url),
+                notes="interrupting the read and closing the connection, nothing else",
+            ),
+        ),
+        (MID_STREAM, Subject("pydantic-ai CancellationToken.cancel()", pydantic_ai_stream(url))),
+        (
+            MID_STREAM,
+            Subject("pydantic-ai task.cancel()", pydantic_ai_stream(url, task_cancel=True)),
+        ),
+        (
+            MID_STREAM,
+            Subject("openai-agents result.cancel()", openai_agents_run(url, with_tool=False)),
+        ),
+        (
+            MID_STREAM,
+            Subject(
+                "openai-agents task.cancel()",
+                openai_agents_run(url, with_tool=False, task_cancel=True),
+            ),
+        ),
+        (
+            MID_TOOL,
+            Subject(f"{US} worker.cancel() [asyncio]", ours_tool(ours_model), True, False),
+        ),
+        (
+            MID_TOOL,
+            Subject(
+                "pydantic-ai CancellationToken.cancel()", pydantic_ai_tool(url), streaming=False
+            ),
+        ),
+        (
+            MID_TOOL,
+            Subject(
+                "openai-agents result.cancel()",
+                openai_agents_run(url, with_tool=True),
+                streaming=False,
+            ),
+        ),
+        (
+            MID_TOOL,
+            Subject(
+                "openai-agents task.cancel()",
+                openai_agents_run(url, with_tool=True, task_cancel=True),
+                streaming=False,
+            ),
+        ),
+    ]
+    try:
+        return await _run_subjects(subjects, server, trials, warmup)
+    finally:
+        await ours_model.aclose()
+
+
+async def _trio_rows(server: ServerProcess, trials: int, warmup: int) -> list[Row]:
+    model = OpenAIChatModel(_peers.MODEL, base_url=server.openai_base_url, api_key="x")
+    subjects = [
+        (MID_STREAM, Subject(f"{US} worker.cancel() [trio]", ours_stream(model), True)),
+        (MID_TOOL, Subject(f"{US} worker.cancel() [trio]", ours_tool(model), True, False)),
+    ]
+    try:
+        return await _run_subjects(subjects, server, trials, warmup)
+    finally:
+        await model.aclose()
+
+
+def run(server: ServerProcess, trials: int = 60, warmup: int = 3) -> list[Row]:
+    """Both scenarios for every subject: asyncio (all libraries), then trio (this project)."""
+    rows = anyio.run(_asyncio_rows, server, trials, warmup, backend="asyncio")
+    rows += anyio.run(_trio_rows, server, trials, warmup, backend="trio")
+    order = {MID_STREAM: 0, MID_TOOL: 1}
+    return sorted(rows, key=lambda r: order[r.section])  # stable: keeps the subjects' order
 
 
 if __name__ == "__main__":
-    main()
+    from ._common import print_table
+
+    with ServerProcess() as bench_server:
+        print_table(run(bench_server, trials=20))

@@ -498,6 +498,7 @@ def _inject_at_each_opcode(
             frame.f_trace_opcodes = True
 
             def local(frame: FrameType, event: str, arg: object) -> Any:
+                frame.f_trace_opcodes = True  # 3.12+ honours it only when set from here
                 if event == "opcode" and not state["fired"]:
                     if state["count"] == point:
                         state["fired"] = True
