@@ -58,7 +58,7 @@ class Trial:
 class Stop:
     """The stop button: a task that calls ``press()`` once ``ready`` is set, noting the time.
 
-    ``profiler`` (set by ``benchmarks.profile``) is enabled from the press until `latency` is
+    ``profiler`` (set by ``benchmarks.profiling``) is enabled from the press until `latency` is
     read, so a profile covers exactly the measured windows.
     """
 
@@ -565,7 +565,26 @@ def run(server: ServerProcess, trials: int = 60, warmup: int = 3) -> list[Row]:
     rows = anyio.run(_asyncio_rows, server, trials, warmup, backend="asyncio")
     rows += anyio.run(_trio_rows, server, trials, warmup, backend="trio")
     order = {MID_STREAM: 0, MID_TOOL: 1}
-    return sorted(rows, key=lambda r: order[r.section])  # stable: keeps the subjects' order
+    rows.sort(key=lambda r: order[r.section])  # stable: keeps the subjects' order
+    _compare(rows)
+    return rows
+
+
+def _compare(rows: list[Row]) -> None:
+    """Same-run ratios: every median against this project's asyncio row of its section, and,
+    mid-stream, this project's medians above the raw-SDK floor."""
+    reference = {r.section: r for r in rows if r.subject == f"{US} worker.cancel() [asyncio]"}
+    floor = next((r for r in rows if r.subject.startswith("raw openai SDK")), None)
+    for row in rows:
+        ours = reference.get(row.section)
+        if ours is not None and row is not ours:
+            ratio = row.metrics["median_ms"] / ours.metrics["median_ms"]
+            row.metrics["median_vs_llm_worker"] = round(ratio, 2)
+            row.summary += f"; {ratio:.2f}× {US}'s median"
+        if floor is not None and row.section == MID_STREAM and row.targets:
+            above = row.metrics["median_ms"] - floor.metrics["median_ms"]
+            row.metrics["median_above_floor_ms"] = round(above, 4)
+            row.summary += f"; {above:.3f} ms above the floor"
 
 
 if __name__ == "__main__":

@@ -1,0 +1,91 @@
+"""``python -m benchmarks`` (``make bench``): every section in one run; a table and a JSON file.
+
+Sections: cancel latency mid-stream and during a cooperative tool, stream overhead, scale and
+idle-worker memory, persistence. Peers run in the same process against the same server, so
+every comparison is a ratio measured in this run. ``--quick`` cuts trials for a smoke run;
+``--only`` picks sections. Results go to ``benchmarks/results/latest.json`` (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from . import cancel_latency, persistence, scale, stream_overhead
+from ._common import Row, environment, markdown, print_table, source_state
+from ._server import ServerProcess
+
+SECTIONS = ("cancel", "stream", "scale", "persistence")
+DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="fewer trials and rounds (smoke)")
+    parser.add_argument("--trials", type=int, default=60, help="cancel trials per subject")
+    parser.add_argument("--rounds", type=int, default=5, help="stream-overhead rounds")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
+    args = parser.parse_args(argv)
+    trials, rounds = (10, 2) if args.quick else (args.trials, args.rounds)
+
+    started = time.perf_counter()
+    began_at = datetime.now(UTC)
+    gc.collect()
+    gc.freeze()  # what the imports built is never collected: cheap per-trial gc.collect()
+    rows: list[Row] = []
+    durations: dict[str, float] = {}
+
+    def section(name: str, run: Callable[[], list[Row]]) -> None:
+        if name in args.only:
+            section_started = time.perf_counter()
+            rows.extend(run())
+            durations[name] = round(time.perf_counter() - section_started, 1)
+            print(f"[{name}: {durations[name]:.1f} s]", flush=True)
+
+    if "cancel" in args.only or "stream" in args.only:
+        with ServerProcess() as server:
+            section("cancel", lambda: cancel_latency.run(server, trials=trials))
+            section("stream", lambda: stream_overhead.run(server, rounds=rounds))
+    section("scale", scale.run)
+    section("persistence", persistence.run)
+
+    total = time.perf_counter() - started
+    print_table(rows)
+    missed = [row for row in rows if row.misses]
+    print(
+        f"\n{len(rows)} rows, {sum(1 for r in rows if r.targets)} with targets, "
+        f"{len(missed)} missed; {total:.0f} s"
+    )
+    env = environment()
+    results = {
+        "date": began_at.isoformat(timespec="seconds"),
+        "seconds": round(total, 1),
+        "section_seconds": durations,
+        "settings": {"trials": trials, "rounds": rounds, "quick": args.quick},
+        "environment": env,
+        "source": source_state(),
+        "rows": [row.as_json() for row in rows],
+        "missed": [
+            {"section": r.section, "subject": r.subject, "missed": r.misses} for r in missed
+        ],
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    title = (
+        f"Benchmarks of {began_at:%Y-%m-%d %H:%M} UTC on {env['processor']} ({env['cpus']} CPUs), "
+        f"Python {env['python']}, {env['platform']}; the run took {total:.0f} s."
+    )
+    table = args.json.with_suffix(".md")
+    table.write_text(markdown(rows, title))
+    print(f"results: {args.json} (table: {table})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
