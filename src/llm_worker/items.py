@@ -10,15 +10,28 @@ Invariant kept by the worker: every `ToolCall` in a history is followed, before 
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+_id_prefix = os.urandom(6).hex()  # unique per process; the counter makes it unique per item
+_id_counter = itertools.count()
+
+
+def _reseed_ids() -> None:
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = os.urandom(6).hex(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_reseed_ids)
+
 
 def _new_id() -> str:
-    return uuid.uuid4().hex[:16]
+    """A unique item id, cheaper than a uuid4 (no system call per item)."""
+    return f"{_id_prefix}{next(_id_counter):x}"
 
 
 def _now() -> datetime:

@@ -37,6 +37,7 @@ from .cancel import (
     Interrupted,
     Outcome,
     cancelled_exc_class,
+    checkpoint_if_cancelled,
     move_on_cancel,
     shielded,
 )
@@ -394,23 +395,28 @@ class Worker:
         raise error
 
     async def _clean_up(self, run: _Run, cause: Cause) -> list[BaseException]:
-        """Close the open block, answer every call, run ``on_abort`` hooks: once, shielded."""
+        """Close the open block, answer every call, run ``on_abort`` hooks: once, shielded.
+
+        The history part has no await (nothing can cut it); only the hooks await, so only they
+        run in a shielded region bounded by ``cleanup_timeout``.
+        """
         errors: list[BaseException] = []
         if run.cleaned_up:
             return errors
         run.cleaned_up = True
-        with shielded(self.cleanup_timeout, "interruption clean-up"):
-            timeline, run.timeline = run.timeline, None
-            if timeline is not None and timeline.blocks:  # nothing streamed: nothing to keep
-                timeline.abort_current_block()
-                self._commit(run, timeline.items(interrupted=True), usage=timeline.usage)
-            self._answer_unanswered(run, cause)
-            if run.items:
-                self._interruption = cause
-            reason = cause.reason or str(cause)
-            for hook in self.hooks:
-                if not overrides(hook, "on_abort"):
-                    continue
+        timeline, run.timeline = run.timeline, None
+        if timeline is not None and timeline.blocks:  # nothing streamed: nothing to keep
+            timeline.abort_current_block()
+            self._commit(run, timeline.items(interrupted=True), usage=timeline.usage)
+        self._answer_unanswered(run, cause)
+        if run.items:
+            self._interruption = cause
+        hooks = [hook for hook in self.hooks if overrides(hook, "on_abort")]
+        if not hooks:
+            return errors
+        reason = cause.reason or str(cause)
+        with shielded(self.cleanup_timeout, "on_abort hooks"):
+            for hook in hooks:
                 try:
                     await hook.on_abort(run.ctx, reason, cause)
                 except Exception as exc:
@@ -704,7 +710,18 @@ class RunStream:
         return self
 
     async def __anext__(self) -> Event:
-        """The next event. Cancellation: safe; no event is lost (they are buffered)."""
+        """The next event. Cancellation: safe; no event is lost (they are buffered).
+
+        A buffered event is handed out without a trip through the loop (a cancellation is still
+        noticed first); the loop is entered only to wait for the next one.
+        """
+        await checkpoint_if_cancelled()
+        try:
+            return self._receive.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
         try:
             return await self._receive.receive()
         except anyio.EndOfStream:

@@ -106,11 +106,15 @@ class Shielded:
 
     __slots__ = ("_scope", "overran", "timeout", "what")
 
-    def __init__(self, timeout: float, what: str) -> None:
+    def __init__(self, timeout: float | None, what: str) -> None:
         self.timeout = timeout
         self.what = what
         self.overran = False
-        self._scope = anyio.move_on_after(timeout, shield=True)
+        self._scope = (
+            anyio.CancelScope(shield=True)
+            if timeout is None
+            else anyio.move_on_after(timeout, shield=True)
+        )
 
     def __enter__(self) -> Shielded:
         self._scope.__enter__()
@@ -130,12 +134,13 @@ class Shielded:
         return bool(swallowed)
 
 
-def shielded(timeout: float, what: str = "clean-up") -> Shielded:
+def shielded(timeout: float | None, what: str = "clean-up") -> Shielded:
     """``with shielded(2.0, "closing the stream") as region:`` — clean-up that must finish.
 
     Cancellation: no outer cancellation reaches the block; after ``timeout`` seconds the block is
     cancelled at its next await and ``region.overran`` is set. A pending outer cancellation is
-    delivered at the first await after the block.
+    delivered at the first await after the block. ``timeout=None`` sets no bound (and no timer):
+    only for blocks whose awaits cannot block, such as closing an in-process generator.
     """
     return Shielded(timeout, what)
 
