@@ -33,22 +33,26 @@ def anyio_backend(request: pytest.FixtureRequest) -> Any:
     return request.param
 
 
-SWEPT: dict[str, int] = {}
+SWEPT: dict[str, list[int]] = {}
 
 
 @pytest.fixture
 def record_sweep() -> Any:
-    """Record a cancellation sweep's checkpoint count, printed at the end of the run."""
+    """Record a cancellation sweep (its checkpoints and the re-runs that swept them)."""
 
-    def record(name: str, checkpoints: int) -> None:
-        SWEPT[name] = SWEPT.get(name, 0) + checkpoints
+    def record(name: str, report: Any) -> None:
+        total = SWEPT.setdefault(name, [0, 0])
+        total[0] += report.checkpoints
+        total[1] += report.runs
 
     return record
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if SWEPT:
-        terminalreporter.section("cancellation sweeps (checkpoints swept, all backends)")
-        for name, count in sorted(SWEPT.items()):
-            terminalreporter.write_line(f"{name:60s} {count:6d}")
-        terminalreporter.write_line(f"{'total':60s} {sum(SWEPT.values()):6d}")
+        terminalreporter.section("cancellation sweeps (all backends): checkpoints, runs cancelled")
+        for name, (checkpoints, runs) in sorted(SWEPT.items()):
+            terminalreporter.write_line(f"{name:56s} {checkpoints:7d} {runs:6d}")
+        checkpoints = sum(c for c, _ in SWEPT.values())
+        runs = sum(r for _, r in SWEPT.values())
+        terminalreporter.write_line(f"{'total':56s} {checkpoints:7d} {runs:6d}")

@@ -798,7 +798,7 @@ async def test_follow_up_after_interruption_is_valid(
 
 
 async def test_cancellation_sweep_over_a_tool_call_replay(
-    fake_server: FakeProviderServer, model: OpenAIChatModel
+    fake_server: FakeProviderServer, model: OpenAIChatModel, record_sweep: Any
 ) -> None:
     fake_server.set_default(Reply.openai_text(["Done", "."]), path=CHAT)
     await Worker(model).run("warm up")  # so the tick count is not the SDK's first-call set-up
@@ -819,6 +819,30 @@ async def test_cancellation_sweep_over_a_tool_call_replay(
     )
     report.raise_for_violations()
     assert report.cancelled > 0
+    record_sweep("openai-chat / tool-call-fragmented replay / cancel", report)
+
+
+async def test_cancellation_sweep_over_a_retry(
+    fake_server: FakeProviderServer, model: OpenAIChatModel, record_sweep: Any
+) -> None:
+    """A 429 with Retry-After, the back-off, then the answer: cancelled all along the way."""
+    fake_server.set_default(Reply.openai_text(["Done", "."]), path=CHAT)
+    await Worker(model).run("warm up")
+
+    def make_worker() -> Worker:
+        fake_server.script(
+            [
+                Reply.error(429, retry_after=0.02),
+                Reply.openai_text(["After ", "the ", "retry."], pace=0.0005),
+            ],
+            path=CHAT,
+        )
+        return Worker(model)
+
+    report = await cancellation_sweep(make_worker, "Hello?", max_checkpoints=60)
+    report.raise_for_violations()
+    assert report.cancelled > 0
+    record_sweep("openai-chat / 429 then retry / cancel", report)
 
 
 # --- parser robustness --------------------------------------------------------------------------

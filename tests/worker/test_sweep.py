@@ -105,7 +105,7 @@ async def test_cancelling_at_every_checkpoint_keeps_every_invariant(
     report.raise_for_violations()
     assert report.checkpoints > 3
     assert report.cancelled > 0
-    record_sweep(f"worker / {name} / cancel", report.checkpoints)
+    record_sweep(f"worker / {name} / cancel", report)
 
 
 @pytest.mark.parametrize("how", ["token", "external", "thread"])
@@ -116,7 +116,7 @@ async def test_every_way_of_cancelling_keeps_every_invariant(
     report = await cancellation_sweep(scenario(name), "Go.", how=how)
     report.raise_for_violations()
     assert report.cancelled > 0
-    record_sweep(f"worker / {name} / {how}", report.checkpoints)
+    record_sweep(f"worker / {name} / {how}", report)
 
 
 async def test_the_sweep_detects_a_broken_invariant() -> None:
