@@ -528,10 +528,12 @@ class Worker:
             return None
 
         self._approved.difference_update(call.call_id for call, _, _ in runnable)
-        if run.observed:
-            for call, _, arguments in runnable:
-                run.emit(ToolStarted(call_id=call.call_id, name=call.name, arguments=arguments))
         results: list[tuple[ToolCall, ToolResult]] = []
+
+        def started(outcome: Outcome[Any]) -> None:  # when it really starts (it got a slot)
+            if run.observed:
+                call, _, arguments = runnable[outcome.index]
+                run.emit(ToolStarted(call_id=call.call_id, name=call.name, arguments=arguments))
 
         def finished(outcome: Outcome[Any]) -> None:
             # Each result is committed the moment its tool ends: a slow sibling, a cancel or a
@@ -558,6 +560,7 @@ class Worker:
             limit=self.tool_concurrency,
             grace=self.tool_grace,
             cancel_on_failure=self.tool_errors == "raise",
+            on_start=started,
             on_outcome=finished,
         )
         await tool_map.run()  # if interrupted, calls that never ended are answered in clean-up

@@ -850,7 +850,7 @@ async def test_cancellation_sweep_over_parallel_tool_use(
         await client.close()
     report.raise_for_violations()
     assert report.cancelled > 0
-    assert report.completed > 0  # cancelling after the last await lets the run finish
+    assert report.cancelled + report.completed == report.runs  # every run ended, none hung
     assert report.checkpoints > 30  # at least one per SSE event of the two responses
     for body in recorded:
         assert_valid(body)

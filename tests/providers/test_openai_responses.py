@@ -1046,7 +1046,7 @@ async def test_cancellation_sweep_over_a_paced_function_call_replay() -> None:
     )
     report.raise_for_violations()
     assert report.cancelled > 0
-    assert report.completed > 0
+    assert report.cancelled + report.completed == report.runs  # every run ended, none hung
     # trio shuffles the tasks it wakes together, so a single tick may land on either side of a
     # short block; the sweep as a whole must still reach nearly every kind of place.
     every_place = {"mid-reasoning", "mid-arguments", "around-the-tool", "mid-text"}

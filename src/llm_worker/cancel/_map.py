@@ -71,8 +71,9 @@ class ConcurrentMap(Generic[T]):
     ``cancel_on_failure``) a call raises — every call's token is cancelled, calls get ``grace``
     seconds to return partial output, and whatever is still running is then cancelled hard.
     ``outcomes`` and ``cause`` are filled in as calls finish, so they are valid even if ``run()``
-    is interrupted by an outer cancellation; ``on_outcome(outcome)`` is called synchronously, in
-    the loop's thread, as soon as each call's outcome is final (a raising callback is logged).
+    is interrupted by an outer cancellation. ``on_start(outcome)`` and ``on_outcome(outcome)`` are
+    called synchronously, in the loop's thread, when a call really starts (it got its slot) and as
+    soon as its outcome is final (a raising ``on_outcome`` is logged).
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class ConcurrentMap(Generic[T]):
         grace: float = 1.0,
         cancel_on_failure: bool = False,
         on_outcome: Callable[[Outcome[T]], None] | None = None,
+        on_start: Callable[[Outcome[T]], None] | None = None,
     ) -> None:
         if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1")
@@ -93,6 +95,7 @@ class ConcurrentMap(Generic[T]):
         self.grace = grace
         self.cancel_on_failure = cancel_on_failure
         self._on_outcome = on_outcome
+        self._on_start = on_start
         self._limit = limit
         self._limiter: anyio.CapacityLimiter | None = None
         self._unfinished = len(self._calls)
@@ -170,6 +173,8 @@ class ConcurrentMap(Generic[T]):
                 if await self._acquire_slot(token):
                     try:
                         outcome.started = True
+                        if self._on_start is not None:
+                            self._on_start(outcome)
                         value = await self._invoke(call, outcome, token)
                     finally:
                         if self._limiter is not None:
