@@ -18,3 +18,17 @@ def test_example_runs(path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+def test_the_demo_is_stopped_twice_and_keeps_everything() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "llm_worker.demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("■ stopped") == 2  # mid-answer and mid-tool
+    assert "slow_count: interrupted" in done.stdout  # the tool's partial output was kept
+    assert "every call answered" in done.stdout

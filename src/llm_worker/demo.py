@@ -103,9 +103,12 @@ def _streaming(worker: Worker) -> bool:
     return bool(run and run.timeline and run.timeline.blocks)
 
 
-def _in_tool(worker: Worker) -> bool:
+def _counting(worker: Worker) -> bool:
+    """True while slow_count runs: its call is in the history and its result is not yet."""
     history = worker.history
-    return bool(history) and isinstance(history[-1], ToolCall)
+    calls = {i.call_id for i in history if isinstance(i, ToolCall) and i.name == "slow_count"}
+    answered = {i.call_id for i in history if isinstance(i, ToolResult)}
+    return bool(calls - answered)
 
 
 async def main() -> None:
@@ -135,7 +138,7 @@ async def main() -> None:
         latencies.append(ended - button.pressed_at)
 
     console.rule("3. tools run in parallel; Stop pressed while slow_count is counting")
-    button = StopButton(worker, lambda: _in_tool(worker), 1.2, "user pressed Stop")
+    button = StopButton(worker, lambda: _counting(worker), 1.2, "user pressed Stop")
     ended = await stream_run(worker, "Use get_weather for Paris and slow_count to 30.")
     button.join()
     if ended and button.pressed_at:
