@@ -35,6 +35,7 @@ from .cancel import (
     Cause,
     ConcurrentMap,
     Interrupted,
+    InterruptKind,
     Outcome,
     cancelled_exc_class,
     checkpoint_if_cancelled,
@@ -190,7 +191,7 @@ class Worker:
     def running(self) -> bool:
         return self._active is not None or self._queued is not None
 
-    def cancel(self, reason: str | None = None, *, kind: Any = "explicit") -> bool:
+    def cancel(self, reason: str | None = None, *, kind: InterruptKind = "explicit") -> bool:
         """Cancel the active (or starting) run from any thread; False when there is none.
 
         A cancel while idle does nothing and never affects a later run.
