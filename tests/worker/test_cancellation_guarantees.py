@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -61,6 +62,20 @@ async def wait_for(predicate: object, timeout: float = 5.0) -> None:
             await anyio.sleep(0.001)
 
 
+async def stop_when(
+    ready: Callable[[], bool], stop: Callable[[], object], settle: float = 0
+) -> None:
+    """The tests' Stop button: once ``ready()``, wait ``settle`` seconds, then ``stop()``."""
+    await wait_for(ready)
+    if settle:
+        await anyio.sleep(settle)
+    stop()
+
+
+def called(worker: Worker) -> bool:
+    return any(isinstance(item, ToolCall) for item in worker.history)
+
+
 def streamed(worker: Worker) -> bool:
     return bool(worker._active and worker._active.timeline and worker._active.timeline.blocks)
 
@@ -111,12 +126,9 @@ async def test_1_cancel_via_the_token_passed_to_run() -> None:
     worker = Worker(ScriptedModel([hanging_text()]))
     token = CancelToken()
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: streamed(worker))
-            token.cancel("token says stop")
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when, lambda: streamed(worker), lambda: token.cancel("token says stop")
+        )
         with pytest.raises(Cancelled) as caught:
             await worker.run("hello", token=token)
     assert caught.value.reason == "token says stop"
@@ -126,12 +138,9 @@ async def test_1_a_parent_token_cancels_the_run_with_kind_parent() -> None:
     parent = CancelToken("agent")
     worker = Worker(ScriptedModel([hanging_text()]))
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: streamed(worker))
-            parent.cancel("parent agent stopped")
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when, lambda: streamed(worker), lambda: parent.cancel("parent agent stopped")
+        )
         with pytest.raises(Cancelled) as caught:
             await worker.run("hello", token=parent.child())
     assert caught.value.kind == "parent"
@@ -143,12 +152,7 @@ async def test_1_outer_task_cancellation_cleans_up_then_reraises_the_framework_e
     worker = Worker(ScriptedModel([hanging_text()]), hooks=[log])
     with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as group:
-
-            async def stop() -> None:
-                await wait_for(lambda: streamed(worker))
-                scope.cancel()
-
-            group.start_soon(stop)
+            group.start_soon(stop_when, lambda: streamed(worker), lambda: scope.cancel())
             await worker.run("hello")
         pytest.fail("the outer cancellation was swallowed")
     assert scope.cancelled_caught
@@ -194,12 +198,7 @@ async def test_2_cancel_while_idle_returns_false_and_does_not_touch_the_next_run
 async def test_2_each_run_gets_a_fresh_token_so_the_worker_runs_after_a_cancel() -> None:
     worker = Worker(ScriptedModel([hanging_text(), "after the cancel"]))
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: streamed(worker))
-            worker.cancel()
-
-        group.start_soon(stop)
+        group.start_soon(stop_when, lambda: streamed(worker), lambda: worker.cancel())
         with pytest.raises(Cancelled):
             await worker.run("first")
     result = await worker.run("second")
@@ -230,12 +229,9 @@ async def test_3_cancel_is_noticed_while_a_hook_awaits() -> None:
 
     worker = Worker(ScriptedModel(["unused"]), hooks=[SlowHook()])
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: SlowHook.entered)
-            worker.cancel("hook too slow")
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when, lambda: SlowHook.entered, lambda: worker.cancel("hook too slow")
+        )
         with anyio.fail_after(5), pytest.raises(Cancelled):
             await worker.run("hello")
 
@@ -260,12 +256,9 @@ async def test_3_cancel_is_noticed_while_the_stream_is_being_opened() -> None:
 
     worker = Worker(SlowOpen(["unused"]))
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: SlowOpen.opening)
-            worker.cancel("slow to connect")
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when, lambda: SlowOpen.opening, lambda: worker.cancel("slow to connect")
+        )
         with anyio.fail_after(5), pytest.raises(Cancelled):
             await worker.run("hello")
 
@@ -274,13 +267,12 @@ async def test_3_cancel_is_noticed_during_tools() -> None:
     model = ScriptedModel([Script.tool_calls(("slow_count", {"limit": 100_000}))])
     worker = Worker(model, tools=[slow_count])
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: any(isinstance(i, ToolCall) for i in worker.history))
-            await anyio.sleep(0.05)
-            worker.cancel("enough counting")
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when,
+            lambda: called(worker),
+            lambda: worker.cancel("enough counting"),
+            0.05,
+        )
         with anyio.fail_after(5), pytest.raises(Cancelled):
             await worker.run("count")
 
@@ -292,13 +284,12 @@ async def test_4_a_cooperative_tool_returns_partial_output_within_its_grace() ->
     model = ScriptedModel([Script.tool_calls(("slow_count", {"limit": 100_000}))])
     worker = Worker(model, tools=[slow_count], tool_grace=5)
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: any(isinstance(i, ToolCall) for i in worker.history))
-            await anyio.sleep(0.05)
-            worker.cancel("enough")
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when,
+            lambda: called(worker),
+            lambda: worker.cancel("enough"),
+            0.05,
+        )
         with pytest.raises(Cancelled) as caught:
             await worker.run("count")
     result = caught.value.partial.items[-1]
@@ -318,12 +309,11 @@ async def test_4_a_tool_that_ignores_its_token_is_cancelled_hard_after_the_grace
     model = ScriptedModel([Script.tool_calls(("stubborn", {}))])
     worker = Worker(model, tools=[stubborn], tool_grace=0.05)
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: any(isinstance(i, ToolCall) for i in worker.history))
-            worker.cancel("stop")
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when,
+            lambda: called(worker),
+            lambda: worker.cancel("stop"),
+        )
         with anyio.fail_after(5), pytest.raises(Cancelled) as caught:
             await worker.run("go")
     result = caught.value.partial.items[-1]
@@ -344,13 +334,12 @@ async def test_4_a_sync_tool_that_ignores_cancellation_is_abandoned_and_reported
     worker = Worker(model, tools=[blocking], tool_grace=0.05)
     try:
         async with anyio.create_task_group() as group:
-
-            async def stop() -> None:
-                await wait_for(lambda: any(isinstance(i, ToolCall) for i in worker.history))
-                await anyio.sleep(0.02)
-                worker.cancel("stop")
-
-            group.start_soon(stop)
+            group.start_soon(
+                stop_when,
+                lambda: called(worker),
+                lambda: worker.cancel("stop"),
+                0.02,
+            )
             with anyio.fail_after(5), pytest.raises(Cancelled) as caught:
                 await worker.run("go")
     finally:
@@ -373,13 +362,12 @@ async def test_5_completed_tool_results_are_kept_and_every_call_is_answered() ->
     model = ScriptedModel([Script.tool_calls(("quick", {}), ("slow_count", {"limit": 100_000}))])
     worker = Worker(model, tools=[quick, slow_count], tool_grace=0.0)
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: any(isinstance(i, ToolCall) for i in worker.history))
-            await anyio.sleep(0.05)
-            worker.cancel("stop")
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when,
+            lambda: called(worker),
+            lambda: worker.cancel("stop"),
+            0.05,
+        )
         with pytest.raises(Cancelled) as caught:
             await worker.run("go")
     results = {i.name: i for i in caught.value.partial.items if isinstance(i, ToolResult)}
@@ -401,13 +389,9 @@ async def test_5_a_call_whose_arguments_never_finished_is_not_executed_and_is_re
     model = ScriptedModel([Script.tool_calls(("record", {"n": 1}), then_hang=True)])
     worker = Worker(model, tools=[record])
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: streamed(worker))
-            await anyio.sleep(0.02)
-            worker.cancel("cut off")
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when, lambda: streamed(worker), lambda: worker.cancel("cut off"), 0.02
+        )
         with pytest.raises(Cancelled) as caught:
             await worker.run("go")
     assert executed == []
@@ -458,12 +442,7 @@ async def test_6_on_abort_runs_exactly_once_for_every_kind_of_interruption(scena
     )
     async with anyio.create_task_group() as group:
         if scenario == "cancel":
-
-            async def stop() -> None:
-                await wait_for(lambda: streamed(worker))
-                worker.cancel("stop")
-
-            group.start_soon(stop)
+            group.start_soon(stop_when, lambda: streamed(worker), lambda: worker.cancel("stop"))
         with pytest.raises(RunError):
             await worker.run("go", timeout=0.2 if scenario == "timeout" else None)
     assert len(log.reasons) == 1
@@ -516,12 +495,7 @@ async def test_6_on_abort_is_shielded_and_bounded_in_time() -> None:
 async def test_7_history_holds_only_whole_items_after_a_cancel_at_any_point() -> None:
     worker = Worker(ScriptedModel([hanging_text()]))
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: streamed(worker))
-            worker.cancel()
-
-        group.start_soon(stop)
+        group.start_soon(stop_when, lambda: streamed(worker), lambda: worker.cancel())
         with pytest.raises(Cancelled):
             await worker.run("go")
     from llm_worker import dump_history, load_history
@@ -543,12 +517,11 @@ async def test_8_a_tool_that_swallows_cancellation_does_not_make_the_run_succeed
     model = ScriptedModel([Script.tool_calls(("swallower", {})), "should not be asked"])
     worker = Worker(model, tools=[swallower], tool_grace=0.01)
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: any(isinstance(i, ToolCall) for i in worker.history))
-            worker.cancel("really stop")
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when,
+            lambda: called(worker),
+            lambda: worker.cancel("really stop"),
+        )
         with pytest.raises(Cancelled) as caught:
             await worker.run("go")
     assert caught.value.reason == "really stop"
@@ -562,12 +535,11 @@ async def test_9_nothing_started_by_the_run_is_left_running() -> None:
     )
     before = len(anyio.get_running_tasks())
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: any(isinstance(i, ToolCall) for i in worker.history))
-            worker.cancel()
-
-        group.start_soon(stop)
+        group.start_soon(
+            stop_when,
+            lambda: called(worker),
+            lambda: worker.cancel(),
+        )
         with pytest.raises(Cancelled):
             await worker.run("go")
     assert len(anyio.get_running_tasks()) == before
@@ -577,12 +549,7 @@ async def test_10_the_next_run_tells_the_model_the_previous_turn_was_interrupted
     model = ScriptedModel([hanging_text(), "fine"])
     worker = Worker(model)
     async with anyio.create_task_group() as group:
-
-        async def stop() -> None:
-            await wait_for(lambda: streamed(worker))
-            worker.cancel("user stop")
-
-        group.start_soon(stop)
+        group.start_soon(stop_when, lambda: streamed(worker), lambda: worker.cancel("user stop"))
         with pytest.raises(Cancelled):
             await worker.run("first")
     result = await worker.run("second")
