@@ -401,14 +401,18 @@ async def test_commit_listeners_see_every_item_once() -> None:
 
 
 async def test_a_fast_tool_result_is_committed_before_its_slow_sibling_ends() -> None:
+    slow_started = anyio.Event()
+
     @tool
     async def fast() -> str:
-        """Answers at once."""
+        """Answers as soon as its sibling is running."""
+        await slow_started.wait()
         return "fast answer"
 
     @tool
     async def slow(ctx: ToolContext) -> str:
         """Waits until cancelled."""
+        slow_started.set()
         await ctx.token.wait()
         return "slow partial"
 
