@@ -215,6 +215,7 @@ def crash_test(tmp_path: Path, kills: int, sessions: int = 4) -> Tally:
     return tally
 
 
+@pytest.mark.timeout(300)  # ~20 s on an idle 2-core machine; kills and restarts scale with load
 def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     tally = crash_test(tmp_path, kills=52)
     assert tally.kills >= 50
