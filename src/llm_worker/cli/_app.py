@@ -29,6 +29,7 @@ from ._common import (
     silence_stdout,
     stderr_line,
 )
+from ._config import TOOLSETS
 from ._run import cmd_run
 from ._sessions import cmd_delete, cmd_sessions, cmd_show
 
@@ -91,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--system", metavar="TEXT", help="the system prompt (kept in the session)")
     agent.add_argument(
         "--tools",
-        choices=("demo", "none"),
-        default="none",
-        help="tools the model may call: 'demo' adds get_weather, slow_count and current_time",
+        choices=TOOLSETS,
+        help="tools the model may call: 'demo' adds get_weather, slow_count and current_time "
+        "(kept in the session: later calls without --tools use it; default: none)",
     )
     agent.add_argument(
         "--session",

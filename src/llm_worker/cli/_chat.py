@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from ..models import Model
     from ..store import Session
+    from ..tools import Tool
     from ..worker import Worker
     from ._runtime import Turn
 
@@ -52,23 +53,18 @@ Ctrl-C while the model answers stops it; what it said so far is kept."""
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    _config.check_model_flag(args)
-    store = _config.open_store(args)
-    assert store is not None
-    with store:
-        session, model, spec = _config.open_session(store, args, "chat")
-        with session:
-            return _chat(args, session, model, spec)
+    with _config.session_for(args, "chat") as opened:
+        return _chat(args, opened)
 
 
-def _chat(args: argparse.Namespace, session: Session, model: Model, spec: str) -> int:
+def _chat(args: argparse.Namespace, opened: _config.Opened) -> int:
+    session, model, spec, tools = opened.session, opened.model, opened.spec, opened.tools
     stdout, _ = consoles()
     interactive = sys.stdin.isatty()
     terminal = stdout.is_terminal
     if interactive:
         with contextlib.suppress(ImportError):
             import readline  # noqa: F401 - importing it gives input() line editing and history
-    tools = _config.tools(args)
     say = _Say(stdout, terminal)
     say.banner(session, spec, tools)
     interrupts = Interrupts()
@@ -90,7 +86,7 @@ def _chat_loop(
     session: Session,
     model: Model,
     spec: str,
-    tools: list[Any],
+    tools: list[Tool[..., Any]],
     portal: BlockingPortal,
     interrupts: Interrupts,
     say: _Say,
@@ -168,7 +164,7 @@ class _Say:
         if sys.stdin.isatty():
             self.console.file.write("\n")
 
-    def banner(self, session: Session, spec: str, tools: list[Any]) -> None:
+    def banner(self, session: Session, spec: str, tools: list[Tool[..., Any]]) -> None:
         from rich.text import Text
 
         names = ", ".join(tool.name for tool in tools) or "none (--tools demo adds some)"

@@ -5,8 +5,11 @@ Invariants:
   Ctrl-C here is a plain `KeyboardInterrupt` (``main`` reports it; nothing was said yet).
 * A bad model spec, a missing key or a bad environment variable is a usage `CLIError` raised
   *before* the session is opened or written: a mistake changes nothing on disk.
-* A session remembers its model spec: a later call without ``--model`` reuses it, one with
-  ``--model`` replaces it. Keys and base URLs are never stored.
+* A session remembers its model spec and its toolset (``--tools``, kept in the session's
+  metadata): a later call without the flag reuses what is stored, one with it replaces it.
+  Keys and base URLs are never stored.
+* Both are settled before the session is opened: an unknown stored toolset is a `CLIError`
+  (the flag overrides it), and a model that cannot be built leaves the session as it was.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +27,10 @@ from ._common import EXIT_USAGE, MODEL_HELP, CLIError
 if TYPE_CHECKING:
     from ..models import Model
     from ..store import Session, SQLiteStore
+    from ..tools import Tool
+
+TOOLSETS = ("demo", "none")
+TOOLS_KEY = "tools"  # the session metadata key of the toolset name
 
 
 def db_path(args: argparse.Namespace) -> tuple[str, bool]:
@@ -81,7 +90,7 @@ def build_model(spec: str, base_url: str | None) -> Model:
         raise CLIError(f"cannot use model {spec!r}: {exc}", EXIT_USAGE) from None
 
 
-def check_model_flag(args: argparse.Namespace) -> None:
+def _check_model_flag(args: argparse.Namespace) -> None:
     """Build an explicit ``--model`` once, to fail before the database is touched."""
     if args.model:
         build_model(model_spec(args, None), args.base_url)
@@ -100,34 +109,69 @@ def _offline_pace() -> float:
     return pace
 
 
-def tools(args: argparse.Namespace) -> list[Any]:
-    if args.tools == "demo":
+def _toolset(name: str, session: str | None) -> list[Tool[..., Any]]:
+    if name == "demo":
         from .._demo_tools import DEMO_TOOLS
 
         return list(DEMO_TOOLS)
-    return []
+    if name == "none":
+        return []
+    raise CLIError(  # stored by another version, or by a program using the store directly
+        f"session {session!r} uses the toolset {name!r}, which this llm-worker does not know; "
+        f"choose one with --tools ({' or '.join(TOOLSETS)})"
+    )
 
 
-def open_session(
-    store: SQLiteStore, args: argparse.Namespace, kind: str
-) -> tuple[Session, Model, str]:
-    """Open the named session (or a fresh one) with the model its flags and history call for."""
+@dataclass
+class Opened:
+    """A session opened for a command, with the model, spec and tools it runs with."""
+
+    session: Session
+    model: Model
+    spec: str
+    tools: list[Tool[..., Any]]
+
+
+@contextlib.contextmanager
+def session_for(args: argparse.Namespace, kind: str) -> Iterator[Opened]:
+    """The store and the session a ``run`` or ``chat`` uses, both closed when the block ends
+    (what the worker committed is saved, the session's lock released)."""
+    _check_model_flag(args)
+    store = open_store(args)
+    assert store is not None
+    with store:
+        opened = _open_session(store, args, kind)
+        with opened.session:
+            yield opened
+
+
+def _open_session(store: SQLiteStore, args: argparse.Namespace, kind: str) -> Opened:
+    """Open the named session (or a fresh one) with the model and tools its flags and
+    stored settings call for; explicit flags are stored for the next call."""
     from ..store import SessionNotFound
 
-    stored: str | None = None
+    stored_model: str | None = None
+    stored_tools: str | None = None
     if args.session:
         with contextlib.suppress(SessionNotFound):
-            stored = store.session_info(args.session).model
-    spec = model_spec(args, stored)
+            info = store.session_info(args.session)
+            stored_model, stored_tools = info.model, info.metadata.get(TOOLS_KEY)
+    tools = _toolset(args.tools or stored_tools or "none", args.session)
+    spec = model_spec(args, stored_model)
     model = build_model(spec, args.base_url)  # before the session: a bad spec changes nothing
+    metadata = {TOOLS_KEY: args.tools} if args.tools else None
     if args.session:
-        session = store.open_session(args.session, model=spec, system=args.system)
+        session = store.open_session(
+            args.session, model=spec, system=args.system, metadata=metadata
+        )
     else:
-        session = _fresh_session(store, kind, spec, args.system)
-    return session, model, spec
+        session = _fresh_session(store, kind, spec, args.system, metadata)
+    return Opened(session, model, spec, tools)
 
 
-def _fresh_session(store: SQLiteStore, kind: str, spec: str, system: str | None) -> Session:
+def _fresh_session(
+    store: SQLiteStore, kind: str, spec: str, system: str | None, metadata: dict[str, str] | None
+) -> Session:
     from ..store import SessionLocked, SessionNotFound
 
     base = datetime.now().strftime(f"{kind}-%Y%m%d-%H%M%S")
@@ -139,7 +183,7 @@ def _fresh_session(store: SQLiteStore, kind: str, spec: str, system: str | None)
         except SessionNotFound:
             pass
         try:
-            session = store.open_session(name, model=spec, system=system)
+            session = store.open_session(name, model=spec, system=system, metadata=metadata)
         except SessionLocked:
             continue
         if session.history:  # another process created it in between: leave it alone

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
 
 from . import _config
 from ._common import (
@@ -35,22 +34,13 @@ from ._common import (
 from ._runtime import Interrupts, close_model, event_loop, run_turn
 from ._views import JsonView, PlainView, TerminalView, View, status_line
 
-if TYPE_CHECKING:
-    from ..models import Model
-    from ..store import Session
-
 
 def cmd_run(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args)
     if args.resume and not args.session:
         raise CLIError("--resume needs --session NAME", EXIT_USAGE)
-    _config.check_model_flag(args)
-    store = _config.open_store(args)
-    assert store is not None
-    with store:
-        session, model, spec = _config.open_session(store, args, "run")
-        with session:
-            return _run_in_session(args, session, model, spec, prompt)
+    with _config.session_for(args, "run") as opened:
+        return _run_in_session(args, opened, prompt)
 
 
 def _read_prompt(args: argparse.Namespace) -> str | None:
@@ -68,16 +58,15 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
     return prompt
 
 
-def _run_in_session(
-    args: argparse.Namespace, session: Session, model: Model, spec: str, prompt: str | None
-) -> int:
+def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: str | None) -> int:
+    session, model, spec = opened.session, opened.model, opened.spec
     terminal = isatty(sys.stdout) and not args.json
     if prompt is None:
         if not session.resumable:
             raise CLIError(f"session {session.name!r} has nothing to resume")
     else:
         session.settle_pending()
-    worker = session.worker(model, tools=_config.tools(args))
+    worker = session.worker(model, tools=opened.tools)
     view: View
     if args.json:
         view = JsonView(sys.stdout)

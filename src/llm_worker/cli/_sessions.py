@@ -13,22 +13,24 @@ Invariants:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from . import _config
 from ._common import EXIT_OK, CLIError, consoles, isatty
+from ._config import TOOLS_KEY
 from ._views import ICONS, format_arguments, shorten
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from ..items import Item
-    from ..store import SessionInfo
+    from ..store import SessionInfo, SQLiteStore
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
@@ -130,8 +132,10 @@ def _when(moment: datetime) -> str:
     return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M')} ({ago})"
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    from ..items import dump_item
+@contextlib.contextmanager
+def _store_of(args: argparse.Namespace) -> Iterator[SQLiteStore]:
+    """The store holding the session ``args.name``: no database or no such session is a
+    `CLIError`."""
     from ..store import SessionNotFound
 
     store = _config.open_store(args, create=False)
@@ -141,18 +145,28 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     with store:
         try:
-            info = store.session_info(args.name)
-            history = store.load_history(args.name)
+            yield store
         except SessionNotFound as exc:
             raise CLIError(str(exc)) from None
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ..items import dump_item
+
+    with _store_of(args) as store:
+        info = store.session_info(args.name)
+        history = store.load_history(args.name)
     if args.json:
         for item in history:
             sys.stdout.write(dump_item(item) + "\n")
         return EXIT_OK
     title = f"session {info.name}"
+    toolset = info.metadata.get(TOOLS_KEY, "none")
     details = (
-        f" · model {info.model or '-'} · {info.items} items · created {_local(info.created_at)}"
-        f" · last activity {_local(info.updated_at)}" + (f" · {info.status}" if info.status else "")
+        f" · model {info.model or '-'} · {info.items} items"
+        + (f" · tools {toolset}" if toolset != "none" else "")
+        + f" · created {_local(info.created_at)} · last activity {_local(info.updated_at)}"
+        + (f" · {info.status}" if info.status else "")
     )
     if not isatty(sys.stdout):
         sys.stdout.write(title + details + "\n")
@@ -214,17 +228,7 @@ def print_transcript(console: Console | None, history: Sequence[Item]) -> None:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    from ..store import SessionNotFound
-
-    store = _config.open_store(args, create=False)
-    if store is None:
-        raise CLIError(
-            f"no session named {args.name!r} (no database at {_config.db_path(args)[0]})"
-        )
-    with store:
-        try:
-            store.delete_session(args.name)
-        except SessionNotFound as exc:
-            raise CLIError(str(exc)) from None
+    with _store_of(args) as store:
+        store.delete_session(args.name)
     sys.stdout.write(f"deleted session {args.name}\n")
     return EXIT_OK
