@@ -19,6 +19,7 @@ from llm_worker.items import (
     ToolResult,
     Usage,
     UserMessage,
+    dump_item,
 )
 from llm_worker.store import (
     MIGRATIONS,
@@ -309,6 +310,74 @@ def test_model_and_system_are_updated_only_when_given(tmp_path: Path) -> None:
             assert (session.model, session.system) == ("offline", "one")
         with store.open_session("a", model="anthropic:claude", system="two") as session:
             assert (session.model, session.system) == ("anthropic:claude", "two")
+
+
+def test_metadata_is_merged_when_given(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store:
+        with store.open_session("a", metadata={"tools": "demo", "theme": "dark"}) as session:
+            assert session.metadata == {"tools": "demo", "theme": "dark"}
+        with store.open_session("a") as session:
+            assert session.metadata == {"tools": "demo", "theme": "dark"}
+        with store.open_session("a", metadata={"tools": "none", "theme": None}) as session:
+            assert session.metadata == {"tools": "none"}  # replaced, removed
+        assert store.session_info("a").metadata == {"tools": "none"}
+        assert [i.metadata for i in store.sessions()] == [{"tools": "none"}]
+        store.open_session("b").close()
+        assert store.session_info("b").metadata == {}
+        with pytest.raises(TypeError, match="metadata"):
+            store.open_session("c", metadata={"tools": 3})  # type: ignore[dict-item]
+        assert [i.name for i in store.sessions()] == ["b", "a"]  # refused before creating
+
+
+def test_unreadable_metadata_is_ignored(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store:
+        store.open_session("a").close()
+        store._conn.execute("UPDATE sessions SET metadata = '[1, 2]'")
+        assert store.session_info("a").metadata == {}
+        with store.open_session("a", metadata={"tools": "demo"}) as session:
+            assert session.metadata == {"tools": "demo"}
+        assert store.session_info("a").metadata == {"tools": "demo"}
+
+
+def test_a_database_of_the_first_schema_opens_and_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrate(conn, str(path), MIGRATIONS[:1])  # as the first release created it
+    now = "2026-01-02T03:04:05.000000+00:00"
+    conn.execute(
+        "INSERT INTO sessions (name, model, system, created_at, updated_at, item_count) "
+        "VALUES ('old', 'openai:gpt-4o-mini', 'be brief', ?, ?, 1)",
+        (now, now),
+    )
+    item = UserMessage(text="from an old version")
+    conn.execute(
+        "INSERT INTO items (session, seq, type, item_id, data) VALUES ('old', 0, ?, ?, ?)",
+        (item.type, item.id, dump_item(item)),
+    )
+    conn.execute(
+        "INSERT INTO runs (session, run_id, started_at, ended_at, outcome) "
+        "VALUES ('old', 'r1', ?, ?, 'finished')",
+        (now, now),
+    )
+    conn.close()
+    with SQLiteStore(path) as store:
+        assert store.schema_version == len(MIGRATIONS) == 2
+        info = store.session_info("old")
+        assert (info.model, info.system, info.items, info.metadata) == (
+            "openai:gpt-4o-mini",
+            "be brief",
+            1,
+            {},
+        )
+        assert info.last_run is not None
+        assert info.last_run.outcome == "finished"
+        with store.open_session("old", metadata={"tools": "demo"}) as session:
+            assert session.history == [item]
+            assert session.model == "openai:gpt-4o-mini"
+            session.extend([UserMessage(text="from the new one")])
+    with SQLiteStore(path) as store:
+        assert store.session_info("old").metadata == {"tools": "demo"}
+        assert len(store.load_history("old")) == 2
 
 
 def test_delete_session(tmp_path: Path) -> None:

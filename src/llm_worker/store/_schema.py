@@ -76,6 +76,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX sessions_by_activity ON sessions(updated_at)",
         ),
     ),
+    Migration(
+        "session metadata: a JSON object of string settings (NULL: none)",
+        sql("ALTER TABLE sessions ADD COLUMN metadata TEXT"),
+    ),
 )
 
 

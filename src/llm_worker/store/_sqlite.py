@@ -14,20 +14,22 @@ Invariants:
   outcome. A row left without an end means the process died mid-run: the next open records the
   run as ``crashed`` and, if the model may have lost something, appends a `Note` telling it, in
   the same transaction.
-* Nothing secret is stored: the model spec (``"openai:gpt-4o-mini"``) and system prompt, never
-  a key or a base URL.
+* Nothing secret is stored: the model spec (``"openai:gpt-4o-mini"``), the system prompt and
+  the caller's metadata (string settings, e.g. the command line's toolset), never a key or a
+  base URL.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -118,6 +120,7 @@ class SessionInfo:
     updated_at: datetime
     last_run: RunRecord | None
     in_use_by: int | None  # the pid holding the session open, if any
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -269,22 +272,26 @@ class SQLiteStore:
         *,
         model: str | None = None,
         system: str | None = None,
+        metadata: Mapping[str, str | None] | None = None,
         wait: bool | float = False,
     ) -> Session:
         """Open (creating if needed) the session ``name``, holding its lock until `close`.
 
         ``model`` and ``system``, when given, are stored as the session's (the spec string, never
-        a key). ``wait``: False raises `SessionLocked` at once if another holder has it; True
+        a key). ``metadata``, when given, is merged into the session's string settings: each key
+        replaces the stored one, a None value removes it, other keys are kept.
+        ``wait``: False raises `SessionLocked` at once if another holder has it; True
         waits up to 30 s, a number up to that many seconds (polling; blocks this thread).
         A session whose last run never ended is recovered here (see `Recovery`).
         """
         _check_name(name)
         if model is not None and not isinstance(model, str):
             raise TypeError("model must be a spec string such as 'offline' or 'openai:gpt-4o'")
+        _check_metadata(metadata)
         lock = SessionLock(lock_path(self._real_path, name))
         self._acquire(lock, name, wait)
         try:
-            session = self._load(name, lock, model, system)
+            session = self._load(name, lock, model, system, metadata)
         except BaseException:
             lock.release()
             raise
@@ -375,27 +382,42 @@ class SQLiteStore:
             pid=pid,
         )
 
-    def _load(self, name: str, lock: SessionLock, model: str | None, system: str | None) -> Session:
+    def _load(
+        self,
+        name: str,
+        lock: SessionLock,
+        model: str | None,
+        system: str | None,
+        metadata: Mapping[str, str | None] | None,
+    ) -> Session:
         with self._writing() as conn:
             now = _now()
             row = conn.execute(
-                "SELECT model, system, created_at FROM sessions WHERE name = ?", (name,)
+                "SELECT model, system, created_at, metadata FROM sessions WHERE name = ?", (name,)
             ).fetchone()
             if row is None:
+                stored_metadata = _merge_metadata({}, metadata)
                 conn.execute(
-                    "INSERT INTO sessions (name, model, system, created_at, updated_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (name, model, system, now, now),
+                    "INSERT INTO sessions (name, model, system, created_at, updated_at, metadata) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, model, system, now, now, _dump_metadata(stored_metadata)),
                 )
                 stored_model, stored_system, created = model, system, now
             else:
-                stored_model, stored_system, created = row
+                stored_model, stored_system, created, stored_text = row
                 if model is not None and model != stored_model:
                     conn.execute("UPDATE sessions SET model = ? WHERE name = ?", (model, name))
                     stored_model = model
                 if system is not None and system != stored_system:
                     conn.execute("UPDATE sessions SET system = ? WHERE name = ?", (system, name))
                     stored_system = system
+                old_metadata = _load_metadata(stored_text, name)
+                stored_metadata = _merge_metadata(old_metadata, metadata)
+                if stored_metadata != old_metadata:
+                    conn.execute(
+                        "UPDATE sessions SET metadata = ? WHERE name = ?",
+                        (_dump_metadata(stored_metadata), name),
+                    )
             rows = self._items(conn, name)
             history = [item for item, _ in rows]
             run_row = conn.execute(
@@ -419,6 +441,7 @@ class SQLiteStore:
             name,
             model=stored_model,
             system=stored_system,
+            metadata=stored_metadata,
             created_at=_time(created) or datetime.now(UTC),
             history=history,
             last_run=last_run,
@@ -490,8 +513,8 @@ class SQLiteStore:
             )
 
     def _info(self, row: Sequence[Any]) -> SessionInfo:
-        name, model, system, created, updated, count = row[:6]
-        last_run = _run_record(row[6:]) if row[6] is not None else None
+        name, model, system, created, updated, count, metadata = row[:7]
+        last_run = _run_record(row[7:]) if row[7] is not None else None
         return SessionInfo(
             name=name,
             model=model,
@@ -501,6 +524,7 @@ class SQLiteStore:
             updated_at=_time(updated) or datetime.now(UTC),
             last_run=last_run,
             in_use_by=holder_pid(lock_path(self._real_path, name)),
+            metadata=_load_metadata(metadata, name),
         )
 
     @contextmanager
@@ -532,7 +556,7 @@ class SQLiteStore:
 
 _RUN_COLUMNS = "run_id, started_at, ended_at, outcome, kind, reason"
 _INFO_COLUMNS = (
-    "s.name, s.model, s.system, s.created_at, s.updated_at, s.item_count, "
+    "s.name, s.model, s.system, s.created_at, s.updated_at, s.item_count, s.metadata, "
     "r.run_id, r.started_at, r.ended_at, r.outcome, r.kind, r.reason"
 )
 
@@ -575,11 +599,13 @@ class Session:
         last_run: RunRecord | None,
         recovery: Recovery | None,
         lock: SessionLock,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.name = name
         self.model = model
         self.system = system
+        self._metadata = dict(metadata or {})
         self.created_at = created_at
         self.last_run = last_run
         self.recovery = recovery
@@ -610,6 +636,11 @@ class Session:
     @property
     def closed(self) -> bool:
         return not self._lock.held
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """A copy of the session's string settings, as stored when it was opened."""
+        return dict(self._metadata)
 
     @property
     def history(self) -> list[Item]:
@@ -834,6 +865,44 @@ def _note_text(outcome: str, kind: str | None, reason: str | None) -> str:
         f"[The previous turn was interrupted ({why}). The last assistant message and tool "
         "results above may be incomplete.]"
     )
+
+
+def _check_metadata(metadata: Mapping[str, str | None] | None) -> None:
+    if metadata is None:
+        return
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not (value is None or isinstance(value, str)):
+            raise TypeError("metadata maps strings to strings (or to None, to remove a key)")
+
+
+def _merge_metadata(
+    stored: Mapping[str, str], given: Mapping[str, str | None] | None
+) -> dict[str, str]:
+    merged = dict(stored)
+    for key, value in (given or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _dump_metadata(metadata: Mapping[str, str]) -> str | None:
+    return json.dumps(dict(metadata), sort_keys=True, ensure_ascii=False) if metadata else None
+
+
+def _load_metadata(text: str | None, name: str) -> dict[str, str]:
+    """The stored settings; a value this code cannot read is logged and treated as none."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        logger.warning("session %r: unreadable metadata ignored: %.80r", name, text)
+        return {}
+    return value
 
 
 def _check_name(name: str) -> None:

@@ -1,0 +1,201 @@
+"""The parser and `main`: flags to a command, and any error to one stderr line and a status.
+
+Invariants:
+* `main` never lets a traceback out (``LLM_WORKER_DEBUG=1`` shows one for unexpected errors):
+  `CLIError` and `StoreError` become one ``llm-worker: error: …`` line; a Ctrl-C outside a turn
+  (start-up, reading stdin) is "interrupted" and 130; a closed stdout is 141.
+* Importing this module imports only the standard library and the CLI's own modules; each
+  command imports what it needs (rich, the store, the providers) when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from ._chat import cmd_chat
+from ._common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    MODEL_HELP,
+    PROG,
+    CLIError,
+    error_line,
+    silence_stdout,
+    stderr_line,
+)
+from ._config import TOOLSETS
+from ._run import cmd_run
+from ._sessions import cmd_delete, cmd_sessions, cmd_show
+
+ENV_HELP = """\
+environment:
+  LLM_WORKER_DB          database file (default: sessions.db in the user data directory)
+  LLM_WORKER_MODEL       default model spec (default: offline)
+  LLM_WORKER_OFFLINE_PACE  seconds between the offline model's words (default: 0.03)
+  OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL
+                         provider keys and endpoints (keys are never stored)
+
+exit status: 0 done, 1 failed, 2 bad usage, 124 timed out, 130 Ctrl-C, 143 SIGTERM
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with a pointer to --help), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``llm-worker`` (exposed for documentation and tests)."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog=PROG,
+        description="An LLM agent you can stop at any moment without losing anything.",
+        epilog=ENV_HELP,
+        formatter_class=formatter,
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    db = _Parser(add_help=False)
+    db.add_argument(
+        "--db",
+        metavar="PATH",
+        help="the session database (default: $LLM_WORKER_DB or the user data directory)",
+    )
+    agent = _Parser(add_help=False)
+    agent.add_argument("--model", metavar="SPEC", help=f"the model: {MODEL_HELP}")
+    agent.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the provider's endpoint (overrides OPENAI_BASE_URL / ANTHROPIC_BASE_URL)",
+    )
+    agent.add_argument("--system", metavar="TEXT", help="the system prompt (kept in the session)")
+    agent.add_argument(
+        "--tools",
+        choices=TOOLSETS,
+        help="tools the model may call: 'demo' adds get_weather, slow_count and current_time "
+        "(kept in the session: later calls without --tools use it; default: none)",
+    )
+    agent.add_argument(
+        "--session",
+        metavar="NAME",
+        help="the session to use or create (default: a new one named after the current time)",
+    )
+
+    run = commands.add_parser(
+        "run",
+        parents=[agent, db],
+        formatter_class=formatter,
+        epilog=ENV_HELP,
+        help="answer one prompt, streaming the answer to stdout",
+        description="Answer one prompt, streaming the answer to stdout. Ctrl-C stops it and "
+        "keeps what was said (exit status 130).",
+    )
+    run.add_argument("prompt", nargs="?", help="the prompt ('-' or nothing: read stdin)")
+    run.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="S",
+        help="stop after S seconds, keeping what was said (exit status 124)",
+    )
+    run.add_argument("--json", action="store_true", help="print events as JSON lines")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the session's interrupted or paused run instead of a prompt",
+    )
+    run.set_defaults(handler=cmd_run)
+
+    chat = commands.add_parser(
+        "chat",
+        parents=[agent, db],
+        formatter_class=formatter,
+        epilog=ENV_HELP,
+        help="talk with the model interactively",
+        description="Talk with the model. Ctrl-C stops an answer and keeps what was said; "
+        "Ctrl-C at the prompt, Ctrl-D or /quit leaves. /help lists commands.",
+    )
+    chat.add_argument(
+        "--timeout", type=_positive_float, metavar="S", help="stop each answer after S seconds"
+    )
+    chat.set_defaults(handler=cmd_chat)
+
+    sessions = commands.add_parser(
+        "sessions",
+        parents=[db],
+        help="list sessions",
+        description="List sessions: name, model, items, last activity, status.",
+    )
+    sessions.add_argument("--json", action="store_true", help="one JSON object per session")
+    sessions.set_defaults(handler=cmd_sessions)
+
+    show = commands.add_parser(
+        "show",
+        parents=[db],
+        help="print one session",
+        description="Print one session's conversation.",
+    )
+    show.add_argument("name", help="the session name")
+    show.add_argument("--json", action="store_true", help="print the items as JSON lines")
+    show.set_defaults(handler=cmd_show)
+
+    delete = commands.add_parser(
+        "delete",
+        parents=[db],
+        help="delete a session",
+        description="Delete a session and its history.",
+    )
+    delete.add_argument("name", help="the session name")
+    delete.set_defaults(handler=cmd_delete)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return EXIT_OK
+    from ..store import StoreError
+
+    try:
+        return handler(args)
+    except CLIError as exc:
+        error_line(exc.message)
+        return exc.code
+    except StoreError as exc:
+        error_line(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:  # Ctrl-C outside a turn (e.g. while starting): nothing to keep
+        stderr_line("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        if os.environ.get("LLM_WORKER_DEBUG"):
+            raise
+        error_line(f"unexpected {type(exc).__name__}: {exc} (LLM_WORKER_DEBUG=1 shows a traceback)")
+        return EXIT_FAILED

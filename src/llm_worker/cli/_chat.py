@@ -1,0 +1,203 @@
+"""``llm-worker chat``: a read-answer loop over one session, one worker for the whole chat.
+
+Invariants:
+* The main thread reads lines with ``input()`` (readline editing when stdin is a terminal) and
+  hands each turn to the event-loop thread (`_runtime.run_turn`), blocking until it has ended.
+* Ctrl-C at the prompt (no turn running: a `KeyboardInterrupt` out of ``input()``) or Ctrl-D
+  leaves with status 0. Ctrl-C during an answer stops that turn only: what was said is kept and
+  the prompt comes back; a second one while it is stopping leaves once it has stopped. A Ctrl-C
+  between the two (while a turn's end is being printed) leaves through ``main`` (status 130).
+* The worker is made at the first turn, after calls a previous run left pending are answered
+  (unless that turn is ``/resume``, which runs them); it lives until the chat ends, so the
+  history in memory and in the session stay one and the same.
+* The session is flushed and the model closed however the chat ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import TYPE_CHECKING, Any
+
+from . import _config
+from ._common import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    PROG,
+    consoles,
+    describe_error,
+)
+from ._runtime import Interrupts, close_model, event_loop, run_turn
+from ._sessions import print_transcript
+from ._views import PlainView, TerminalView, View, status_line
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+    from rich.console import Console
+
+    from ..models import Model
+    from ..store import Session
+    from ..tools import Tool
+    from ..worker import Worker
+    from ._runtime import Turn
+
+CHAT_HELP = """\
+/help      this help
+/resume    continue the last answer if it was interrupted (or run paused tool calls)
+/history   print the conversation so far
+/quit      leave (also Ctrl-D, or Ctrl-C at the prompt)
+Ctrl-C while the model answers stops it; what it said so far is kept."""
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    with _config.session_for(args, "chat") as opened:
+        return _chat(args, opened)
+
+
+def _chat(args: argparse.Namespace, opened: _config.Opened) -> int:
+    session, model, spec, tools = opened.session, opened.model, opened.spec, opened.tools
+    stdout, _ = consoles()
+    interactive = sys.stdin.isatty()
+    terminal = stdout.is_terminal
+    if interactive:
+        with contextlib.suppress(ImportError):
+            import readline  # noqa: F401 - importing it gives input() line editing and history
+    say = _Say(stdout, terminal)
+    say.banner(session, spec, tools)
+    interrupts = Interrupts()
+    interrupts.install()
+    try:
+        with event_loop() as portal:
+            try:
+                return _chat_loop(args, session, model, spec, tools, portal, interrupts, say)
+            finally:
+                portal.call(close_model, model)
+    finally:
+        interrupts.uninstall()
+        session.flush()
+        say.goodbye(session)
+
+
+def _chat_loop(
+    args: argparse.Namespace,
+    session: Session,
+    model: Model,
+    spec: str,
+    tools: list[Tool[..., Any]],
+    portal: BlockingPortal,
+    interrupts: Interrupts,
+    say: _Say,
+) -> int:
+    worker: Worker | None = None
+    prompt_text = say.prompt_text()
+    while True:
+        try:
+            line = input(prompt_text)
+        except EOFError:
+            say.newline_if_terminal()
+            return EXIT_OK
+        except KeyboardInterrupt:
+            say.newline_if_terminal()
+            return EXIT_OK
+        text = line.strip()
+        if not text:
+            continue
+        prompt: str | None = line
+        if text.startswith("/"):
+            command = text.split()[0].lower()
+            if command in ("/quit", "/exit", "/q"):
+                return EXIT_OK
+            if command == "/help":
+                say.plain(CHAT_HELP)
+                continue
+            if command == "/history":
+                print_transcript(say.console if say.terminal else None, session.history)
+                continue
+            if command == "/resume":
+                if not session.resumable:
+                    say.note("nothing to resume: the last answer is complete")
+                    continue
+                prompt = None
+            else:
+                say.note(f"unknown command {command}; /help lists the commands")
+                continue
+        if worker is None:
+            if prompt is not None:
+                session.settle_pending()
+            worker = session.worker(model, tools=tools)
+        view: View = TerminalView(say.console) if say.terminal else PlainView(sys.stdout)
+        try:
+            turn = run_turn(portal, interrupts, worker, prompt, args.timeout, view)
+        finally:
+            view.finish()
+        say.turn_ended(turn, spec, session, args.timeout)
+        if interrupts.quit_after_turn:
+            return EXIT_OK
+
+
+class _Say:
+    """The chat's own lines (banner, notes, status), styled on a terminal, plain otherwise."""
+
+    def __init__(self, console: Console, terminal: bool) -> None:
+        self.console = console
+        self.terminal = terminal
+
+    def prompt_text(self) -> str:
+        if not sys.stdin.isatty():
+            return ""
+        if self.terminal and not self.console.no_color:
+            return "\x01\x1b[1;36m\x02›\x01\x1b[0m\x02 "  # \x01…\x02: zero width for readline
+        return "> "
+
+    def plain(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
+
+    def note(self, text: str, style: str = "dim") -> None:
+        from rich.text import Text
+
+        self.console.print(Text(text, style=style if self.terminal else ""), highlight=False)
+
+    def newline_if_terminal(self) -> None:
+        if sys.stdin.isatty():
+            self.console.file.write("\n")
+
+    def banner(self, session: Session, spec: str, tools: list[Tool[..., Any]]) -> None:
+        from rich.text import Text
+
+        names = ", ".join(tool.name for tool in tools) or "none (--tools demo adds some)"
+        title = Text.assemble(
+            ("llm-worker chat", "bold"),
+            (f" · model {spec} · session {session.name} · tools: {names}", "dim"),
+        )
+        self.console.print(title if self.terminal else title.plain, highlight=False)
+        if session.history:
+            count = len(session.history)
+            self.note(f"continuing session {session.name!r}: {count} items (/history shows them)")
+        if session.recovery is not None:
+            self.note(f"{session.recovery.describe()}; /resume continues it", "yellow")
+        if sys.stdin.isatty():
+            self.note(
+                "Ctrl-C stops an answer and keeps it · Ctrl-C at the prompt or Ctrl-D quits · /help"
+            )
+            if spec.startswith("offline") and tools:
+                self.note('try: "what is the weather in Paris? use get_weather"')
+
+    def turn_ended(self, turn: Turn, spec: str, session: Session, timeout: float | None) -> None:
+        if turn.error is not None:
+            message, code = describe_error(turn.error, timeout)
+            if code == EXIT_INTERRUPTED:
+                message = "⏹ interrupted — what was said is kept"
+            elif code == EXIT_TIMEOUT:
+                message = f"⏱ {message} — what was said is kept"
+            self.note(message, "yellow" if code != EXIT_FAILED else "red")
+        elif turn.result is not None and turn.result.status == "limit_reached":
+            self.note("stopped: the turn limit was reached (/resume continues)", "yellow")
+        if self.terminal:
+            self.note(status_line(spec, turn, session))
+
+    def goodbye(self, session: Session) -> None:
+        if sys.stdin.isatty():
+            self.note(f"saved · continue with: {PROG} chat --session {session.name}")

@@ -1,0 +1,94 @@
+"""What every command shares: exit statuses, `CLIError`, and the standard streams.
+
+Invariants:
+* A problem for the user is one ``llm-worker: …`` line on stderr (`stderr_line`), never a
+  traceback; writing it never raises, even when stderr is closed.
+* Each exit status means one thing (see `llm_worker.cli`); `describe_error` is the one place
+  that maps a run's error to its status, for ``run`` and ``chat`` alike.
+* Nothing here imports rich or the library's heavy modules at import time: ``--help`` and usage
+  errors stay fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..errors import RunError
+
+PROG = "llm-worker"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+EXIT_TERMINATED = 143
+
+MODEL_HELP = (
+    "offline (built in, no key), offline:reasoning, openai:MODEL, openai-responses:MODEL, "
+    "anthropic:MODEL, ollama:MODEL"
+)
+
+
+class CLIError(Exception):
+    """A problem to report as one line on stderr, with an exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def error_line(message: str) -> None:
+    stderr_line(f"error: {message}")
+
+
+def stderr_line(message: str) -> None:
+    """One ``llm-worker: …`` line on stderr (collapsed to one line whatever the message)."""
+    text = " ".join(message.split())
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"{PROG}: {text}\n")
+        sys.stderr.flush()
+
+
+def silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def isatty(stream: IO[str] | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # closed
+        return False
+
+
+def consoles() -> tuple[Console, Console]:
+    """Rich consoles for stdout and stderr (rich is imported only when output is a terminal)."""
+    from rich.console import Console
+
+    return Console(file=sys.stdout, highlight=False), Console(file=sys.stderr, highlight=False)
+
+
+def describe_error(error: RunError, timeout: float | None) -> tuple[str, int]:
+    """The stderr line and exit status for a run that did not finish."""
+    from ..errors import Cancelled
+
+    if isinstance(error, Cancelled):
+        if error.kind == "deadline":
+            return f"timed out after {timeout:g}s" if timeout else "timed out", EXIT_TIMEOUT
+        if error.kind == "keyboard_interrupt":
+            return "interrupted", EXIT_INTERRUPTED
+        if error.reason == "terminated (SIGTERM)":
+            return "terminated", EXIT_TERMINATED
+        return f"stopped ({error.reason or error.kind})", EXIT_FAILED
+    return f"error: {error}", EXIT_FAILED

@@ -1,0 +1,193 @@
+"""From flags, environment and the session's stored settings to a store, a session and a model.
+
+Invariants:
+* Everything here runs in the main thread, before the event loop starts; nothing awaits, so a
+  Ctrl-C here is a plain `KeyboardInterrupt` (``main`` reports it; nothing was said yet).
+* A bad model spec, a missing key or a bad environment variable is a usage `CLIError` raised
+  *before* the session is opened or written: a mistake changes nothing on disk.
+* A session remembers its model spec and its toolset (``--tools``, kept in the session's
+  metadata): a later call without the flag reuses what is stored, one with it replaces it.
+  Keys and base URLs are never stored.
+* Both are settled before the session is opened: an unknown stored toolset is a `CLIError`
+  (the flag overrides it), and a model that cannot be built leaves the session as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ._common import EXIT_USAGE, MODEL_HELP, CLIError
+
+if TYPE_CHECKING:
+    from ..models import Model
+    from ..store import Session, SQLiteStore
+    from ..tools import Tool
+
+TOOLSETS = ("demo", "none")
+TOOLS_KEY = "tools"  # the session metadata key of the toolset name
+
+
+def db_path(args: argparse.Namespace) -> tuple[str, bool]:
+    """The database path, and whether it is the default one (whose directory we may create)."""
+    if args.db:
+        return os.path.expanduser(args.db), False
+    from ..store import default_db_path
+
+    return default_db_path(), "LLM_WORKER_DB" not in os.environ
+
+
+def open_store(args: argparse.Namespace, *, create: bool = True) -> SQLiteStore | None:
+    """The store, or None when ``create`` is False and there is no database yet."""
+    from ..store import SQLiteStore
+
+    path, default = db_path(args)
+    if not os.path.exists(path):
+        if not create:
+            return None
+        if default:
+            with contextlib.suppress(OSError):
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    return SQLiteStore(path)
+
+
+def model_spec(args: argparse.Namespace, stored: str | None) -> str:
+    spec: str = args.model or stored or os.environ.get("LLM_WORKER_MODEL") or "offline"
+    return spec.strip()
+
+
+def build_model(spec: str, base_url: str | None) -> Model:
+    """The model a spec names; bad specs and missing keys become a usage `CLIError`."""
+    provider, _, variant = spec.partition(":")
+    if provider == "offline":
+        if variant not in ("", "reasoning"):
+            raise CLIError(f"unknown model spec {spec!r}; expected one of: {MODEL_HELP}", 2)
+        from ..models.offline import OfflineModel
+
+        return OfflineModel(pace=_offline_pace(), reasoning=variant == "reasoning")
+    from ..models import UnknownModelSpec, resolve_model
+    from ..models._http import MissingCredentials  # imports the HTTP stack: only for providers
+
+    try:
+        return resolve_model(spec, base_url=base_url)
+    except UnknownModelSpec:
+        raise CLIError(f"unknown model spec {spec!r}; expected one of: {MODEL_HELP}", 2) from None
+    except MissingCredentials:
+        variable = "ANTHROPIC_API_KEY" if provider == "anthropic" else "OPENAI_API_KEY"
+        raise CLIError(
+            f"{spec} needs an API key: set {variable} (keys are read from the environment and "
+            "never stored)",
+            EXIT_USAGE,
+        ) from None
+    except ImportError as exc:
+        raise CLIError(f"the provider of {spec!r} cannot be loaded: {exc}", EXIT_USAGE) from None
+    except ValueError as exc:  # e.g. a malformed base URL
+        raise CLIError(f"cannot use model {spec!r}: {exc}", EXIT_USAGE) from None
+
+
+def _check_model_flag(args: argparse.Namespace) -> None:
+    """Build an explicit ``--model`` once, to fail before the database is touched."""
+    if args.model:
+        build_model(model_spec(args, None), args.base_url)
+
+
+def _offline_pace() -> float:
+    text = os.environ.get("LLM_WORKER_OFFLINE_PACE")
+    if not text:
+        return 0.03
+    try:
+        pace = float(text)
+    except ValueError:
+        pace = -1.0
+    if not 0 <= pace < float("inf"):
+        raise CLIError(f"LLM_WORKER_OFFLINE_PACE must be a number of seconds, got {text!r}", 2)
+    return pace
+
+
+def _toolset(name: str, session: str | None) -> list[Tool[..., Any]]:
+    if name == "demo":
+        from .._demo_tools import DEMO_TOOLS
+
+        return list(DEMO_TOOLS)
+    if name == "none":
+        return []
+    raise CLIError(  # stored by another version, or by a program using the store directly
+        f"session {session!r} uses the toolset {name!r}, which this llm-worker does not know; "
+        f"choose one with --tools ({' or '.join(TOOLSETS)})"
+    )
+
+
+@dataclass
+class Opened:
+    """A session opened for a command, with the model, spec and tools it runs with."""
+
+    session: Session
+    model: Model
+    spec: str
+    tools: list[Tool[..., Any]]
+
+
+@contextlib.contextmanager
+def session_for(args: argparse.Namespace, kind: str) -> Iterator[Opened]:
+    """The store and the session a ``run`` or ``chat`` uses, both closed when the block ends
+    (what the worker committed is saved, the session's lock released)."""
+    _check_model_flag(args)
+    store = open_store(args)
+    assert store is not None
+    with store:
+        opened = _open_session(store, args, kind)
+        with opened.session:
+            yield opened
+
+
+def _open_session(store: SQLiteStore, args: argparse.Namespace, kind: str) -> Opened:
+    """Open the named session (or a fresh one) with the model and tools its flags and
+    stored settings call for; explicit flags are stored for the next call."""
+    from ..store import SessionNotFound
+
+    stored_model: str | None = None
+    stored_tools: str | None = None
+    if args.session:
+        with contextlib.suppress(SessionNotFound):
+            info = store.session_info(args.session)
+            stored_model, stored_tools = info.model, info.metadata.get(TOOLS_KEY)
+    tools = _toolset(args.tools or stored_tools or "none", args.session)
+    spec = model_spec(args, stored_model)
+    model = build_model(spec, args.base_url)  # before the session: a bad spec changes nothing
+    metadata = {TOOLS_KEY: args.tools} if args.tools else None
+    if args.session:
+        session = store.open_session(
+            args.session, model=spec, system=args.system, metadata=metadata
+        )
+    else:
+        session = _fresh_session(store, kind, spec, args.system, metadata)
+    return Opened(session, model, spec, tools)
+
+
+def _fresh_session(
+    store: SQLiteStore, kind: str, spec: str, system: str | None, metadata: dict[str, str] | None
+) -> Session:
+    from ..store import SessionLocked, SessionNotFound
+
+    base = datetime.now().strftime(f"{kind}-%Y%m%d-%H%M%S")
+    for attempt in range(1, 1000):
+        name = base if attempt == 1 else f"{base}-{attempt}"
+        try:
+            store.session_info(name)
+            continue  # taken
+        except SessionNotFound:
+            pass
+        try:
+            session = store.open_session(name, model=spec, system=system, metadata=metadata)
+        except SessionLocked:
+            continue
+        if session.history:  # another process created it in between: leave it alone
+            session.close()
+            continue
+        return session
+    raise CLIError("could not find a free session name")

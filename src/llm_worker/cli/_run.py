@@ -1,0 +1,109 @@
+"""``llm-worker run``: one prompt (or ``--resume``), streamed to stdout, in one session.
+
+Invariants:
+* The prompt is read and every flag checked before the database is opened: a usage mistake
+  changes nothing on disk.
+* The session stays locked from open to exit; every item the worker commits is written before
+  the worker goes on, so whatever ends the turn, what was said is in the session.
+* A Ctrl-C before the turn starts is a plain `KeyboardInterrupt` (exit 130, nothing said yet);
+  during the turn it cancels the turn (see `_runtime`), which ends with exit 130 and a line
+  saying what was kept. ``--timeout`` ends the same way with 124, SIGTERM with 143.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import _config
+from ._common import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    PROG,
+    CLIError,
+    consoles,
+    describe_error,
+    isatty,
+    stderr_line,
+)
+from ._runtime import Interrupts, close_model, event_loop, run_turn
+from ._views import JsonView, PlainView, TerminalView, View, status_line
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    prompt = _read_prompt(args)
+    if args.resume and not args.session:
+        raise CLIError("--resume needs --session NAME", EXIT_USAGE)
+    with _config.session_for(args, "run") as opened:
+        return _run_in_session(args, opened, prompt)
+
+
+def _read_prompt(args: argparse.Namespace) -> str | None:
+    if args.resume:
+        if args.prompt is not None:
+            raise CLIError("give either a prompt or --resume, not both", EXIT_USAGE)
+        return None
+    prompt: str | None = args.prompt
+    if prompt is None or prompt == "-":
+        if sys.stdin is None or sys.stdin.isatty():
+            raise CLIError("no prompt: pass one as an argument or on stdin", EXIT_USAGE)
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise CLIError("the prompt is empty", EXIT_USAGE)
+    return prompt
+
+
+def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: str | None) -> int:
+    session, model, spec = opened.session, opened.model, opened.spec
+    terminal = isatty(sys.stdout) and not args.json
+    if prompt is None:
+        if not session.resumable:
+            raise CLIError(f"session {session.name!r} has nothing to resume")
+    else:
+        session.settle_pending()
+    worker = session.worker(model, tools=opened.tools)
+    view: View
+    if args.json:
+        view = JsonView(sys.stdout)
+    elif terminal:
+        stdout, stderr = consoles()
+        if session.recovery is not None:
+            stderr.print(f"{PROG}: {session.recovery.describe()}", style="dim", markup=False)
+        view = TerminalView(stdout)
+    else:
+        view = PlainView(sys.stdout)
+    interrupts = Interrupts()
+    interrupts.install()
+    try:
+        with event_loop() as portal:
+            try:
+                turn = run_turn(portal, interrupts, worker, prompt, args.timeout, view)
+            finally:
+                view.finish()
+                portal.call(close_model, model)
+    finally:
+        interrupts.uninstall()
+    session.flush()
+    if view.broken:
+        return EXIT_BROKEN_PIPE
+    if terminal and turn.result is not None:
+        consoles()[1].print(status_line(spec, turn, session), style="dim", highlight=False)
+    if turn.error is not None:
+        message, code = describe_error(turn.error, args.timeout)
+        if code in (EXIT_INTERRUPTED, EXIT_TIMEOUT, EXIT_TERMINATED):
+            kept = "what was said is kept" if turn.error.partial.items else "nothing was said yet"
+            message += f"; {kept} in session {session.name!r}"
+        stderr_line(message)
+        return code
+    assert turn.result is not None
+    if turn.result.status == "limit_reached":
+        stderr_line(f"stopped after {turn.result.turns} turns (the turn limit)")
+        return EXIT_FAILED
+    if turn.result.status == "paused":
+        stderr_line(f"paused; continue with: {PROG} run --resume --session {session.name}")
+    return EXIT_OK

@@ -1,0 +1,299 @@
+"""Views: how one turn's events become output, and the formatting they share.
+
+Invariants:
+* A view is called in the event-loop thread, one event at a time, synchronously: it never
+  awaits, so a cancel cannot land half-way through writing an event.
+* A view only writes; everything it shows is already committed (or being committed) by the
+  worker, so losing output (a closed pipe, a Ctrl-C) never loses history.
+* A closed stdout (`BrokenPipeError`) silences stdout and calls ``on_broken_pipe`` once, which
+  cancels the turn: a run nobody can see stops instead of running on.
+* Model and tool text is never read as rich markup.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any
+
+from ._common import silence_stdout
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..events import Event
+    from ..items import Item
+    from ..store import Session
+    from ._runtime import Turn
+
+
+class View:
+    """Turns run events into output. Called in the event-loop thread, one event at a time."""
+
+    def __init__(self) -> None:
+        self.on_broken_pipe: Callable[[], object] = lambda: None
+        self.broken = False
+
+    def event(self, event: Event) -> None:
+        try:
+            self._event(event)
+        except BrokenPipeError:
+            self._broke()
+
+    def _broke(self) -> None:
+        if not self.broken:
+            self.broken = True
+            silence_stdout()
+            self.on_broken_pipe()
+
+    def _event(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """The turn is over: end the last line."""
+
+
+class JsonView(View):
+    """``--json``: every event as one JSON line, flushed at once (items are already on disk)."""
+
+    def __init__(self, out: IO[str]) -> None:
+        super().__init__()
+        self.out = out
+
+    def _event(self, event: Event) -> None:
+        self.out.write(event.model_dump_json() + "\n")
+        self.out.flush()
+
+
+class PlainView(View):
+    """Piped output: the answer's text only, as it arrives; turns separated by a line break."""
+
+    def __init__(self, out: IO[str]) -> None:
+        super().__init__()
+        self.out = out
+        self.at_line_start = True
+        self.wrote = False
+
+    def _event(self, event: Event) -> None:
+        from ..events import TextDelta, TurnStarted
+
+        if isinstance(event, TurnStarted) and not self.at_line_start:
+            self._write("\n")
+        elif isinstance(event, TextDelta) and event.text:
+            self._write(event.text)
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+        self.at_line_start = text.endswith("\n")
+        self.wrote = True
+
+    def finish(self) -> None:
+        if not self.at_line_start:
+            try:
+                self._write("\n")
+            except BrokenPipeError:
+                self._broke()
+
+
+ICONS = {
+    "ok": ("✓", "green"),
+    "error": ("✗", "red"),
+    "interrupted": ("⏹", "yellow"),
+    "cancelled": ("⏹", "yellow"),
+    "abandoned": ("⚠", "red"),
+    "skipped": ("↷", "yellow"),
+}
+
+
+class TerminalView(View):
+    """A terminal: streamed text word-wrapped to the width, tool calls as they run, a spinner
+    while waiting for the model, reasoning dimmed. Model text is never read as rich markup."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+        self.column = 0
+        self.reasoning = False
+        self._spinner: Any = None
+
+    # the spinner: shown while the model has said nothing yet
+    def _spin(self) -> None:
+        from rich.live import Live
+        from rich.spinner import Spinner
+
+        self._stop_spinning()
+        if self.column:
+            self._newline()
+        spinner = Spinner("dots", text="thinking…", style="dim")
+        self._spinner = Live(
+            spinner,
+            console=self.console,
+            transient=True,
+            refresh_per_second=12,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._spinner.start()
+
+    def _stop_spinning(self) -> None:
+        spinner, self._spinner = self._spinner, None
+        if spinner is not None:
+            spinner.stop()
+
+    def _event(self, event: Event) -> None:
+        from ..events import (
+            ReasoningDelta,
+            ReasoningEnd,
+            ReasoningStart,
+            Retrying,
+            RunCancelled,
+            RunFailed,
+            RunFinished,
+            TextDelta,
+            ToolFinished,
+            ToolStarted,
+            TurnStarted,
+        )
+
+        if isinstance(event, TurnStarted):
+            self._spin()
+        elif isinstance(event, TextDelta):
+            self._stop_spinning()
+            if self.reasoning:
+                self._end_reasoning()
+            self._text(event.text)
+        elif isinstance(event, ReasoningStart):
+            self._stop_spinning()
+            self.reasoning = True
+            self._styled("thinking: ", "dim italic")
+        elif isinstance(event, ReasoningDelta):
+            self._stop_spinning()
+            self._text(event.text, style="dim italic")
+        elif isinstance(event, ReasoningEnd):
+            self._end_reasoning()
+        elif isinstance(event, ToolStarted):
+            self._stop_spinning()
+            self._line(f"  ⚙ {event.name}({format_arguments(event.arguments)})", "cyan")
+        elif isinstance(event, ToolFinished):
+            result = event.result
+            icon, style = ICONS.get(result.status, ("•", ""))
+            status = "" if result.status == "ok" else f" [{result.status}]"
+            self._line(f"  {icon} {result.name}{status} → {_first_line(result.content)}", style)
+        elif isinstance(event, Retrying):
+            self._stop_spinning()
+            self._line(
+                f"  ↻ retrying in {event.delay:.1f}s (attempt {event.attempt}): {event.error}",
+                "yellow dim",
+            )
+            self._spin()
+        elif isinstance(event, RunFinished | RunCancelled | RunFailed):
+            self._stop_spinning()
+
+    def _end_reasoning(self) -> None:
+        self.reasoning = False
+        self._newline()
+
+    def _text(self, text: str, style: str | None = None) -> None:
+        """Write streamed text, breaking lines at spaces before the terminal would."""
+        width = max(20, self.console.width - 1)
+        pieces: list[str] = []
+        for word in _words(text):
+            if word == "\n":
+                pieces.append("\n")
+                self.column = 0
+            elif word.isspace():
+                if self.column:
+                    pieces.append(word)
+                    self.column += len(word)
+            else:
+                if self.column and self.column + len(word) > width:
+                    while pieces and pieces[-1].isspace() and pieces[-1] != "\n":
+                        pieces.pop()
+                    pieces.append("\n")
+                    self.column = 0
+                pieces.append(word)
+                self.column += len(word)
+        self._emit("".join(pieces), style)
+
+    def _styled(self, text: str, style: str) -> None:
+        """Write a short styled fragment (no line breaks) and count its width."""
+        self._emit(text, style)
+        self.column += len(text)
+
+    def _emit(self, text: str, style: str | None) -> None:
+        if style:
+            from rich.text import Text
+
+            self.console.print(Text(text, style=style), end="", soft_wrap=True, highlight=False)
+        else:
+            self.console.file.write(text)
+            self.console.file.flush()
+
+    def _newline(self) -> None:
+        self.console.file.write("\n")
+        self.console.file.flush()
+        self.column = 0
+
+    def _line(self, text: str, style: str) -> None:
+        from rich.text import Text
+
+        if self.column:
+            self._newline()
+        line = Text(text, style=style)
+        line.truncate(max(20, self.console.width - 1), overflow="ellipsis")
+        self.console.print(line, highlight=False, soft_wrap=True)
+        self.column = 0
+
+    def finish(self) -> None:
+        self._stop_spinning()
+        if self.column:
+            self._newline()
+
+
+def _words(text: str) -> list[str]:
+    """``text`` as words, runs of blanks, and single line breaks, in order."""
+    return _WORDS_RE.findall(text)
+
+
+_WORDS_RE = re.compile(r"\n|[^\S\n]+|\S+")
+
+
+def format_arguments(arguments: dict[str, object]) -> str:
+    parts = [
+        f"{key}={json.dumps(value, ensure_ascii=False, default=str)}"
+        for key, value in arguments.items()
+    ]
+    return shorten(", ".join(parts), 80)
+
+
+def _first_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else "(no output)"
+    return first + (" …" if len(lines) > 1 else "")
+
+
+def shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def status_line(model: str, turn: Turn, session: Session) -> str:
+    usage = turn.usage
+    total = _session_tokens(session.history)
+    parts = [model]
+    if usage.input_tokens or usage.output_tokens:
+        parts.append(f"{usage.input_tokens:,} in / {usage.output_tokens:,} out tokens")
+    parts.append(f"{turn.seconds:.1f}s")
+    parts.append(f"session {session.name}" + (f" ({total:,} tokens)" if total else ""))
+    return " · ".join(parts)
+
+
+def _session_tokens(history: Sequence[Item]) -> int:
+    from ..items import AssistantMessage
+
+    return sum(
+        item.usage.input_tokens + item.usage.output_tokens
+        for item in history
+        if isinstance(item, AssistantMessage) and item.usage is not None
+    )
