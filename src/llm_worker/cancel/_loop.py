@@ -8,6 +8,9 @@ Invariants:
   one process), it runs ``fn`` at once instead — a task is allowed to cancel scopes directly, and
   this saves a trip through the loop. A signal handler that interrupts code outside any task still
   takes the queued path.
+* ``waker.soon(fn)`` never runs ``fn`` inside the calling task. On asyncio it is how cancel scopes
+  are cancelled: anyio formats the calling task's repr into every cancel message (tens of µs,
+  more than the loop pass it costs to run outside any task). On trio it is the fast path.
 * Calling a waker whose loop has finished is a no-op: nobody can be waiting there any more.
 """
 
@@ -17,10 +20,20 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from anyio.lowlevel import RunVar, current_token
 
-Waker = Callable[[Callable[[], object]], None]
+
+class Waker(Protocol):
+    """Runs a callable in one event loop's thread; callable from any thread, never blocks."""
+
+    def __call__(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` in the loop: at once when called from one of its tasks, else queued."""
+
+    def soon(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` in the loop, not inside the calling task (asyncio queues it)."""
+
 
 _waker: RunVar[Waker] = RunVar("llm_worker_waker")
 
@@ -35,39 +48,65 @@ def current_waker() -> Waker:
         return waker
 
 
+class _AsyncioWaker:
+    __slots__ = ("_loop", "_thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.get_ident()
+
+    def _in_task(self) -> bool:
+        in_thread = threading.get_ident() == self._thread
+        return in_thread and asyncio.current_task(self._loop) is not None
+
+    def __call__(self, fn: Callable[[], object]) -> None:
+        if self._in_task():
+            fn()
+        else:
+            self._queue(fn)
+
+    def soon(self, fn: Callable[[], object]) -> None:
+        if self._in_task():
+            self._loop.call_soon(fn)  # this thread: no self-pipe write needed
+        else:
+            self._queue(fn)
+
+    def _queue(self, fn: Callable[[], object]) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody left to wake
+            self._loop.call_soon_threadsafe(fn)
+
+
 def _make_waker(native: object) -> Waker:
-    loop_thread = threading.get_ident()
     if isinstance(native, asyncio.AbstractEventLoop):
-        loop = native
-        current_task = asyncio.current_task
+        return _AsyncioWaker(native)
+    return _trio_waker(native)
 
-        def wake_asyncio(fn: Callable[[], object]) -> None:
-            if threading.get_ident() == loop_thread and current_task(loop) is not None:
-                fn()
-                return
-            with contextlib.suppress(RuntimeError):  # a closed loop has nobody left to wake
-                loop.call_soon_threadsafe(fn)
 
-        return wake_asyncio
-
+def _trio_waker(native: object) -> Waker:
     import trio  # only reached when running on trio, so it is installed
 
     assert isinstance(native, trio.lowlevel.TrioToken)
     run_sync_soon = native.run_sync_soon
-    trio_current_task = trio.lowlevel.current_task
+    current_task = trio.lowlevel.current_task
+    loop_thread = threading.get_ident()
 
-    def in_trio_task() -> bool:
+    class TrioWaker:
+        __slots__ = ()
+
+        def __call__(self, fn: Callable[[], object]) -> None:
+            if threading.get_ident() == loop_thread and _in_trio_task():
+                fn()
+                return
+            with contextlib.suppress(trio.RunFinishedError):
+                run_sync_soon(fn)
+
+        soon = __call__  # trio's scope cancel is cheap: the fast path is right for both
+
+    def _in_trio_task() -> bool:
         try:
-            trio_current_task()
+            current_task()
         except RuntimeError:
             return False
         return True
 
-    def wake_trio(fn: Callable[[], object]) -> None:
-        if threading.get_ident() == loop_thread and in_trio_task():
-            fn()
-            return
-        with contextlib.suppress(trio.RunFinishedError):
-            run_sync_soon(fn)
-
-    return wake_trio
+    return TrioWaker()

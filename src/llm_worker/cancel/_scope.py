@@ -51,7 +51,7 @@ class TokenScope:
             scope.cancel(self.token.reason)
         else:
             wake = current_waker()
-            self._unregister = self.token.on_cancel(lambda: wake(scope.cancel))
+            self._unregister = self.token.on_cancel(lambda: wake.soon(scope.cancel))
         return self
 
     def __exit__(
