@@ -500,6 +500,41 @@ async def test_an_outer_cancellation_stops_the_calls_keeps_completed_outcomes_an
     _assert_outer_cancel_outcomes(runner, finalised)
 
 
+async def test_a_token_cancelled_in_a_thread_is_the_cause_even_if_its_scope_wins_the_race() -> (
+    None
+):
+    # A token cancelled in another thread runs its callbacks there, one by one. The loop can
+    # deliver the first (a scope bound to the token, around the map) before the last (the map's
+    # own link to the token) has run: the calls must still learn the token's reason.
+    token = CancelToken()
+    running = anyio.Event()
+    outer = anyio.CancelScope()
+
+    def scope_first() -> None:
+        anyio.from_thread.run_sync(outer.cancel)
+        time.sleep(0.1)  # the loop stops the map's task before the map's own link fires
+
+    async def reason_when_stopped(call_token: CancelToken) -> str | None:
+        running.set()
+        await call_token.wait()
+        return call_token.reason
+
+    token.on_cancel(scope_first)  # registered before the map links to the token
+    runner: ConcurrentMap[Any] = ConcurrentMap([reason_when_stopped], token=token, grace=5)
+    async def press() -> None:
+        await running.wait()
+        await anyio.to_thread.run_sync(token.cancel, "stop button")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(press)
+            with outer:
+                await runner.run()
+    assert outer.cancelled_caught
+    [outcome] = runner.outcomes
+    assert outcome.value == "stop button"
+
+
 async def test_a_native_task_cancel_of_the_map_keeps_completed_outcomes_and_re_raises(
     anyio_backend_name: str,
 ) -> None:

@@ -92,6 +92,7 @@ class ConcurrentMap(Generic[T]):
         self._calls = list(calls)
         self.outcomes: list[Outcome[T]] = [Outcome(i) for i in range(len(self._calls))]
         self.group_token = CancelToken.linked(token, name="map") if token else CancelToken("map")
+        self._source = token
         self.grace = grace
         self.cancel_on_failure = cancel_on_failure
         self._on_outcome = on_outcome
@@ -267,8 +268,12 @@ class ConcurrentMap(Generic[T]):
                 if self._unfinished == 0:
                     raise
                 # The awaiting task was cancelled from outside: stop the calls gracefully first.
+                # A token cancelled in another thread can reach the task (through a scope bound
+                # to it) before its callback reaches the group token: then it is the cause.
+                source = self._source
+                cause = source.cause if source is not None else None
                 self.group_token.cancel(
-                    cause=Cause.interrupt("external", "the awaiting task was cancelled")
+                    cause=cause or Cause.interrupt("external", "the awaiting task was cancelled")
                 )
                 await self._grace_then_hard_cancel()
                 raise
