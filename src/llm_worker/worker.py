@@ -348,13 +348,8 @@ class Worker:
         except cancelled_exc_class():
             # The awaiting task was cancelled from outside: clean up like any interruption, then
             # let the framework's own exception propagate.
-            external = Cause.interrupt("external", "the task awaiting the run was cancelled")
-            run.token.cancel(cause=external)
-            cause = run.token.cause or external
-            await self._clean_up(run, cause)
-            self._boundary(
-                run,
-                RunCancelled(kind=cause.kind, reason=cause.reason, cause=str(cause), run_id=run.id),
+            await self._stop_from_outside(
+                run, Cause.interrupt("external", "the task awaiting the run was cancelled")
             )
             raise
         except Interrupted:
@@ -365,6 +360,13 @@ class Worker:
             cause = Cause.failure(exc, origin="worker")
             await self._clean_up(run, cause)
             self._boundary(run, RunFailed(error=repr(exc), cause=str(cause), run_id=run.id))
+            raise
+        except (KeyboardInterrupt, BaseExceptionGroup) as exc:
+            # trio raises Ctrl-C inside the running task (asyncio cancels the main task instead,
+            # handled above): keep what was said, then let it propagate.
+            if not _is_keyboard_interrupt(exc):
+                raise
+            await self._stop_from_outside(run, Cause.interrupt("keyboard_interrupt", "Ctrl-C"))
             raise
 
         if status is not None:  # the run completed: completion wins over a late cancel
@@ -394,6 +396,15 @@ class Worker:
             )
         self._boundary(run, end)
         raise error
+
+    async def _stop_from_outside(self, run: _Run, cause: Cause) -> None:
+        """Clean up after an interruption the run does not turn into an error of its own."""
+        run.token.cancel(cause=cause)
+        cause = run.token.cause or cause  # a cancel that got there first is the real reason
+        await self._clean_up(run, cause)
+        self._boundary(
+            run, RunCancelled(kind=cause.kind, reason=cause.reason, cause=str(cause), run_id=run.id)
+        )
 
     async def _clean_up(self, run: _Run, cause: Cause) -> list[BaseException]:
         """Close the open block, answer every call, run ``on_abort`` hooks: once, shielded.
@@ -743,6 +754,12 @@ class RunStream:
             return await self._group.__aexit__(exc_type, exc, tb)
         finally:
             self._receive.close()
+
+
+def _is_keyboard_interrupt(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(KeyboardInterrupt) is not None
+    return isinstance(exc, KeyboardInterrupt)
 
 
 def _reject(call: ToolCall, tool: Tool[..., Any] | None) -> ToolResult | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -161,6 +162,60 @@ async def test_1_outer_task_cancellation_cleans_up_then_reraises_the_framework_e
     message = worker.history[-1]
     assert isinstance(message, AssistantMessage)
     assert message.interrupted
+    assert not worker.running
+
+
+async def test_1_ctrl_c_raised_inside_the_run_keeps_the_text_then_propagates(
+    anyio_backend_name: str,
+) -> None:
+    if anyio_backend_name != "trio":
+        pytest.skip("asyncio turns Ctrl-C into a cancellation of the main task (kind external)")
+
+    class CtrlCMidAnswer(AbortLog):
+        async def on_text_delta(self, ctx: HookContext, text: str) -> None:
+            if text.startswith("answer"):  # the second chunk: some text is already streamed
+                signal.raise_signal(signal.SIGINT)  # trio raises KeyboardInterrupt right here
+
+    log = CtrlCMidAnswer()
+    worker = Worker(ScriptedModel([hanging_text(), "Again."]), hooks=[log])
+    boundaries: list[object] = []
+    worker.on_run(boundaries.append)
+    with pytest.raises(KeyboardInterrupt):
+        await worker.run("hello")
+    assert [cause.kind for cause in log.causes] == ["keyboard_interrupt"]
+    assert getattr(boundaries[-1], "kind", None) == "keyboard_interrupt"
+    message = worker.history[-1]
+    assert isinstance(message, AssistantMessage)
+    assert message.interrupted
+    assert message.text.startswith("Partial")
+    assert (await worker.run("go on")).output == "Again."
+    assert any(
+        isinstance(item, Note) and "keyboard_interrupt" in item.text for item in worker.history
+    )
+
+
+async def test_1_ctrl_c_raised_inside_a_tool_answers_every_call_then_propagates(
+    anyio_backend_name: str,
+) -> None:
+    if anyio_backend_name != "trio":
+        pytest.skip("asyncio turns Ctrl-C into a cancellation of the main task (kind external)")
+
+    @tool
+    async def press_ctrl_c() -> str:
+        """Ctrl-C arrives while this tool runs."""
+        signal.raise_signal(signal.SIGINT)
+        return "never"
+
+    log = AbortLog()
+    model = ScriptedModel([Script.tool_calls(("press_ctrl_c", {}), ("slow_count", {"limit": 500}))])
+    worker = Worker(model, tools=[press_ctrl_c, slow_count], hooks=[log])
+    with pytest.raises(BaseException) as caught:  # trio wraps it in the tools' task group
+        await worker.run("go")
+    assert (
+        caught.group_contains(KeyboardInterrupt) if caught.type is not KeyboardInterrupt else True
+    )
+    assert [cause.kind for cause in log.causes] == ["keyboard_interrupt"]
+    assert history_violations(worker.history) == []
     assert not worker.running
 
 
