@@ -500,9 +500,7 @@ async def test_an_outer_cancellation_stops_the_calls_keeps_completed_outcomes_an
     _assert_outer_cancel_outcomes(runner, finalised)
 
 
-async def test_a_token_cancelled_in_a_thread_is_the_cause_even_if_its_scope_wins_the_race() -> (
-    None
-):
+async def test_a_token_cancelled_in_a_thread_is_the_cause_even_if_its_scope_wins_the_race() -> None:
     # A token cancelled in another thread runs its callbacks there, one by one. The loop can
     # deliver the first (a scope bound to the token, around the map) before the last (the map's
     # own link to the token) has run: the calls must still learn the token's reason.
@@ -521,6 +519,7 @@ async def test_a_token_cancelled_in_a_thread_is_the_cause_even_if_its_scope_wins
 
     token.on_cancel(scope_first)  # registered before the map links to the token
     runner: ConcurrentMap[Any] = ConcurrentMap([reason_when_stopped], token=token, grace=5)
+
     async def press() -> None:
         await running.wait()
         await anyio.to_thread.run_sync(token.cancel, "stop button")
