@@ -161,6 +161,7 @@ class RunFinished(_Event):
     type: Literal["run_finished"] = "run_finished"
     status: Literal["finished", "paused", "limit_reached"]
     output: str
+    reason: str | None = None  # why it paused or hit the turn limit
     run_id: str = ""
 
 

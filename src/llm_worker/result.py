@@ -17,6 +17,7 @@ class RunResult:
     ``status`` is ``finished``, ``paused`` or ``limit_reached`` for a run that returned, and
     ``interrupted`` for the partial result carried by a `RunError` (``error.partial``). ``items``
     are the history items this run added, in order; nothing said or done is missing from them.
+    ``reason`` says why a run paused (the hook's `Pause` reason) or hit the turn limit.
     """
 
     status: RunStatus
@@ -24,6 +25,7 @@ class RunResult:
     usage: Usage = field(default_factory=Usage)
     turns: int = 0
     run_id: str = ""
+    reason: str | None = None
 
     @property
     def output(self) -> str:

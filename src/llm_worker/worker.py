@@ -118,6 +118,7 @@ class _Run:
     done: anyio.Event = field(default_factory=anyio.Event)
     cleaned_up: bool = False
     started: bool = False
+    reason: str | None = None  # why it paused or stopped at the turn limit
 
     @property
     def observed(self) -> bool:
@@ -131,6 +132,7 @@ class _Run:
             usage=self.usage,
             turns=self.turn,
             run_id=self.id,
+            reason=self.reason if status in ("paused", "limit_reached") else None,
         )
 
 
@@ -372,7 +374,10 @@ class Worker:
         if status is not None:  # the run completed: completion wins over a late cancel
             self._interruption = None
             result = run.result(status)
-            self._boundary(run, RunFinished(status=status, output=result.output, run_id=run.id))
+            finished = RunFinished(
+                status=status, output=result.output, reason=result.reason, run_id=run.id
+            )
+            self._boundary(run, finished)
             return result
 
         token_cause = run.token.cause
@@ -455,6 +460,7 @@ class Worker:
 
         while True:
             if run.turn >= self.max_turns:
+                run.reason = f"the turn limit ({self.max_turns}) was reached"
                 return "limit_reached"
             run.token.raise_if_cancelled()
             run.turn = run.ctx.turn = run.turn + 1
@@ -466,7 +472,7 @@ class Worker:
                 tools=self.toolset.specs(),
                 settings=self.settings,
             )
-            if isinstance(await self._decide("before_llm_request", run, request), Pause):
+            if self._pauses(run, await self._decide("before_llm_request", run, request)):
                 return "paused"
             new_items = await self._stream_turn(run, request)
             if run.observed:
@@ -474,7 +480,7 @@ class Worker:
             calls = [item for item in new_items if isinstance(item, ToolCall)]
             if not calls:
                 answer = next((i for i in new_items if isinstance(i, AssistantMessage)), None)
-                if isinstance(await self._decide("on_turn_end", run, answer), Pause):
+                if self._pauses(run, await self._decide("on_turn_end", run, answer)):
                     return "paused"
                 return "finished"
             status = await self._run_tools(run, calls)
@@ -531,7 +537,7 @@ class Worker:
                 if isinstance(decision, Skip):
                     self._commit(run, [_result(call, f"Skipped: {decision.reason}", "skipped")])
                     continue
-                if isinstance(decision, Pause):
+                if self._pauses(run, decision):
                     self._approved.update(c.call_id for c, _, _ in runnable)
                     self._approved.add(call.call_id)
                     return "paused"
@@ -583,7 +589,7 @@ class Worker:
             raise ToolFailed(f"tool call failed: {failed}", cause=cause)
         paused = False
         for call, result in results:
-            paused |= isinstance(await self._decide("after_tool_call", run, call, result), Pause)
+            paused |= self._pauses(run, await self._decide("after_tool_call", run, call, result))
         return "paused" if paused else None
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -596,6 +602,14 @@ class Worker:
                 if decision is not None:
                     return decision
         return None
+
+    @staticmethod
+    def _pauses(run: _Run, decision: Decision) -> bool:
+        """True if ``decision`` pauses the run; its reason goes into the result."""
+        if not isinstance(decision, Pause):
+            return False
+        run.reason = run.reason or decision.reason
+        return True
 
     async def _call_hook(self, hook: Hooks, point: HookPoint, run: _Run, *args: Any) -> Decision:
         name = f"{type(hook).__name__}.{point}"
@@ -685,6 +699,8 @@ class RunStream:
 
     def cancel(self, reason: str | None = None) -> bool:
         """Cancel this run (any thread); False if it already ended or was cancelled."""
+        if self._run.done.is_set():
+            return False
         return self._run.token.cancel(reason)
 
     @property

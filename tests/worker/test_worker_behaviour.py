@@ -96,6 +96,7 @@ async def test_the_turn_limit_ends_the_run_with_limit_reached() -> None:
     model = ScriptedModel([Script.tool_calls(("add", {"a": 1, "b": 1}))] * 5)
     result = await Worker(model, tools=[add], max_turns=2).run("loop")
     assert result.status == "limit_reached"
+    assert result.reason == "the turn limit (2) was reached"
     assert history_violations(list(result.items)) == []
 
 
@@ -112,6 +113,7 @@ async def test_the_stream_reports_run_events_in_order() -> None:
     assert kinds == [*one_turn, "tool_started", "tool_finished", *one_turn]
     assert isinstance(last, RunFinished)
     assert run.result.output == "Three."
+    assert not run.cancel("too late")  # an ended run cannot be cancelled
 
 
 async def test_the_offline_model_runs_tools_named_in_the_prompt() -> None:
@@ -189,11 +191,14 @@ async def test_a_pausing_hook_pauses_the_run_and_resume_runs_the_call() -> None:
 
     model = ScriptedModel([Script.tool_calls(("add", {"a": 4, "b": 4})), "Eight."])
     worker = Worker(model, tools=[add], hooks=[Approval()])
+    ended: list[object] = []
+    worker.on_run(ended.append)
     paused = await worker.run("4+4")
-    assert paused.status == "paused"
+    assert (paused.status, paused.reason) == ("paused", "needs a human")
+    assert getattr(ended[-1], "reason", None) == "needs a human"
     assert results(worker) == []
     resumed = await worker.resume()
-    assert resumed.status == "finished"
+    assert (resumed.status, resumed.reason) == ("finished", None)
     assert resumed.output == "Eight."
     assert [r.content for r in results(worker)] == ["8"]
     assert len(asked) == 1  # approved by resuming, not asked again
