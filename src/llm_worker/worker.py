@@ -530,7 +530,7 @@ class Worker:
             try:
                 arguments = tool.validate(call.arguments if call.arguments is not None else "")
             except ToolArgumentsError as exc:
-                self._commit(run, [_result(call, str(exc), "error")])
+                self._commit(run, [_result(call, f"Error: {exc}", "error")])
                 continue
             if call.call_id not in self._approved:
                 decision = await self._decide("before_tool_call", run, call)
