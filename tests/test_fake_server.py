@@ -6,6 +6,7 @@ server), so a server that sent nothing, or the wrong thing, cannot pass.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import socket
@@ -380,6 +381,35 @@ def test_sse_and_ndjson_constructors(server: FakeProviderServer) -> None:
             "data: [DONE]\n\n: comment\n\n"
         )
         assert client.post("/x").text == '{"a":1}\nraw\nbytes\n'
+
+
+def test_replies_for_servers_that_bend_the_protocols(server: FakeProviderServer) -> None:
+    """A Chat stream with no ``[DONE]``, an event with no ``type`` among named ones, a JSON body
+    under any content type, an error in plain text, a Retry-After as an HTTP date."""
+    later = datetime.datetime(2030, 1, 2, 3, 4, 5)  # naive: taken as UTC
+    server.script(
+        [
+            Reply.openai_text("x", done=False),
+            Reply.sse([{"type": "ping"}, {"error": {"message": "bare"}}], named=True),
+            Reply.json(b"data: {}\n\n", content_type="text/event-stream"),
+            Reply.error(404, b"404 page not found", content_type="text/plain"),
+            Reply.error(429, retry_after=later),
+        ]
+    )
+    with httpx2.Client(base_url=server.base_url) as client:
+        r = client.post("/v1/chat/completions")
+        assert "[DONE]" not in r.text
+        assert r.text.endswith('"total_tokens":9}}\n\n')
+        assert client.post("/x").text == (
+            'event: ping\ndata: {"type":"ping"}\n\ndata: {"error":{"message":"bare"}}\n\n'
+        )
+        r = client.post("/x")
+        assert (r.headers["content-type"], r.text) == ("text/event-stream", "data: {}\n\n")
+        r = client.post("/x")
+        assert (r.status_code, r.headers["content-type"]) == (404, "text/plain")
+        assert r.text == "404 page not found"
+        r = client.post("/x")
+        assert r.headers["retry-after"] == "Wed, 02 Jan 2030 03:04:05 GMT"
 
 
 # --- errors ---------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Iterator
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,17 @@ def request_fixture(name: str) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def assert_connections_released(client: Any) -> None:
+    """No connection of an SDK client's pool is still in use, and no request holds or waits for
+    one: the response that just ended — normally or by an error — gave its connection back (to
+    the pool, idle, or closed). ``client`` is an ``openai.AsyncOpenAI`` or
+    ``anthropic.AsyncAnthropic``; their httpx2 client's pool is httpcore2's."""
+    pool = client._client._transport._pool
+    busy = [c for c in pool.connections if not (c.is_idle() or c.is_closed())]
+    assert busy == [], f"connections still in use: {busy}"
+    assert pool._requests == [], "a request still holds, or waits for, a connection"
+
+
 @pytest.fixture
 def fake_server() -> Iterator[FakeProviderServer]:
     """A running `FakeProviderServer`; checked for internal errors and open connections after."""
@@ -69,3 +82,34 @@ def fake_server() -> Iterator[FakeProviderServer]:
         # Clients close their connections in the test; the server notices within a moment.
         server.wait_for(lambda s: s.active_connections == 0, timeout=5.0)
     assert server.errors == []
+
+
+@pytest.fixture
+async def finalised_generators(anyio_backend_name: str) -> AsyncIterator[list[str]]:
+    """Names of async generators finalised by the garbage collector during the test.
+
+    asyncio: the running loop's finaliser hook is wrapped — on the loop object, because asyncio
+    re-installs the loop's own hooks each time it starts running (so a hook set with
+    ``sys.set_asyncgen_hooks`` outside it would never be called). trio turns each such generator
+    into a ResourceWarning, which fails the test by itself (except the SDKs' and httpx2's own,
+    which the project's warning filter lets through), so the list stays empty there.
+    """
+    found: list[str] = []
+    if anyio_backend_name != "asyncio":
+        yield found
+        return
+    loop = asyncio.get_running_loop()
+    original = loop._asyncgen_finalizer_hook  # type: ignore[attr-defined]
+
+    def spy(agen: Any) -> None:
+        found.append(agen.ag_code.co_qualname)
+        original(agen)
+
+    loop._asyncgen_finalizer_hook = spy  # type: ignore[attr-defined]
+    firstiter, _ = sys.get_asyncgen_hooks()
+    sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=spy)  # the loop is running already
+    try:
+        yield found
+    finally:
+        del loop._asyncgen_finalizer_hook  # type: ignore[attr-defined]
+        sys.set_asyncgen_hooks(firstiter=firstiter, finalizer=original)

@@ -993,8 +993,11 @@ async def test_structural_garbage_gives_typed_errors() -> None:
     for garbage in broken:
         outcome = await stream_events([start, garbage, stop])
         assert isinstance(outcome, ModelError), garbage
-    # An empty body gives no event and no error (`provider_stream` ends before any conversion).
-    assert await stream_events([]) == []
+    # An empty body is a transient failure (retryable), never a silently empty answer.
+    empty = await stream_events([])
+    assert isinstance(empty, ModelError)
+    assert empty.retryable
+    assert "empty stream" in str(empty)
     # Unknown event, block and delta types are skipped, not errors.
     tolerated = (
         b'data: {"type":"brand_new_event"}\n\n'

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -39,28 +37,6 @@ RUNS = 200
 POOL = 4
 CONCURRENCY = 6
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture
-def finalised_generators(anyio_backend_name: str) -> Iterator[list[str]]:
-    """Names of async generators finalised by the garbage collector (asyncio: via the loop's hook;
-    trio turns each into a ResourceWarning, which fails the test by itself)."""
-    found: list[str] = []
-    if anyio_backend_name != "asyncio":
-        yield found
-        return
-    first, finalizer = sys.get_asyncgen_hooks()
-
-    def spy(agen: Any) -> None:
-        found.append(agen.ag_code.co_qualname)
-        if finalizer is not None:
-            finalizer(agen)
-
-    sys.set_asyncgen_hooks(firstiter=first, finalizer=spy)
-    try:
-        yield found
-    finally:
-        sys.set_asyncgen_hooks(firstiter=first, finalizer=finalizer)
 
 
 def pool_of(client: openai.AsyncOpenAI) -> Any:

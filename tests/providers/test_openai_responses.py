@@ -819,13 +819,13 @@ def failing_stream(error_event: dict[str, Any]) -> Reply:
             "invalid_prompt",
             False,
         ),
-        (  # the nested shape, which the SDK raises itself
+        (  # the nested shape: its code is read from inside, and UIs see it too
             {
                 "type": "error",
                 "sequence_number": 9,
                 "error": {"type": "server_error", "code": "rate_limit_exceeded", "message": "Slow"},
             },
-            None,
+            "rate_limit_exceeded",
             True,
         ),
     ],

@@ -15,9 +15,12 @@ Invariants:
   it came.
 * Stream conversion (`convert_stream`) never crashes on what the server sends: block, delta and
   event types it does not know (server tool use and results, citations, ``ping``) are ignored;
-  an event that breaks the protocol, or a body that ends before ``message_stop``, is a
-  `ModelError`; an ``error`` event is a `ModelError` that is ``retryable`` when its type is
-  transient (``overloaded_error``), and retried when it is the stream's first event.
+  an event that breaks the protocol is a `ModelError`, and so is a body that ends before
+  ``message_stop`` (``retryable``: a cut connection); an ``error`` event is a `ModelError` that
+  is ``retryable`` when its type is transient (``overloaded_error``), and retried while no
+  content has been streamed (`provider_stream`). A whole ``Message`` object (a compatible
+  server that answered ``application/json`` despite ``stream: true``) is read as the events
+  its stream would have carried.
 * Retries, timeouts and leak-free closing are `provider_stream`'s; the SDK's own retries are off
   on the client built here. Cancellation: at any await the HTTP response is closed (shielded,
   bounded) and the cancellation propagates; nothing else is held.
@@ -306,13 +309,40 @@ async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEv
                 yield update
             elif kind == "message_stop":
                 stopped = True
+            elif kind == "message" and not blocks:  # a whole Message: the server did not stream
+                for event in _whole_message(payload, totals):
+                    yield event
+                stopped = True
             # ping and event types newer than this module carry nothing for us.
-        if not stopped:
-            raise MalformedEvent("the stream ended before message_stop: it was cut off")
     except (MalformedEvent, AttributeError, KeyError, TypeError, ValueError) as exc:
         kind = payload.get("type") if isinstance(payload, dict) else None
         what = f"a {kind!r} event" if isinstance(kind, str) else f"event {payload!r:.80}"
         raise ModelError(f"{PROVIDER} sent a malformed stream: {what}: {exc!r}") from exc
+    if not stopped:
+        raise ModelError(
+            f"{PROVIDER}: the stream ended before message_stop: it was cut off", retryable=True
+        )
+
+
+def _whole_message(message: dict[str, Any], totals: _UsageTotals) -> list[StreamEvent]:
+    """The events of a complete (non-streamed) Message: what its stream would have said."""
+    events: list[StreamEvent] = []
+    if update := totals.update(message.get("usage")):
+        events.append(update)
+    blocks: dict[int, str] = {}
+    signatures: dict[int, str] = {}
+    for index, block in enumerate(message.get("content") or ()):
+        events.extend(_block_start(index, block, blocks, signatures))
+        kind = blocks.pop(index)
+        if kind == _TOOL:
+            events.append(ToolCallEnd(index=index))
+        elif kind == _THINKING:
+            events.append(ReasoningEnd(signature=signatures.pop(index, None) or None))
+        elif kind == _REDACTED:
+            events.append(ReasoningEnd())
+    if reason := message.get("stop_reason"):
+        events.append(StopReason(reason=_STOP_REASONS.get(reason, reason)))
+    return events
 
 
 def _block_start(

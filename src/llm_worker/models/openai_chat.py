@@ -15,11 +15,17 @@ Invariants:
   sent with neither content nor tool calls. Reasoning is not sent: Chat Completions has no field
   for it.
 * `ChunkConverter.feed` never awaits and validates nothing beyond building our own event; chunks
-  are plain parsed JSON (no SDK object per chunk); unknown fields and ``choices: []`` chunks are
-  ignored, and reasoning deltas of compatible servers (``reasoning`` / ``reasoning_content``)
-  become `ReasoningDelta`s. A tool call is announced (`ToolCallStart`) once its id and name are
-  known, and ended (`ToolCallEnd`) only when a ``finish_reason`` arrives, so a stream cut short
-  leaves its calls incomplete (never executed).
+  are plain parsed JSON (no SDK object per chunk); unknown fields and ``choices: []`` / ``null``
+  chunks are ignored (Azure's prompt-filter chunk, usage-only chunks), and reasoning deltas of
+  compatible servers (``reasoning`` / ``reasoning_content``) become `ReasoningDelta`s. Tool-call
+  deltas are assembled however compatible servers number and split them (see `ChunkConverter`).
+  A tool call is announced (`ToolCallStart`) once its name is known, and ended (`ToolCallEnd`)
+  only when the response is complete — a ``finish_reason`` or ``[DONE]`` arrived.
+* A stream is complete when a ``finish_reason`` came (``[DONE]`` after it is optional: some
+  servers leave it out) or ``[DONE]`` came. A body that ends with neither is a retryable
+  `ModelError` — retried if nothing had streamed, else the worker keeps the partial text and
+  the calls cut off stay incomplete (never executed). A whole ``chat.completion`` object (a
+  server that ignored ``stream: true``) is read as one chunk.
 * Refusals (``delta.refusal``) are streamed as visible text — that *is* what the model said to
   the user, and it is sent back as the assistant's content — and the stop reason becomes
   ``"refusal"``.
@@ -45,6 +51,7 @@ from openai.types.chat import (
 )
 from openai.types.shared_params import FunctionDefinition
 
+from ..errors import ModelError
 from ..events import (
     ReasoningDelta,
     StopReason,
@@ -67,6 +74,7 @@ from ..items import (
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._http import (
+    SSE_DONE,
     MissingCredentials,
     RetryPolicy,
     SSEResponseStream,
@@ -162,7 +170,7 @@ class OpenAIChatModel:
 
         async def open_stream() -> SSEResponseStream:
             raw = await create(**params)  # returns once the response headers arrived
-            return SSEResponseStream(raw.http_response)
+            return SSEResponseStream(raw.http_response, report_done=True)
 
         return provider_stream(
             open_stream,
@@ -291,29 +299,72 @@ def _arguments(call: ToolCall) -> str:
 # -- stream ------------------------------------------------------------------------------------
 
 
-async def _convert(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[StreamEvent]:
-    feed = ChunkConverter().feed
+async def _convert(chunks: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
+    converter = ChunkConverter()
+    feed = converter.feed
     async for chunk in chunks:
+        if chunk is SSE_DONE:
+            break
         for event in feed(chunk):
             yield event
+    else:
+        if not converter.finished:
+            raise ModelError(
+                "the stream ended before the model finished (no finish_reason, no [DONE]): the "
+                "server or the connection cut it off",
+                retryable=True,
+            )
+    for event in converter.end():
+        yield event
 
 
 class ChunkConverter:
     """Turns Chat Completions stream chunks (parsed JSON objects) into `StreamEvent`s.
 
     One instance per response. `feed` returns the events of one chunk; any field may be missing,
-    null or unknown. It keeps only what a chunk cannot tell on its own: which tool-call indexes are
-    open (or waiting for their name), the last usage, whether the model refused.
+    null or unknown; a whole ``chat.completion`` object (a server that ignored ``stream``) is
+    read as one chunk whose ``message`` is the delta. It keeps only what a chunk cannot tell on
+    its own: which tool calls are open (or waiting for their name), the last usage, whether the
+    model refused, whether a ``finish_reason`` came (`finished`).
+
+    Tool calls get indexes of our own, 0, 1, 2… in order of appearance (the server's when it
+    numbers them properly). What compatible servers really send is mapped sensibly:
+    * the id, name and ``type`` only on a call's first fragment, or the id first and the name
+      later: later fragments continue the call at their index;
+    * a whole call in one fragment (Ollama), several calls in one chunk;
+    * an index reused for a new call, recognised by its new id (Ollama numbers every call 0);
+    * no index at all: a known id continues its call, a new id or a new name (with no id)
+      starts a call, a bare fragment continues the latest call; a bare fragment at an index
+      never seen continues the latest call too (SGLang numbers a call's first fragment
+      differently from the rest);
+    * arguments sent as a JSON object rather than a string are serialised; an id missing or
+      used twice in the response is replaced by a unique one.
     """
 
-    __slots__ = ("_latest", "_open", "_pending", "_refused", "_usage")
+    __slots__ = (
+        "_given",
+        "_ids",
+        "_latest",
+        "_open",
+        "_pending",
+        "_refused",
+        "_slots",
+        "_usage",
+        "finished",
+    )
 
     def __init__(self) -> None:
-        self._open: dict[int, str] = {}  # stream index → call id, for calls started, not ended
+        self._open: dict[int, str] = {}  # our index → call id, for calls started, not ended
         self._pending: dict[int, list[Any]] = {}  # index → [id, name, args] until the name comes
+        self._slots: dict[int, int] = {}  # the server's index → ours
+        self._given: dict[int, str] = {}  # our index → the id the server gave the call
+        self._ids: set[str] = set()  # call ids used in this response
         self._usage = Usage()
         self._refused = False
-        self._latest = -1  # the index of the latest call delta
+        self._latest = -1  # our index of the latest call delta
+        #: A ``finish_reason`` arrived: the response is complete even if the stream has no
+        #: ``[DONE]`` after it.
+        self.finished = False
 
     def feed(self, chunk: dict[str, Any]) -> Sequence[StreamEvent]:
         """The events in ``chunk`` (most often a single text delta), in stream order."""
@@ -322,27 +373,27 @@ class ChunkConverter:
         if not choices:
             return self._usage_update(usage) if usage else _NOTHING
         choice = choices[0]
-        delta = choice.get("delta") or _EMPTY
+        delta = choice.get("delta") or choice.get("message") or _EMPTY
         content = delta.get("content")
         finish = choice.get("finish_reason")
         if content and len(delta) == 1 and not finish and not usage:
             return (TextDelta(text=content),)  # the hot path: a plain text chunk
         events: list[StreamEvent] = []
         reasoning = delta.get("reasoning") or delta.get("reasoning_content")
-        if reasoning:
+        if reasoning and isinstance(reasoning, str):
             events.append(ReasoningDelta(text=reasoning))
         if content:
-            events.append(TextDelta(text=content))
+            events.append(TextDelta(text=_text(content)))
         refusal = delta.get("refusal")
         if refusal:
             self._refused = True
-            events.append(TextDelta(text=refusal))
+            events.append(TextDelta(text=_text(refusal)))
         tool_calls = delta.get("tool_calls")
         if tool_calls:
             self._tool_calls(tool_calls, events)
         if finish:
-            events.extend(ToolCallEnd(index=index) for index in self._open)
-            self._open.clear()
+            self.finished = True
+            events.extend(self.end())
             reason = STOP_REASONS.get(finish, finish)
             if self._refused and reason == "end_turn":
                 reason = "refusal"
@@ -351,44 +402,74 @@ class ChunkConverter:
             events.extend(self._usage_update(usage))
         return events
 
-    def _tool_calls(self, deltas: Iterable[dict[str, Any]], events: list[StreamEvent]) -> None:
+    def end(self) -> list[StreamEvent]:
+        """End every open call: the response is complete (a ``finish_reason`` or ``[DONE]``)."""
+        events: list[StreamEvent] = [ToolCallEnd(index=index) for index in self._open]
+        self._open.clear()
+        return events
+
+    def _tool_calls(self, deltas: Iterable[Any], events: list[StreamEvent]) -> None:
         for delta in deltas:
-            index = delta.get("index")
-            if type(index) is not int:
-                index = self._index_of(delta.get("id"))
-            self._latest = index
+            if not isinstance(delta, dict):
+                continue
             function = delta.get("function") or _EMPTY
+            given = delta.get("id") or None
+            name = function.get("name") or None
             arguments = function.get("arguments")
+            if arguments is not None and not isinstance(arguments, str):
+                arguments = json.dumps(arguments)  # a server that sends an object
+            index = self._slot(delta.get("index"), given, name)
+            self._latest = index
             if index in self._open:
                 if arguments:
                     events.append(ToolCallDelta(index=index, arguments=arguments))
                 continue
             pending = self._pending.setdefault(index, [None, None, ""])
-            pending[0] = pending[0] or delta.get("id")
-            pending[1] = pending[1] or function.get("name")
+            if pending[0] is None and given is not None:
+                pending[0] = self._given[index] = given
+            pending[1] = pending[1] or name
             if arguments:
                 pending[2] += arguments
             if not pending[1]:
                 continue  # wait for the name (some servers send the id first)
             del self._pending[index]
             call_id = pending[0] or f"call_{uuid.uuid4().hex[:24]}"
+            if call_id in self._ids:
+                call_id = f"{call_id}_{uuid.uuid4().hex[:8]}"
+            self._ids.add(call_id)
             self._open[index] = call_id
             events.append(ToolCallStart(index=index, call_id=call_id, name=pending[1]))
             if pending[2]:
                 events.append(ToolCallDelta(index=index, arguments=pending[2]))
 
-    def _index_of(self, call_id: str | None) -> int:
-        """An index for a call delta that came without one (lax servers): a known id keeps its
-        index, a new id is a new call, no id continues the latest call."""
-        if call_id is None:
-            return max(self._latest, 0)
-        for index, known in self._open.items():
-            if known == call_id:
+    def _slot(self, server_index: Any, given: str | None, name: str | None) -> int:
+        """Our index for a call delta (see the class docstring)."""
+        if type(server_index) is not int:
+            return self._index_of(given, name)
+        index = self._slots.get(server_index)
+        if index is None:
+            if given is None and name is None and self._latest >= 0:
+                index = self._latest  # a bare fragment at an index never seen
+            else:
+                index = self._new_index()
+        elif given is not None and self._given.get(index, given) != given:
+            index = self._new_index()  # a new call at a reused index
+        self._slots[server_index] = index
+        return index
+
+    def _index_of(self, given: str | None, name: str | None) -> int:
+        """An index for a call delta that came without one (lax servers)."""
+        if given is None:
+            if self._latest < 0 or (name is not None and self._latest not in self._pending):
+                return self._new_index()  # a first call, or a new one (it has a name)
+            return self._latest
+        for index, known in self._given.items():
+            if known == given:
                 return index
-        for index, pending in self._pending.items():
-            if pending[0] == call_id:
-                return index
-        return max(self._latest, *self._open, *self._pending) + 1
+        return self._new_index()
+
+    def _new_index(self) -> int:
+        return max((self._latest, *self._slots.values(), *self._open, *self._pending)) + 1
 
     def _usage_update(self, usage: dict[str, Any]) -> list[StreamEvent]:
         """A `UsageUpdate` with what ``usage`` adds to the last usage seen (servers that repeat
@@ -409,3 +490,14 @@ class ChunkConverter:
             cache_read_tokens=total.cache_read_tokens - previous.cache_read_tokens,
         )
         return [UsageUpdate(usage=increment)]
+
+
+def _text(value: Any) -> str:
+    """Content as text: a string, or a list of content parts (``{"type": "text", "text"}``)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(
+            part.get("text") or "" if isinstance(part, dict) else str(part) for part in value
+        )
+    return str(value)

@@ -10,12 +10,16 @@ Invariants:
   lacks one); an output with no call before it is dropped; a ``reasoning`` item is sent only when
   this provider produced it with encrypted content, and only if the item it preceded (text or a
   function call) is sent whole after it — reasoning whose follower was cut off is dropped.
-* Stream conversion is lean: the SDK's own stream decodes SSE events to plain dicts, with no
-  per-event SDK model (``responses.create(stream=True)`` builds one per event: 70–115 µs per text
-  delta end to end, against ~12 µs here, ~9 µs of which is the SDK's SSE decoding; a delta costs
-  one dict lookup and one event object). A payload of the wrong shape, a
-  ``response.failed`` / ``error`` event, or a stream that ends before its terminal event is a
-  typed `ModelError` (or `StreamError`), never another exception. Unknown event types are ignored.
+* Stream conversion is lean: the body is read by the shared `SSEResponseStream` (plain dicts,
+  no per-event SDK model: ``responses.create(stream=True)`` builds one per event, 70–115 µs per
+  text delta end to end); a delta costs one dict lookup and one event object. A payload of the
+  wrong shape, a ``response.failed`` / ``error`` event (or a bare ``{"error": ...}`` payload),
+  or a stream that ends before its terminal event is a typed `ModelError` (or `StreamError`),
+  never another exception. Unknown event types are ignored. Whatever a server leaves out is
+  taken from where else it says it: arguments only in ``function_call_arguments.done`` or only
+  in ``output_item.done``, text or a reasoning summary only in its item's ``done`` event, calls
+  never closed by ``output_item.done`` (closed by ``response.completed``), and a whole
+  ``response`` object (a server that answered ``application/json`` despite ``stream``).
 * Cancellation and clean-up come from `provider_stream`: the SDK's retries are off for every
   request (``max_retries=0``, even on a client passed in), retries are ours, and the HTTP response
   is closed in a shielded, bounded block whatever ends the stream.
@@ -30,7 +34,6 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import openai
-from openai import AsyncStream
 
 from ..errors import ModelError
 from ..events import (
@@ -59,7 +62,16 @@ from ..items import (
 )
 from ..tools import ToolSpec
 from ._base import ModelRequest
-from ._http import MissingCredentials, RetryPolicy, Timeouts, provider_stream, shared_ssl_context
+from ._http import (
+    TRANSIENT_ERROR_CODES,
+    MissingCredentials,
+    RetryPolicy,
+    SSEResponseStream,
+    Timeouts,
+    provider_stream,
+    shared_ssl_context,
+    transient_error,
+)
 
 __all__ = [
     "PROVIDER",
@@ -73,20 +85,15 @@ __all__ = [
 PROVIDER = "openai-responses"
 
 #: Error codes of ``response.failed`` / ``error`` events worth trying again later.
-RETRYABLE_CODES = frozenset(
-    {
-        "server_error",
-        "internal_error",
-        "api_error",
-        "rate_limit_exceeded",
-        "rate_limit_error",
-        "server_is_overloaded",
-        "overloaded_error",
-        "slow_down",
-        "timeout",
-    }
-)
+RETRYABLE_CODES = TRANSIENT_ERROR_CODES
 
+#: The ``*.done`` events that repeat a part's whole text, and the field that holds it.
+_PART_DONE = {
+    "response.output_text.done": "text",
+    "response.refusal.done": "refusal",
+    "response.reasoning_summary_text.done": "text",
+    "response.reasoning_text.done": "text",
+}
 _INCOMPLETE_REASONS = {"max_output_tokens": "max_tokens", "max_tokens": "max_tokens"}
 _UNANSWERED = "Not executed: no result was recorded for this call."
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
@@ -146,6 +153,8 @@ class OpenAIResponsesModel:
         else:
             self._owns_client = False
         self.client = client
+        # The same client (connection pool and all) with its retries off: ours run instead.
+        self._requests = client.with_options(max_retries=0)
 
     @property
     def name(self) -> str:
@@ -187,19 +196,14 @@ class OpenAIResponsesModel:
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
         """Stream one response; entering does no I/O (the request goes out on the first event)."""
         body = self.request_body(request)
-        client = self.client
+        create = self._requests.responses.with_raw_response.create
 
-        async def open_stream() -> AsyncStream[object]:
-            # ``client.post`` is the SDK's own request path (auth, headers, HTTP errors as typed
-            # exceptions, its SSE stream); ``AsyncStream[object]`` keeps each event a plain dict.
-            return await client.post(
-                "/responses",
-                body=body,
-                cast_to=object,
-                stream=True,
-                stream_cls=AsyncStream[object],
-                options={"max_retries": 0},
-            )
+        async def open_stream() -> SSEResponseStream:
+            # The SDK builds and sends the request (auth, headers, HTTP errors as its typed
+            # exceptions); the body is read by `SSEResponseStream`, which leaves error events to
+            # `convert_stream` (they become `StreamError`s that UIs see).
+            raw = await create(**body)  # returns once the response headers arrived
+            return SSEResponseStream(raw.http_response, raise_errors=False)
 
         return provider_stream(
             open_stream,
@@ -357,13 +361,22 @@ def _arguments(call: ToolCall) -> str:
 class _State:
     """What the conversion must remember between events of one response."""
 
-    __slots__ = ("args_sent", "calls", "refused", "streamed", "summary_parts", "terminal")
+    __slots__ = (
+        "args_sent",
+        "calls",
+        "from_done",
+        "refused",
+        "streamed",
+        "summary_parts",
+        "terminal",
+    )
 
     def __init__(self) -> None:
         self.args_sent: dict[int, int] = {}  # output_index -> argument characters sent
         self.calls = 0
         self.refused = False
         self.streamed = False  # the current text/reasoning item sent a delta
+        self.from_done = False  # ... or sent its text by the parts' ``*.done`` events
         self.summary_parts = 0  # summary parts seen in the current reasoning item
         self.terminal = False  # completed, incomplete or failed arrived
 
@@ -378,13 +391,26 @@ class _State:
             if self.summary_parts > 1:  # keep the summaries apart, as paragraphs
                 return (ReasoningDelta(text="\n\n"),)
             return ()
+        if kind in _PART_DONE:  # text a server sent only whole, with no deltas before it
+            text = data.get(_PART_DONE[kind])
+            if self.streamed or not isinstance(text, str) or not text:
+                return ()
+            self.from_done = True
+            if kind == "response.refusal.done":
+                self.refused = True
+            if kind in ("response.output_text.done", "response.refusal.done"):
+                return (TextDelta(text=text),)
+            return (ReasoningDelta(text=text),)
+        if kind == "response.function_call_arguments.done":
+            return self._arguments_done(data["output_index"], data.get("arguments"))
         if kind == "response.refusal.delta":
             self.refused = self.streamed = True
             return (TextDelta(text=data["delta"]),)
         if kind == "response.completed":
             self.terminal = True
+            response = data["response"]
             reason = "tool_use" if self.calls else "refusal" if self.refused else "end_turn"
-            return (*_usage(data["response"]), StopReason(reason=reason))
+            return (*self._close_calls(response), *_usage(response), StopReason(reason=reason))
         if kind == "response.incomplete":
             self.terminal = True
             response = data["response"]
@@ -404,9 +430,53 @@ class _State:
             return (_stream_error(error, "the provider reported an error"),)
         return ()  # created, in_progress, content parts, *.done echoes, unknown types
 
+    def untyped(self, data: dict[str, Any]) -> tuple[StreamEvent, ...]:
+        """A payload with no ``type``: a bare error object (compatible servers and proxies),
+        or a whole ``response`` object — the events its stream would have carried."""
+        error = data.get("error")
+        if error:
+            self.terminal = True
+            if not isinstance(error, dict):
+                error = {"message": str(error)}
+            return (_stream_error(error, "the provider reported an error"),)
+        if "output" not in data:
+            raise KeyError("type")
+        events: list[StreamEvent] = []
+        for index, item in enumerate(data["output"] or ()):
+            events.extend(self._added(index, item))
+            events.extend(self._done(index, item))
+        status = data.get("status") or "completed"
+        if status not in ("completed", "incomplete", "failed"):
+            raise ValueError(f"a whole response whose status is {status!r}")
+        events.extend(self.handle(f"response.{status}", {"response": data}))
+        return tuple(events)
+
+    def _arguments_done(self, index: int, arguments: Any) -> tuple[StreamEvent, ...]:
+        """The whole arguments of call ``index``: send what its deltas did not (if open)."""
+        sent = self.args_sent.get(index)
+        if sent is None or not isinstance(arguments, str) or len(arguments) <= sent:
+            return ()
+        self.args_sent[index] = len(arguments)
+        return (ToolCallDelta(index=index, arguments=arguments[sent:]),)
+
+    def _close_calls(self, response: dict[str, Any]) -> tuple[StreamEvent, ...]:
+        """End the calls a completed response left open (no ``output_item.done`` for them),
+        with the arguments its ``output`` lists for them that were not sent yet."""
+        if not self.args_sent:
+            return ()
+        output = response.get("output") or ()
+        events: list[StreamEvent] = []
+        for index in list(self.args_sent):
+            item = output[index] if 0 <= index < len(output) else {}
+            arguments = item.get("arguments") if isinstance(item, dict) else None
+            events.extend(self._arguments_done(index, arguments))
+            del self.args_sent[index]
+            events.append(ToolCallEnd(index=index))
+        return tuple(events)
+
     def _added(self, index: int, item: dict[str, Any]) -> tuple[StreamEvent, ...]:
         kind = item["type"]
-        self.streamed = False
+        self.streamed = self.from_done = False
         if kind == "function_call":
             self.calls += 1
             start = ToolCallStart(
@@ -433,12 +503,12 @@ class _State:
             return (ToolCallEnd(index=index),)
         if kind == "reasoning":
             end = ReasoningEnd(encrypted_content=item.get("encrypted_content"))
-            if not self.streamed:  # a server that sends the summary only with the whole item
+            if not (self.streamed or self.from_done):  # the summary only with the whole item
                 summary = "\n\n".join(part["text"] for part in item.get("summary") or ())
                 if summary:
                     return (ReasoningDelta(text=summary), end)
             return (end,)
-        if kind == "message" and not self.streamed:
+        if kind == "message" and not (self.streamed or self.from_done):
             text = "".join(
                 part.get("text") or part.get("refusal") or "" for part in item.get("content") or ()
             )
@@ -455,40 +525,36 @@ async def convert_stream(chunks: AsyncIterator[Any]) -> AsyncIterator[StreamEven
     """
     state = _State()
     events: tuple[StreamEvent, ...] = ()
-    try:
-        async for data in chunks:
-            if state.terminal:
-                continue  # nothing counts after the response's last word
-            try:
-                kind = data["type"]
-                # The hot path: one dict lookup and one event per delta.
-                if kind == "response.output_text.delta":
-                    event: StreamEvent | None = TextDelta(text=data["delta"])
-                    state.streamed = True
-                elif kind == "response.function_call_arguments.delta":
-                    index = data["output_index"]
-                    delta = data["delta"]
-                    event = ToolCallDelta(index=index, arguments=delta)
-                    state.args_sent[index] = state.args_sent.get(index, 0) + len(delta)
-                elif (
-                    kind == "response.reasoning_summary_text.delta"
-                    or kind == "response.reasoning_text.delta"
-                ):
-                    event = ReasoningDelta(text=data["delta"])
-                    state.streamed = True
-                else:
-                    event = None
-                    events = state.handle(kind, data)
-            except _MALFORMED as exc:
-                raise _malformed(data, exc) from exc
-            if event is not None:
-                yield event
+    async for data in chunks:
+        if state.terminal:
+            continue  # nothing counts after the response's last word
+        try:
+            kind = data.get("type")
+            # The hot path: one dict lookup and one event per delta.
+            if kind == "response.output_text.delta":
+                event: StreamEvent | None = TextDelta(text=data["delta"])
+                state.streamed = True
+            elif kind == "response.function_call_arguments.delta":
+                index = data["output_index"]
+                delta = data["delta"]
+                event = ToolCallDelta(index=index, arguments=delta)
+                state.args_sent[index] = state.args_sent.get(index, 0) + len(delta)
+            elif (
+                kind == "response.reasoning_summary_text.delta"
+                or kind == "response.reasoning_text.delta"
+            ):
+                event = ReasoningDelta(text=data["delta"])
+                state.streamed = True
             else:
-                for each in events:
-                    yield each
-    except ModelError as exc:
-        _mark_retryable(exc)
-        raise
+                event = None
+                events = state.handle(kind, data) if kind else state.untyped(data)
+        except _MALFORMED as exc:
+            raise _malformed(data, exc) from exc
+        if event is not None:
+            yield event
+        else:
+            for each in events:
+                yield each
     if not state.terminal:
         raise ModelError(
             f"{PROVIDER}: the stream ended before the response was complete", retryable=True
@@ -519,7 +585,7 @@ def _stream_error(error: dict[str, Any], fallback: str) -> StreamError:
     return StreamError(
         message=f"{PROVIDER}: {message}" + (f" ({code})" if code else ""),
         code=str(code) if code is not None else None,
-        retryable=code in RETRYABLE_CODES,
+        retryable=transient_error(error),
     )
 
 
@@ -528,11 +594,3 @@ def _malformed(data: object, exc: BaseException) -> ModelError:
     if len(shown) > 200:
         shown = shown[:197] + "..."
     return ModelError(f"{PROVIDER}: malformed stream event ({type(exc).__name__}: {exc}): {shown}")
-
-
-def _mark_retryable(error: ModelError) -> None:
-    """An ``{"error": {...}}`` payload is raised by the SDK itself; honour its code too."""
-    cause = error.__cause__
-    code = getattr(cause, "code", None) or getattr(cause, "type", None)
-    if type(cause).__name__ == "APIError" and isinstance(code, str) and code in RETRYABLE_CODES:
-        error.retryable = True

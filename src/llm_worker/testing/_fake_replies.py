@@ -13,6 +13,8 @@ Invariants:
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json as _json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -125,8 +127,14 @@ class Reply:
         headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
         drop_before_headers: bool = False,
+        content_type: str = "application/json",
     ) -> JsonReply:
-        """A JSON body with a Content-Length (``bytes`` are sent as they are)."""
+        """A JSON body with a Content-Length (``bytes`` are sent as they are).
+
+        Served for a streaming request, it is what a compatible server that ignores
+        ``stream: true`` sends: the whole ``chat.completion`` / ``message`` / ``response``
+        object at once. ``content_type`` labels the body (any bytes, under any type).
+        """
         raw = body if isinstance(body, bytes) else _dumps(body)
         return JsonReply(
             body=raw,
@@ -134,6 +142,7 @@ class Reply:
             headers=_headers(headers),
             delay=delay,
             drop_before_headers=drop_before_headers,
+            content_type=content_type,
         )
 
     @staticmethod
@@ -142,25 +151,39 @@ class Reply:
         body: Any = None,
         headers: Mapping[str, str] | None = None,
         *,
-        retry_after: float | None = None,
+        retry_after: float | datetime.datetime | None = None,
         message: str | None = None,
         delay: float = 0.0,
+        content_type: str = "application/json",
     ) -> ErrorReply:
         """An HTTP error. Without ``body``, the body takes the shape of the endpoint that was hit.
 
         OpenAI's ``{"error": {"message", "type", "param", "code"}}``, Anthropic's
         ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages`` and for every
         529 (``overloaded_error``), Ollama's ``{"error": "..."}`` on ``/api/...``. ``retry_after``
-        adds a ``retry-after`` header (seconds), which the SDKs honour when they retry.
+        adds a ``retry-after`` header: seconds, or for a ``datetime`` an HTTP date (a naive one
+        is taken as UTC), which clients must honour too. ``body`` may be anything a server
+        really sends (``bytes`` go as they are: a proxy's HTML page, Ollama's plain-text 404),
+        labelled ``content_type``.
         """
         extra = dict(headers or {})
-        if retry_after is not None:
+        if isinstance(retry_after, datetime.datetime):
+            when = retry_after
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=datetime.UTC)
+            extra["retry-after"] = email.utils.format_datetime(when.astimezone(datetime.UTC), True)
+        elif retry_after is not None:
             extra["retry-after"] = (
                 str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
             )
         raw = None if body is None else body if isinstance(body, bytes) else _dumps(body)
         return ErrorReply(
-            status=status, body=raw, message=message, headers=_headers(extra), delay=delay
+            status=status,
+            body=raw,
+            message=message,
+            headers=_headers(extra),
+            delay=delay,
+            content_type=content_type,
         )
 
     # --- streams ------------------------------------------------------------------------------
@@ -176,8 +199,8 @@ class Reply:
 
         Each item is ``bytes`` (a raw event, sent as is: include its ``\\n\\n``), a ``str`` (a
         ``data:`` payload such as ``"[DONE]"``), a mapping (JSON ``data:``; with ``named=True`` an
-        ``event:`` line taken from its ``"type"``, as Anthropic and Responses streams have) or a
-        ``(event_name, data)`` pair.
+        ``event:`` line taken from its ``"type"``, as Anthropic and Responses streams have — none
+        for a mapping without one) or a ``(event_name, data)`` pair.
         """
         encoded = tuple(_sse_item(item, named=named) for item in events)
         return StreamReply(events=encoded, content_type=SSE, **_stream_fields(options))
@@ -210,10 +233,12 @@ class Reply:
         usage: bool = True,
         model: str = "gpt-4o-mini",
         finish_reason: str = "stop",
+        done: bool = True,
         **options: Unpack[StreamOptions],
     ) -> StreamReply:
         """A Chat Completions stream: a role chunk, one chunk per piece, the finish chunk, a usage
-        chunk (``usage=True``, as with ``stream_options.include_usage``) and ``data: [DONE]``.
+        chunk (``usage=True``, as with ``stream_options.include_usage``) and ``data: [DONE]``
+        (``done=False`` leaves it out, as some compatible servers do: the body just ends).
 
         A ``str`` text is sent ``chunks`` times (default once); a sequence gives the pieces.
         """
@@ -247,7 +272,8 @@ class Reply:
                 n = len(pieces)
                 counts = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}
                 yield _sse_data({**base, "choices": [], "usage": counts})
-            yield b"data: [DONE]\n\n"
+            if done:
+                yield b"data: [DONE]\n\n"
 
         return StreamReply(
             events=_LazyEvents(generate, f"openai_text: {len(pieces)} chunks"),
@@ -448,6 +474,7 @@ class ErrorReply(Reply):
 
     body: bytes | None = None
     message: str | None = None
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -609,6 +636,8 @@ def _sse_data(obj: Any) -> bytes:
 
 
 def _sse_named(obj: Mapping[str, Any]) -> bytes:
+    if "type" not in obj:  # a bare payload, such as a proxy's {"error": ...}
+        return _sse_data(obj)
     return b"event: " + str(obj["type"]).encode() + b"\n" + _sse_data(obj)
 
 

@@ -514,7 +514,7 @@ class FakeProviderServer:
             body, content_type = reply.body, reply.content_type
         elif isinstance(reply, ErrorReply):
             body = reply.body or error_body(reply.status, request.path, reply.message)
-            content_type = "application/json"
+            content_type = reply.content_type
         else:  # pragma: no cover - Reply() itself cannot be built
             raise TypeError(f"cannot serve {type(reply).__name__}")
         if request.method == "HEAD":
