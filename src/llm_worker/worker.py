@@ -177,7 +177,7 @@ class Worker:
         }
         self._active: _Run | None = None
         self._queued: _Run | None = None
-        self._interruption: Cause | None = None  # the model is told about it on the next run
+        self._interruption: Note | None = None  # the model is told about it on the next run
         self._approved: set[str] = set()  # calls a hook paused on; resume() runs them unasked
         self._commit_listeners: list[Callable[[Sequence[Item]], None]] = []
         self._run_listeners: list[Callable[[RunBoundary], None]] = []
@@ -249,6 +249,15 @@ class Worker:
         the run ended cancels it (and waits for its clean-up).
         """
         return RunStream(self, self._begin(input, token, timeout, supersede))
+
+    def note_interruption(self, note: Note) -> None:
+        """Have the next run tell the model ``note`` (e.g. that a crash cut the last turn off).
+
+        The worker does this itself after every interrupted run. It is committed after the
+        results of any pending calls (``resume()``) or before new input, never between a call
+        and its result. Sessions use it when they reopen after a crash.
+        """
+        self._interruption = note
 
     def on_commit(self, listener: Callable[[Sequence[Item]], None]) -> Callable[[], None]:
         """Call ``listener(items)`` synchronously whenever items are appended to the history."""
@@ -427,7 +436,7 @@ class Worker:
             self._commit(run, timeline.items(interrupted=True), usage=timeline.usage)
         self._answer_unanswered(run, cause)
         if run.items:
-            self._interruption = cause
+            self._interruption = _interruption_note(cause)
         hooks = [hook for hook in self.hooks if overrides(hook, "on_abort")]
         if not hooks:
             return errors
@@ -669,14 +678,9 @@ class Worker:
         self._commit(run, results)
 
     def _note_interruption(self, run: _Run) -> None:
-        cause, self._interruption = self._interruption, None
-        if cause is not None:
-            why = f"{cause.kind}: {cause.reason}" if cause.reason else cause.kind
-            text = (
-                f"[The previous turn was interrupted ({why}). The last assistant message and "
-                "tool results above may be incomplete.]"
-            )
-            self._commit(run, [Note(kind="interrupted", text=text)])
+        note, self._interruption = self._interruption, None
+        if note is not None:
+            self._commit(run, [note])
 
 
 class RunStream:
@@ -770,6 +774,15 @@ class RunStream:
             return await self._group.__aexit__(exc_type, exc, tb)
         finally:
             self._receive.close()
+
+
+def _interruption_note(cause: Cause) -> Note:
+    why = f"{cause.kind}: {cause.reason}" if cause.reason else cause.kind
+    text = (
+        f"[The previous turn was interrupted ({why}). The last assistant message and tool "
+        "results above may be incomplete.]"
+    )
+    return Note(kind="interrupted", text=text)
 
 
 def _is_keyboard_interrupt(exc: BaseException) -> bool:

@@ -275,7 +275,11 @@ async def test_crash_during_tools_resume_runs_the_calls_again(
         assert result.status == "finished"
         results = [i for i in session.history if isinstance(i, ToolResult)]
         assert [(r.call_id, r.content) for r in results] == [("call_h", "ran again")]
-        assert history_violations(store.load_history("s")) == []
+        stored = store.load_history("s")
+        assert history_violations(stored) == []
+        # The model is told about the crash, right after the results of the calls it cut off.
+        assert [i.type for i in stored][-3:] == ["tool_result", "note", "assistant"]
+        assert "crash" in stored[-2].text  # type: ignore[union-attr]
 
 
 async def test_crash_during_tools_then_new_input_settles_the_calls(

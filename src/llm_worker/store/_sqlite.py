@@ -148,7 +148,8 @@ class Recovery:
     ``pending_calls`` are calls left without a result: ``resume()`` runs them again (so a tool
     killed mid-call runs at least once more), `Session.settle_pending` answers them instead.
     ``note`` is the `Note` appended to tell the model its previous turn was interrupted (None
-    when the run had added nothing, or when calls are pending: a note may not precede results).
+    when the run had added nothing, or when calls are pending: a note may not precede results,
+    so an attached worker adds it after them).
     """
 
     outcome: str
@@ -702,6 +703,12 @@ class Session:
         unlisten = worker.on_commit(self._on_commit)
         unwatch = _watch_runs(worker, self._run_started, self._run_ended)
         self._worker = worker
+        recovery = self.recovery
+        if recovery is not None and recovery.note is None and unanswered_calls(self._history):
+            # A note may not come between calls and their results: the worker adds it after
+            # them, when ``resume()`` has run them again (or before the next input).
+            text = _note_text(recovery.outcome, recovery.kind, recovery.reason)
+            worker.note_interruption(Note(kind="interrupted", text=text))
 
         def detach() -> None:
             if self._worker is worker:
