@@ -487,3 +487,14 @@ async def test_closing_stream_closes_the_generator_in_a_shielded_region() -> Non
                 await anyio.sleep(1)
     assert scope.cancelled_caught
     assert log == ["closing", "closed"]
+
+
+def test_the_offline_spec_strings_name_its_variants_and_nothing_else() -> None:
+    from llm_worker.models import OfflineModel, UnknownModelSpec, resolve_model
+
+    plain, reasoning = resolve_model("offline"), resolve_model("offline:reasoning")
+    assert isinstance(plain, OfflineModel)
+    assert isinstance(reasoning, OfflineModel)
+    assert (plain.reasoning, reasoning.reasoning) == (False, True)
+    with pytest.raises(UnknownModelSpec, match="offline:fast"):
+        resolve_model("offline:fast")

@@ -43,7 +43,9 @@ def test_the_design_names_import(module_name: str) -> None:
         assert getattr(module, name) is not None, name
 
 
-@pytest.mark.parametrize("module_name", ["llm_worker", "llm_worker.cancel", "llm_worker.testing"])
+@pytest.mark.parametrize(
+    "module_name", ["llm_worker", "llm_worker.cancel", "llm_worker.models", "llm_worker.testing"]
+)
 def test_all_has_no_duplicates_and_every_name_in_it_exists(module_name: str) -> None:
     """(Its order is ruff's RUF022 isort-style order, checked by ``make lint``.)"""
     module = importlib.import_module(module_name)

@@ -12,13 +12,23 @@ from ._base import Model, ModelRequest, ModelSettings
 from ._registry import UnknownModelSpec, resolve_model
 
 if TYPE_CHECKING:
+    from ._http import MissingCredentials, RetryPolicy, Timeouts
+    from .anthropic import AnthropicModel
     from .offline import OfflineModel
+    from .openai_chat import OpenAIChatModel
+    from .openai_responses import OpenAIResponsesModel
 
 __all__ = [
+    "AnthropicModel",
+    "MissingCredentials",
     "Model",
     "ModelRequest",
     "ModelSettings",
     "OfflineModel",
+    "OpenAIChatModel",
+    "OpenAIResponsesModel",
+    "RetryPolicy",
+    "Timeouts",
     "UnknownModelSpec",
     "resolve_model",
 ]
@@ -28,6 +38,10 @@ _LAZY = {
     "OpenAIChatModel": ".openai_chat",
     "OpenAIResponsesModel": ".openai_responses",
     "AnthropicModel": ".anthropic",
+    # The HTTP providers' settings and errors (loading them loads the HTTP client).
+    "MissingCredentials": "._http",
+    "RetryPolicy": "._http",
+    "Timeouts": "._http",
 }
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from ._base import Model
 
 SPEC_HELP = (
-    '"offline", "openai:<model>", "openai-responses:<model>", "anthropic:<model>", "ollama:<model>"'
+    '"offline", "offline:reasoning", "openai:<model>", "openai-responses:<model>", '
+    '"anthropic:<model>", "ollama:<model>"'
 )
 
 
@@ -23,9 +24,11 @@ def resolve_model(spec: Model | str, *, base_url: str | None = None) -> Model:
         return spec
     provider, _, name = spec.partition(":")
     if provider == "offline":
+        if name not in ("", "reasoning"):
+            raise UnknownModelSpec(f"unknown model spec {spec!r}; expected one of {SPEC_HELP}")
         from .offline import OfflineModel
 
-        model: Model = OfflineModel()
+        model: Model = OfflineModel(reasoning=name == "reasoning")
         return model
     if not name:
         raise UnknownModelSpec(f"unknown model spec {spec!r}; expected one of {SPEC_HELP}")
