@@ -177,7 +177,8 @@ class Worker:
         }
         self._active: _Run | None = None
         self._queued: _Run | None = None
-        self._interruption: Note | None = None  # the model is told about it on the next run
+        # The model is told about it on the next run (a Note is built only then: runs are cheap).
+        self._interruption: Cause | Note | None = None
         self._approved: set[str] = set()  # calls a hook paused on; resume() runs them unasked
         self._commit_listeners: list[Callable[[Sequence[Item]], None]] = []
         self._run_listeners: list[Callable[[RunBoundary], None]] = []
@@ -436,7 +437,7 @@ class Worker:
             self._commit(run, timeline.items(interrupted=True), usage=timeline.usage)
         self._answer_unanswered(run, cause)
         if run.items:
-            self._interruption = _interruption_note(cause)
+            self._interruption = cause
         hooks = [hook for hook in self.hooks if overrides(hook, "on_abort")]
         if not hooks:
             return errors
@@ -678,9 +679,9 @@ class Worker:
         self._commit(run, results)
 
     def _note_interruption(self, run: _Run) -> None:
-        note, self._interruption = self._interruption, None
-        if note is not None:
-            self._commit(run, [note])
+        told, self._interruption = self._interruption, None
+        if told is not None:
+            self._commit(run, [told if isinstance(told, Note) else _interruption_note(told)])
 
 
 class RunStream:
