@@ -129,8 +129,10 @@ async def closing_stream(
     try:
         yield events
     finally:
-        with shielded(None, what):  # the generators here never await while closing
-            await events.aclose()
+        # A generator a cancellation went through has finished already: nothing to close.
+        if getattr(events, "ag_frame", events) is not None:
+            with shielded(None, what):  # the generators here never await while closing
+                await events.aclose()
 
 
 def count_words(text: str) -> int:
