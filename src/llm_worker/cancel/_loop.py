@@ -79,34 +79,35 @@ class _AsyncioWaker:
 def _make_waker(native: object) -> Waker:
     if isinstance(native, asyncio.AbstractEventLoop):
         return _AsyncioWaker(native)
-    return _trio_waker(native)
+    return _TrioWaker(native)
 
 
-def _trio_waker(native: object) -> Waker:
-    import trio  # only reached when running on trio, so it is installed
+class _TrioWaker:
+    __slots__ = ("_current_task", "_finished", "_run_sync_soon", "_thread")
 
-    assert isinstance(native, trio.lowlevel.TrioToken)
-    run_sync_soon = native.run_sync_soon
-    current_task = trio.lowlevel.current_task
-    loop_thread = threading.get_ident()
+    def __init__(self, native: object) -> None:
+        import trio  # only reached when running on trio, so it is installed
 
-    class TrioWaker:
-        __slots__ = ()
+        assert isinstance(native, trio.lowlevel.TrioToken)
+        self._run_sync_soon = native.run_sync_soon
+        self._finished = trio.RunFinishedError
+        self._current_task = trio.lowlevel.current_task
+        self._thread = threading.get_ident()
 
-        def __call__(self, fn: Callable[[], object]) -> None:
-            if threading.get_ident() == loop_thread and _in_trio_task():
-                fn()
-                return
-            with contextlib.suppress(trio.RunFinishedError):
-                run_sync_soon(fn)
-
-        soon = __call__  # trio's scope cancel is cheap: the fast path is right for both
-
-    def _in_trio_task() -> bool:
+    def _in_task(self) -> bool:
+        if threading.get_ident() != self._thread:
+            return False
         try:
-            current_task()
+            self._current_task()
         except RuntimeError:
             return False
         return True
 
-    return TrioWaker()
+    def __call__(self, fn: Callable[[], object]) -> None:
+        if self._in_task():
+            fn()
+            return
+        with contextlib.suppress(self._finished):
+            self._run_sync_soon(fn)
+
+    soon = __call__  # trio's scope cancel is cheap: the fast path is right for both
