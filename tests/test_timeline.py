@@ -121,11 +121,6 @@ def test_empty_arguments_mean_no_arguments() -> None:
             ToolCallStart(index=0, call_id="a", name="x"),
             ToolCallStart(index=0, call_id="b", name="x"),
         ],
-        [
-            ToolCallStart(index=0, call_id="a", name="x"),
-            ToolCallEnd(index=0),
-            ToolCallStart(index=1, call_id="a", name="x"),
-        ],
     ],
 )
 def test_a_malformed_sequence_raises_malformed_stream(events: list[object]) -> None:

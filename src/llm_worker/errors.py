@@ -9,6 +9,7 @@
     ├── ToolFailed           a tool raised and the worker is set to fail the run on tool errors
     └── HookFailed           a hook raised
     WorkerBusy               a second concurrent run() without supersede=True (nothing started)
+    CleanupOverran           in ``cleanup_errors``: an on_abort hook hit its bound
 """
 
 from __future__ import annotations
@@ -76,3 +77,7 @@ class HookFailed(RunError):
 
 class WorkerBusy(RuntimeError):
     """The worker is already running; pass ``supersede=True`` to replace the active run."""
+
+
+class CleanupOverran(TimeoutError):
+    """A clean-up step (an ``on_abort`` hook) hit its bound; reported in ``cleanup_errors``."""

@@ -157,6 +157,17 @@ class ToolFinished(_Event):
     result: ToolResult
 
 
+class ToolOverran(_Event):
+    """A tool still runs a grace period after it was cancelled hard: it swallows cancellation.
+
+    The run waits for it (an async task cannot be abandoned); this says why the run is slow.
+    """
+
+    type: Literal["tool_overran"] = "tool_overran"
+    call_id: str
+    name: str
+
+
 class RunFinished(_Event):
     type: Literal["run_finished"] = "run_finished"
     status: Literal["finished", "paused", "limit_reached"]
@@ -171,6 +182,7 @@ class RunCancelled(_Event):
     reason: str | None
     cause: str
     run_id: str = ""
+    cleanup_errors: list[str] = Field(default_factory=list)  # on_abort failures and overruns
 
 
 class RunFailed(_Event):
@@ -179,6 +191,7 @@ class RunFailed(_Event):
     cause: str
     kind: str = "failure"
     run_id: str = ""
+    cleanup_errors: list[str] = Field(default_factory=list)  # on_abort failures and overruns
 
 
 RunBoundary = RunStarted | RunFinished | RunCancelled | RunFailed
@@ -191,6 +204,7 @@ RunEvent = Annotated[
     | ItemCommitted
     | ToolStarted
     | ToolFinished
+    | ToolOverran
     | RunFinished
     | RunCancelled
     | RunFailed,
@@ -215,6 +229,7 @@ Event = Annotated[
     | ItemCommitted
     | ToolStarted
     | ToolFinished
+    | ToolOverran
     | RunFinished
     | RunCancelled
     | RunFailed,

@@ -4,6 +4,8 @@ A history is a ``list[Item]``. It round-trips through JSON losslessly (`dump_his
 `load_history`), including interrupted assistant messages, reasoning that a provider needs back
 verbatim (signatures, encrypted content) and synthetic results for calls that never ran.
 
+Every text field is `Text`: made valid Unicode when the item is built.
+
 Invariant kept by the worker: every `ToolCall` in a history is followed, before the next
 `AssistantMessage` or `UserMessage`, by exactly one `ToolResult` with its ``call_id``.
 """
@@ -15,7 +17,13 @@ import os
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+
+from ._text import valid_text
+
+# Text as it enters the history: always encodable (lone surrogates replaced), so a stray byte from
+# a stream, a file name or a terminal can never make a later request or a session write fail.
+Text = Annotated[str, AfterValidator(valid_text)]
 
 _id_prefix = os.urandom(6).hex()  # unique per process; the counter makes it unique per item
 _id_counter = itertools.count()
@@ -49,7 +57,7 @@ class UserMessage(_Item):
     """Input from the user."""
 
     type: Literal["user"] = "user"
-    text: str
+    text: Text
 
 
 class TextPart(BaseModel):
@@ -57,7 +65,7 @@ class TextPart(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["text"] = "text"
-    text: str
+    text: Text
 
 
 class ReasoningPart(BaseModel):
@@ -70,7 +78,7 @@ class ReasoningPart(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["reasoning"] = "reasoning"
-    text: str = ""
+    text: Text = ""
     signature: str | None = None
     redacted_data: str | None = None
     encrypted_content: str | None = None
@@ -128,11 +136,11 @@ class ToolCall(_Item):
     """
 
     type: Literal["tool_call"] = "tool_call"
-    call_id: str
-    name: str
-    raw_arguments: str = ""
+    call_id: Text
+    name: Text
+    raw_arguments: Text = ""
     arguments: dict[str, Any] | None = None
-    parse_error: str | None = None
+    parse_error: Text | None = None
     complete: bool = True
     provider_id: str | None = None
 
@@ -150,9 +158,9 @@ class ToolResult(_Item):
     """
 
     type: Literal["tool_result"] = "tool_result"
-    call_id: str
-    name: str
-    content: str
+    call_id: Text
+    name: Text
+    content: Text
     status: ToolResultStatus = "ok"
 
     @property
@@ -168,7 +176,7 @@ class Note(_Item):
 
     type: Literal["note"] = "note"
     kind: Literal["interrupted", "info"] = "info"
-    text: str
+    text: Text
 
 
 Item = Annotated[

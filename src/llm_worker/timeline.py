@@ -12,10 +12,11 @@ cancellation can never leave a block half-updated.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from ._text import check_json_value, valid_text
 from .events import (
     ReasoningDelta,
     ReasoningEnd,
@@ -32,7 +33,7 @@ from .items import AssistantMessage, AssistantPart, Item, ReasoningPart, TextPar
 
 
 class MalformedStream(ValueError):
-    """The events do not form a valid response (a delta or end without its start, a reused id)."""
+    """The events do not form a valid response (a delta or end without its start)."""
 
 
 BlockKind = Literal["text", "reasoning", "tool_call"]
@@ -71,8 +72,16 @@ class BlockHandler(Protocol):
 class Timeline:
     """Assembles one model response. Create one per turn."""
 
-    def __init__(self, handlers: Sequence[BlockHandler] = (), *, model: str | None = None) -> None:
+    def __init__(
+        self,
+        handlers: Sequence[BlockHandler] = (),
+        *,
+        model: str | None = None,
+        taken_call_ids: Set[str] = frozenset(),
+    ) -> None:
+        """``taken_call_ids``: ids already in the history; a call reusing one gets a fresh id."""
         self.blocks: list[Block] = []
+        self._taken_call_ids = taken_call_ids
         self.usage = Usage()
         self.stop_reason: str | None = None
         self.model = model
@@ -120,12 +129,10 @@ class Timeline:
         elif isinstance(event, ToolCallStart):
             if event.index in self._calls:
                 raise MalformedStream(f"a second tool call started at open index {event.index}")
-            if any(block.call_id == event.call_id for block in self.blocks):
-                raise MalformedStream(f"duplicate tool call id {event.call_id!r}")
             self._close_text()
             call = Block(
                 "tool_call",
-                call_id=event.call_id,
+                call_id=self._distinct_call_id(event.call_id),
                 name=event.name,
                 index=event.index,
                 provider_id=event.provider_id,
@@ -200,6 +207,19 @@ class Timeline:
 
     # -- internals ------------------------------------------------------------------------------
 
+    def _distinct_call_id(self, call_id: str) -> str:
+        """``call_id``, or a fresh variant if the history or this response already has it.
+
+        Some compatible servers reuse one id for every call; providers pair calls and results by
+        id, so ids must be unique within a history as it is sent.
+        """
+        mine = {block.call_id for block in self.blocks if block.kind == "tool_call"}
+        candidate, n = call_id, 1
+        while candidate in mine or candidate in self._taken_call_ids:
+            n += 1
+            candidate = f"{call_id}_{n}"
+        return candidate
+
     def _open_text(self, kind: Literal["text", "reasoning"]) -> Block:
         block = self._text
         if block is not None and block.kind == kind:
@@ -230,22 +250,14 @@ class Timeline:
 
 
 def _tool_call(block: Block) -> ToolCall:
-    raw = block.text
+    raw = valid_text(block.text)
     complete = block.status == "done"
     arguments: dict[str, object] | None = None
     error: str | None = None
     if not complete:
         error = "the call's arguments were cut off before they finished streaming"
     else:
-        try:
-            parsed = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError as exc:
-            error = f"arguments are not valid JSON: {exc}"
-        else:
-            if isinstance(parsed, dict):
-                arguments = parsed
-            else:
-                error = f"arguments must be a JSON object, got {type(parsed).__name__}"
+        arguments, error = _parse_arguments(raw)
     assert block.call_id is not None
     assert block.name is not None
     return ToolCall(
@@ -257,3 +269,23 @@ def _tool_call(block: Block) -> ToolCall:
         complete=complete,
         provider_id=block.provider_id,
     )
+
+
+def _parse_arguments(raw: str) -> tuple[dict[str, object] | None, str | None]:
+    """The arguments as a JSON object, or why they are not one (shown to the model).
+
+    Any text is safe here: numbers too long to convert, nesting too deep for the parser or for
+    serialising again, and escaped lone surrogates are all reported or repaired, never raised.
+    """
+    try:
+        parsed = json.loads(raw) if raw.strip() else {}
+    except RecursionError:
+        return None, "arguments are not valid JSON: nested too deeply"
+    except ValueError as exc:  # JSONDecodeError, or an integer with too many digits
+        return None, f"arguments are not valid JSON: {exc}"
+    if not isinstance(parsed, dict):
+        return None, f"arguments must be a JSON object, got {type(parsed).__name__}"
+    refused = check_json_value(parsed)
+    if refused is not None:
+        return None, refused
+    return parsed, None

@@ -4,32 +4,32 @@ A run is: commit the user message → [ask the model → stream its answer into 
 commit what it said → run the tool calls it asked for → commit their results] until the model
 stops asking for tools. Everything a run does happens inside one `move_on_cancel` scope bound to
 the run's own token, so one ``cancel()`` — from any task or thread, a deadline, newer input or a
-parent token — interrupts it at whatever await it is in. Then, exactly once and shielded:
+parent token — interrupts it at whatever await it is in. Then, exactly once, whatever ended it:
 
 1. the open block is closed as aborted and what it held is committed (an interrupted message,
-   tool calls whose arguments were cut off marked incomplete);
+   tool calls whose arguments were cut off marked incomplete), and a user message that a hook was
+   still looking at is committed;
 2. every tool call without a result gets a synthetic one, so the history stays valid;
-3. ``on_abort`` hooks run (bounded in time; their failures are reported, never raised instead).
+3. ``on_abort`` hooks run, each in its own shielded, bounded region (`run_cleanup`), so that no
+   cancellation of the caller cuts them; their failures and overruns are reported, never raised;
+4. the end event is delivered; then the run's error (or the exception that ended it, as itself)
+   is raised — a framework cancellation that arrived during clean-up last of all.
 
-Commits are synchronous list appends (no await inside), so history is never half-written. An
-outer cancellation of the awaiting task goes through the same clean-up and is then re-raised.
+Commits are synchronous list appends (no await inside), so history is never half-written.
+Which run holds the worker is `_runs.RunSlots`' business; events for UIs are `RunStream`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
-import math
 import uuid
-import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
-import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-
+from ._runs import Run, RunCoroutine, RunSlots
+from ._text import valid_text
 from .cancel import (
     CancelToken,
     Cause,
@@ -38,13 +38,19 @@ from .cancel import (
     InterruptKind,
     Outcome,
     cancelled_exc_class,
-    checkpoint_if_cancelled,
     move_on_cancel,
-    shielded,
+    run_cleanup,
 )
-from .errors import Aborted, Cancelled, HookFailed, ModelError, RunError, ToolFailed, WorkerBusy
+from .errors import (
+    Aborted,
+    Cancelled,
+    CleanupOverran,
+    HookFailed,
+    ModelError,
+    RunError,
+    ToolFailed,
+)
 from .events import (
-    Event,
     ItemCommitted,
     RunBoundary,
     RunCancelled,
@@ -55,6 +61,7 @@ from .events import (
     TextDelta,
     ToolCallDelta,
     ToolFinished,
+    ToolOverran,
     ToolStarted,
     TurnEnded,
     TurnStarted,
@@ -72,8 +79,11 @@ from .items import (
 )
 from .models import Model, ModelRequest, ModelSettings, resolve_model
 from .result import RunResult, RunStatus
+from .run_stream import RunStream
 from .timeline import MalformedStream, Timeline
 from .tools import Tool, ToolArgumentsError, Toolset
+
+__all__ = ["RunStream", "Worker"]
 
 logger = logging.getLogger("llm_worker")
 
@@ -97,50 +107,12 @@ _ALLOWED: dict[HookPoint, tuple[type, ...]] = {
 }
 
 
-def _ignore(event: Event) -> None:
-    return None
-
-
-@dataclass(eq=False)
-class _Run:
-    """The state of one run; lives from ``run()`` being called until it has fully ended."""
-
-    id: str
-    token: CancelToken
-    input: str | None
-    ctx: HookContext
-    items: list[Item] = field(default_factory=list)
-    usage: Usage = field(default_factory=Usage)
-    turn: int = 0
-    timeline: Timeline | None = None
-    emit: Callable[[Event], None] = _ignore
-    disarm_deadline: Callable[[], None] = lambda: None
-    done: anyio.Event = field(default_factory=anyio.Event)
-    cleaned_up: bool = False
-    started: bool = False
-    reason: str | None = None  # why it paused or stopped at the turn limit
-
-    @property
-    def observed(self) -> bool:
-        """True when someone consumes this run's events (``stream()``): build them only then."""
-        return self.emit is not _ignore
-
-    def result(self, status: RunStatus) -> RunResult:
-        return RunResult(
-            status=status,
-            items=tuple(self.items),
-            usage=self.usage,
-            turns=self.turn,
-            run_id=self.id,
-            reason=self.reason if status in ("paused", "limit_reached") else None,
-        )
-
-
 class Worker:
     """Runs a conversation with a model, its tools and hooks; can be stopped at any moment.
 
     Runs are sequential: a second concurrent ``run()`` raises `WorkerBusy` unless it passes
-    ``supersede=True``. After any outcome the same worker is ready for the next run.
+    ``supersede=True``. After any outcome the same worker is ready for the next run. A worker
+    serves one event loop at a time; ``cancel()`` works from any thread.
     """
 
     def __init__(
@@ -161,7 +133,7 @@ class Worker:
     ) -> None:
         self.model = resolve_model(model)
         self.toolset = Toolset(tools)
-        self.system = system
+        self.system = valid_text(system) if system is not None else None
         self.hooks = list(hooks)
         self.max_turns = max_turns
         self.tool_concurrency = tool_concurrency
@@ -175,8 +147,9 @@ class Worker:
         self._unanswered: dict[str, ToolCall] = {
             call.call_id: call for call in unanswered_calls(self._history)
         }
-        self._active: _Run | None = None
-        self._queued: _Run | None = None
+        # Every call id in the history: a server that reuses ids gets them made unique on entry.
+        self._call_ids: set[str] = {i.call_id for i in self._history if isinstance(i, ToolCall)}
+        self._slots = RunSlots()
         # The model is told about it on the next run (a Note is built only then: runs are cheap).
         self._interruption: Cause | Note | None = None
         self._approved: set[str] = set()  # calls a hook paused on; resume() runs them unasked
@@ -192,7 +165,12 @@ class Worker:
 
     @property
     def running(self) -> bool:
-        return self._active is not None or self._queued is not None
+        """True from the moment ``run()`` is called until that run has been released."""
+        return self._slots.busy
+
+    @property
+    def _active(self) -> Run | None:
+        return self._slots.active
 
     def cancel(self, reason: str | None = None, *, kind: InterruptKind = "explicit") -> bool:
         """Cancel the active (or starting) run from any thread; False when there is none.
@@ -200,7 +178,7 @@ class Worker:
         A cancel while idle does nothing and never affects a later run.
         """
         cancelled = False
-        for run in (self._active, self._queued):
+        for run in (self._slots.active, self._slots.next):
             if run is not None:
                 cancelled = run.token.cancel(reason, kind=kind) or cancelled
         return cancelled
@@ -218,13 +196,18 @@ class Worker:
         Returns a `RunResult` (finished, paused or limit_reached) or raises a `RunError` whose
         ``partial`` holds everything kept. The run is registered when ``run()`` is *called*, not
         when the coroutine first runs, so a ``cancel()`` in between (e.g. right after
-        ``start_soon(worker.run, ...)``) is not lost, and `WorkerBusy` is raised at once.
+        ``start_soon(worker.run, ...)``) is not lost, and `WorkerBusy` is raised at once. A run
+        that never takes its first step (its task cancelled at once, its coroutine dropped) never
+        holds the worker.
 
         Cancellation: ``cancel()``, ``token``, ``timeout`` and ``supersede`` by a newer run end it
         with `Cancelled`; if the awaiting task itself is cancelled, the same clean-up runs and the
-        framework's own exception is re-raised.
+        framework's own exception is re-raised. A superseding run's ``timeout`` also bounds its
+        wait for the previous run's clean-up; a run superseded (or cancelled) while it waits for
+        its turn ends at once with `Cancelled`, having committed nothing.
         """
-        return self._start(self._begin(input, token, timeout, supersede))
+        run = self._admit(input, token, timeout, supersede)
+        return RunCoroutine(self._run_to_end(run), lambda: self._slots.release(run))
 
     def resume(
         self, *, token: CancelToken | None = None, timeout: float | None = None
@@ -234,7 +217,8 @@ class Worker:
         Runs the tool calls left without a result (a pause before a tool, a crash), then goes on
         with the turn loop. Same registration and cancellation semantics as `run`.
         """
-        return self._start(self._begin(None, token, timeout, supersede=False))
+        run = self._admit(None, token, timeout, supersede=False)
+        return RunCoroutine(self._run_to_end(run), lambda: self._slots.release(run))
 
     def stream(
         self,
@@ -247,9 +231,11 @@ class Worker:
         """``async with worker.stream("hi") as run: async for event in run: ...`` — for UIs.
 
         ``input=None`` resumes. The run starts on entering the block; leaving the block before
-        the run ended cancels it (and waits for its clean-up).
+        the run ended cancels it (and waits for its clean-up). A handle never entered releases
+        the worker when it is dropped.
         """
-        return RunStream(self, self._begin(input, token, timeout, supersede))
+        run = self._admit(input, token, timeout, supersede)
+        return RunStream(run, lambda: self._run_to_end(run), lambda: self._slots.release(run))
 
     def note_interruption(self, note: Note) -> None:
         """Have the next run tell the model ``note`` (e.g. that a crash cut the last turn off).
@@ -270,196 +256,182 @@ class Worker:
 
         The end event (`RunFinished`, `RunCancelled` or `RunFailed`) is delivered after the
         run's clean-up, before its result or error reaches the caller — also when the awaiting
-        task was cancelled. Sessions use it to record run boundaries.
+        task was cancelled. A run that ended before it started (superseded while it waited)
+        has neither. Sessions use it to record run boundaries.
         """
         self._run_listeners.append(listener)
         return lambda: self._run_listeners.remove(listener)
 
-    def _boundary(self, run: _Run, event: RunBoundary) -> None:
+    def _boundary(self, run: Run, event: RunBoundary) -> None:
         for listener in self._run_listeners:
             listener(event)
         run.emit(event)
 
     # -- run lifecycle ---------------------------------------------------------------------------
 
-    def _start(self, run: _Run) -> Coroutine[Any, Any, RunResult]:
-        coro = self._drive(run)
-        weakref.finalize(coro, self._forget, run)  # a run never awaited must not stay registered
-        return coro
-
-    def _forget(self, run: _Run) -> None:
-        if run.started:
-            return
-        if self._active is run:
-            self._active = None
-        if self._queued is run:
-            self._queued = None
-        run.disarm_deadline()
-        run.token.detach()
-
-    def _begin(
+    def _admit(
         self, input: str | None, token: CancelToken | None, timeout: float | None, supersede: bool
-    ) -> _Run:
+    ) -> Run:
         """Register a run synchronously, so a cancel that arrives before it starts is not lost."""
-        if self.running and not supersede:
-            raise WorkerBusy("the worker is already running; pass supersede=True to replace it")
         run_id = uuid.uuid4().hex[:12]
-        run_token = (
-            CancelToken.linked(token, name=f"run-{run_id}")
-            if token
-            else CancelToken(f"run-{run_id}")
-        )
-        run = _Run(
+        name = f"run-{run_id}"
+        run_token = CancelToken.linked(token, name=name) if token else CancelToken(name)
+        run = Run(
             id=run_id,
             token=run_token,
-            input=input,
+            input=valid_text(input) if input is not None else None,
             ctx=HookContext(run_id=run_id, turn=0, token=run_token, deps=self.deps),
-            done=anyio.Event(),
         )
+        try:
+            superseded = self._slots.admit(run, supersede=supersede)
+        except BaseException:
+            run_token.detach()
+            raise
+        for previous in superseded:
+            previous.token.cancel("superseded by newer input", kind="superseded")
         if timeout is not None:
             run.disarm_deadline = run_token.cancel_after(
                 timeout, reason=f"the run timed out after {timeout:g}s"
             )
-        for previous in (self._active, self._queued):
-            if previous is not None:
-                previous.token.cancel("superseded by newer input", kind="superseded")
-        if self._active is None:
-            self._active = run
-        else:
-            self._queued = run
         return run
 
-    async def _drive(self, run: _Run) -> RunResult:
+    async def _run_to_end(self, run: Run) -> RunResult:
+        """Wait for the run's turn, execute it, and release the worker whatever happens."""
         run.started = True
         try:
-            while self._active is not run:  # superseding: let the previous run finish its clean-up
-                previous = self._active
-                if previous is None:
-                    self._active = run
-                    if self._queued is run:
-                        self._queued = None
-                else:
-                    await previous.done.wait()
+            if not await self._slots.wait_for_turn(run):
+                cause = run.token.cause or Cause.interrupt("superseded")
+                run.error = Cancelled(f"run cancelled before it started: {cause}", cause=cause)
+                run.error.partial = run.result("interrupted")
+                raise run.error
             return await self._execute(run)
         finally:
-            if self._active is run:
-                self._active = None
-            if self._queued is run:
-                self._queued = None
-            run.disarm_deadline()
-            run.token.detach()
-            run.done.set()
+            self._slots.release(run)
 
-    async def _execute(self, run: _Run) -> RunResult:
-        status: RunStatus | None = None
-        failure: RunError | None = None
+    async def _execute(self, run: Run) -> RunResult:
         self._boundary(run, RunStarted(run_id=run.id))
+        status: RunStatus | None = None
         try:
             with move_on_cancel(run.token):
                 status = await self._turns(run)
-        except cancelled_exc_class():
-            # The awaiting task was cancelled from outside: clean up like any interruption, then
-            # let the framework's own exception propagate.
-            await self._stop_from_outside(
-                run, Cause.interrupt("external", "the task awaiting the run was cancelled")
-            )
+        except GeneratorExit:  # the coroutine was closed: nothing may be awaited any more
             raise
-        except Interrupted:
-            pass  # the token was cancelled between awaits; handled below
-        except RunError as exc:
-            failure = exc
-        except Exception as exc:
-            cause = Cause.failure(exc, origin="worker")
-            await self._clean_up(run, cause)
-            self._boundary(run, RunFailed(error=repr(exc), cause=str(cause), run_id=run.id))
-            raise
-        except (KeyboardInterrupt, BaseExceptionGroup) as exc:
-            # trio raises Ctrl-C inside the running task (asyncio cancels the main task instead,
-            # handled above): keep what was said, then let it propagate.
-            if not _is_keyboard_interrupt(exc):
-                raise
-            await self._stop_from_outside(run, Cause.interrupt("keyboard_interrupt", "Ctrl-C"))
-            raise
+        except BaseException as exc:
+            await self._end_interrupted(run, exc)
+        if status is None:  # the token was cancelled at an await
+            await self._end_interrupted(run, None)
+        assert status is not None
+        # The run completed: completion wins over a cancel that came too late to stop it.
+        self._interruption = None
+        result = run.result(status)
+        output, reason = result.output, result.reason
+        self._boundary(run, RunFinished(status=status, output=output, reason=reason, run_id=run.id))
+        return result
 
-        if status is not None:  # the run completed: completion wins over a late cancel
-            self._interruption = None
-            result = run.result(status)
-            finished = RunFinished(
-                status=status, output=result.output, reason=result.reason, run_id=run.id
-            )
-            self._boundary(run, finished)
-            return result
+    async def _end_interrupted(self, run: Run, exc: BaseException | None) -> NoReturn:
+        """Clean up after any interruption, deliver the end event, then raise; never returns.
 
-        token_cause = run.token.cause
-        if token_cause is not None:
-            cause = Cause.sequential(token_cause, failure.cause if failure else None)
-            error: RunError = Cancelled(f"run cancelled: {cause}", cause=cause)
-            if failure is not None:
-                error.__cause__ = failure
-        else:
-            assert failure is not None
-            error = failure
-        error.cleanup_errors = await self._clean_up(run, error.cause)
+        ``exc`` is what ended the run (None: its token was cancelled at an await). Run errors
+        come out as the library's `RunError`; anything else — a framework cancellation of the
+        awaiting task, Ctrl-C, an exception from inside the worker or a tool's ``SystemExit`` —
+        comes out as itself, after the same clean-up.
+        """
+        error, outer = self._classify(run, exc)
+        cleanup = await self._clean_up(run, error.cause)
+        error.cleanup_errors = cleanup.errors
         error.partial = run.result("interrupted")
-        if isinstance(error, Cancelled):
-            end: RunBoundary = RunCancelled(
-                kind=error.kind, reason=error.reason, cause=str(error.cause), run_id=run.id
-            )
-        else:
-            end = RunFailed(
-                error=str(error), cause=str(error.cause), kind=error.cause.kind, run_id=run.id
-            )
-        self._boundary(run, end)
+        run.error = error
+        self._boundary(run, _end_event(run, error, outer, cleanup.errors))
+        if outer is not None:
+            raise outer
+        if cleanup.deferred is not None:  # the caller's task was cancelled during clean-up
+            raise cleanup.deferred
         raise error
 
-    async def _stop_from_outside(self, run: _Run, cause: Cause) -> None:
-        """Clean up after an interruption the run does not turn into an error of its own."""
-        run.token.cancel(cause=cause)
-        cause = run.token.cause or cause  # a cancel that got there first is the real reason
-        await self._clean_up(run, cause)
-        self._boundary(
-            run, RunCancelled(kind=cause.kind, reason=cause.reason, cause=str(cause), run_id=run.id)
-        )
+    def _classify(
+        self, run: Run, exc: BaseException | None
+    ) -> tuple[RunError, BaseException | None]:
+        """The run's `RunError`, and the exception to raise instead of it (or None)."""
+        token = run.token
+        if exc is None or isinstance(exc, Interrupted):
+            cause = token.cause or Cause.interrupt("explicit")
+            return Cancelled(f"run cancelled: {cause}", cause=cause), None
+        if isinstance(exc, cancelled_exc_class()):
+            awaiting = "the task awaiting the run was cancelled"
+            token.cancel(cause=Cause.interrupt("external", awaiting))
+            cause = token.cause or Cause.interrupt("external")  # a cancel that came first wins
+            return Cancelled(f"run cancelled: {cause}", cause=cause), exc
+        if _is_keyboard_interrupt(exc):
+            token.cancel(cause=Cause.interrupt("keyboard_interrupt", "Ctrl-C"))
+            cause = token.cause or Cause.interrupt("keyboard_interrupt")
+            return Cancelled(f"run cancelled: {cause}", cause=cause), exc
+        if isinstance(exc, RunError):
+            if token.cause is None:
+                return exc, None
+            cause = Cause.sequential(token.cause, exc.cause)
+            error = Cancelled(f"run cancelled: {cause}", cause=cause)
+            error.__cause__ = exc
+            return error, None
+        # A bug in the worker or a hook's helper, or a tool's SystemExit: clean up, then let it
+        # out unchanged; its RunError twin only carries what was kept (``stream().error``).
+        cause = Cause.failure(exc, origin="worker")
+        return RunError(f"the run failed: {exc!r}", cause=cause), exc
 
-    async def _clean_up(self, run: _Run, cause: Cause) -> list[BaseException]:
-        """Close the open block, answer every call, run ``on_abort`` hooks: once, shielded.
+    async def _clean_up(self, run: Run, cause: Cause) -> _Cleanup:
+        """Close the open block, keep the input, answer every call, run ``on_abort``: once.
 
-        The history part has no await (nothing can cut it); only the hooks await, so only they
-        run in a shielded region bounded by ``cleanup_timeout``.
+        The history part has no await (nothing can cut it); each ``on_abort`` hook runs in its
+        own shielded region bounded by ``cleanup_timeout`` (`run_cleanup`), so a hook that hangs
+        delays but never silences the ones after it.
         """
-        errors: list[BaseException] = []
+        cleanup = _Cleanup()
         if run.cleaned_up:
-            return errors
+            return cleanup
         run.cleaned_up = True
         timeline, run.timeline = run.timeline, None
         if timeline is not None and timeline.blocks:  # nothing streamed: nothing to keep
             timeline.abort_current_block()
             self._commit(run, timeline.items(interrupted=True), usage=timeline.usage)
+        elif timeline is not None:
+            run.usage = run.usage + timeline.usage
+        if run.unsent_input is not None:
+            self._commit_input(run)
         self._answer_unanswered(run, cause)
         if run.items:
             self._interruption = cause
-        hooks = [hook for hook in self.hooks if overrides(hook, "on_abort")]
-        if not hooks:
-            return errors
         reason = cause.reason or str(cause)
-        with shielded(self.cleanup_timeout, "on_abort hooks"):
-            for hook in hooks:
-                try:
-                    await hook.on_abort(run.ctx, reason, cause)
-                except Exception as exc:
-                    logger.exception("on_abort hook %s raised", type(hook).__name__)
-                    errors.append(exc)
-        return errors
+        for hook in self.hooks:
+            if not overrides(hook, "on_abort"):
+                continue
+            name = f"on_abort hook {type(hook).__name__}"
+            outcome = await run_cleanup(
+                functools.partial(hook.on_abort, run.ctx, reason, cause),
+                timeout=self.cleanup_timeout,
+                what=name,
+            )
+            if outcome.error is not None:
+                logger.error("%s raised %r", name, outcome.error, exc_info=outcome.error)
+                cleanup.errors.append(outcome.error)
+            if outcome.overran:
+                state = "was abandoned" if outcome.abandoned else "was cancelled"
+                bound = f"{self.cleanup_timeout:g}s"
+                cleanup.errors.append(CleanupOverran(f"{name} overran its {bound} bound; {state}"))
+            cleanup.deferred = cleanup.deferred or outcome.deferred
+        return cleanup
 
     # -- the turn loop ---------------------------------------------------------------------------
 
-    async def _turns(self, run: _Run) -> RunStatus:
+    async def _turns(self, run: Run) -> RunStatus:
         if run.input is not None:
             self._answer_unanswered(run, None)  # a paused run the user moved on from
-            message = UserMessage(text=run.input)
-            await self._decide("on_prompt_submit", run, message)
-            self._note_interruption(run)
-            self._commit(run, [message])
+            message = run.unsent_input = UserMessage(text=run.input)
+            try:
+                await self._decide("on_prompt_submit", run, message)
+            except (Aborted, HookFailed):
+                if not run.token.cancelled:  # the hook refused the prompt: keep it out
+                    run.unsent_input = None
+                raise
+            self._commit_input(run)  # a cancel during the hook commits it in clean-up instead
         else:
             pending = list(self._unanswered.values())  # their results must come right after them
             if pending:
@@ -497,9 +469,9 @@ class Worker:
             if status is not None:
                 return status
 
-    async def _stream_turn(self, run: _Run, request: ModelRequest) -> list[Item]:
+    async def _stream_turn(self, run: Run, request: ModelRequest) -> list[Item]:
         """Stream one model response into the timeline; commit it when the stream ends."""
-        timeline = run.timeline = Timeline(model=self.model.name)
+        timeline = run.timeline = Timeline(model=self.model.name, taken_call_ids=self._call_ids)
         text_hooks = [h for h in self.hooks if overrides(h, "on_text_delta")]
         call_hooks = [h for h in self.hooks if overrides(h, "on_tool_call_delta")]
         async with self.model.stream(request) as events:
@@ -527,7 +499,7 @@ class Worker:
         self._commit(run, items, usage=timeline.usage)
         return items
 
-    async def _run_tools(self, run: _Run, calls: Sequence[ToolCall]) -> RunStatus | None:
+    async def _run_tools(self, run: Run, calls: Sequence[ToolCall]) -> RunStatus | None:
         """Check, approve and run ``calls`` concurrently; commit every result that exists."""
         runnable: list[tuple[ToolCall, Tool[..., Any], dict[str, Any]]] = []
         for call in calls:
@@ -541,6 +513,11 @@ class Worker:
                 arguments = tool.validate(call.arguments if call.arguments is not None else "")
             except ToolArgumentsError as exc:
                 self._commit(run, [_result(call, f"Error: {exc}", "error")])
+                continue
+            except Exception as exc:  # Tool.validate promises not to; bad arguments never crash
+                logger.exception("validating the arguments of %s raised", call.name)
+                text = f"Error: the arguments could not be validated ({type(exc).__name__})."
+                self._commit(run, [_result(call, text, "error")])
                 continue
             if call.call_id not in self._approved:
                 decision = await self._decide("before_tool_call", run, call)
@@ -573,6 +550,12 @@ class Worker:
             if run.observed:
                 run.emit(ToolFinished(result=result))
 
+        def overran(outcome: Outcome[Any]) -> None:  # it swallows even the hard cancellation
+            call, _, _ = runnable[outcome.index]
+            logger.warning("tool %s (%s) ignores cancellation", call.name, call.call_id)
+            if run.observed:
+                run.emit(ToolOverran(call_id=call.call_id, name=call.name))
+
         tool_map: ConcurrentMap[Any] = ConcurrentMap(
             [
                 tool.bind(
@@ -590,6 +573,7 @@ class Worker:
             cancel_on_failure=self.tool_errors == "raise",
             on_start=started,
             on_outcome=finished,
+            on_overrun=overran,
         )
         await tool_map.run()  # if interrupted, calls that never ended are answered in clean-up
 
@@ -604,7 +588,7 @@ class Worker:
 
     # -- hooks ---------------------------------------------------------------------------------
 
-    async def _decide(self, point: HookPoint, run: _Run, *args: Any) -> Decision:
+    async def _decide(self, point: HookPoint, run: Run, *args: Any) -> Decision:
         """Ask every hook implementing ``point``; the first decision that is not None wins."""
         for hook in self.hooks:
             if overrides(hook, point):
@@ -614,14 +598,14 @@ class Worker:
         return None
 
     @staticmethod
-    def _pauses(run: _Run, decision: Decision) -> bool:
+    def _pauses(run: Run, decision: Decision) -> bool:
         """True if ``decision`` pauses the run; its reason goes into the result."""
         if not isinstance(decision, Pause):
             return False
         run.reason = run.reason or decision.reason
         return True
 
-    async def _call_hook(self, hook: Hooks, point: HookPoint, run: _Run, *args: Any) -> Decision:
+    async def _call_hook(self, hook: Hooks, point: HookPoint, run: Run, *args: Any) -> Decision:
         name = f"{type(hook).__name__}.{point}"
         try:
             decision: Decision = await getattr(hook, point)(run.ctx, *args)
@@ -640,7 +624,7 @@ class Worker:
 
     # -- history ---------------------------------------------------------------------------------
 
-    def _commit(self, run: _Run, items: Sequence[Item], *, usage: Usage | None = None) -> None:
+    def _commit(self, run: Run, items: Sequence[Item], *, usage: Usage | None = None) -> None:
         """Append to the history: synchronous, so never half-done whatever is cancelled."""
         if usage is not None:
             run.usage = run.usage + usage
@@ -651,6 +635,7 @@ class Worker:
         for item in items:
             if isinstance(item, ToolCall):
                 self._unanswered[item.call_id] = item
+                self._call_ids.add(item.call_id)
             elif isinstance(item, ToolResult):
                 self._unanswered.pop(item.call_id, None)
         for listener in self._commit_listeners:
@@ -659,7 +644,7 @@ class Worker:
             for item in items:
                 run.emit(ItemCommitted(item=item))
 
-    def _answer_unanswered(self, run: _Run, cause: Cause | None) -> None:
+    def _answer_unanswered(self, run: Run, cause: Cause | None) -> None:
         """Give every call without a result a synthetic one, so the next request is valid."""
         results = []
         for call in list(self._unanswered.values()):
@@ -678,112 +663,71 @@ class Worker:
             self._approved.clear()
         self._commit(run, results)
 
-    def _note_interruption(self, run: _Run) -> None:
+    def _commit_input(self, run: Run) -> None:
+        """Commit the user's message (after any note owed to the model), once."""
+        message, run.unsent_input = run.unsent_input, None
+        if message is not None:
+            self._note_interruption(run)
+            self._commit(run, [message])
+
+    def _note_interruption(self, run: Run) -> None:
         told, self._interruption = self._interruption, None
         if told is not None:
             self._commit(run, [told if isinstance(told, Note) else _interruption_note(told)])
 
 
-class RunStream:
-    """A run in progress, as an async iterator of `Event`s; created by `Worker.stream`."""
+@dataclass
+class _Cleanup:
+    errors: list[BaseException] = field(default_factory=list)  # raised or overran: reported
+    deferred: BaseException | None = None  # a cancellation of the caller that came meanwhile
 
-    def __init__(self, worker: Worker, run: _Run) -> None:
-        self._worker = worker
-        self._run = run
-        self._send: MemoryObjectSendStream[Event]
-        self._receive: MemoryObjectReceiveStream[Event]
-        self._send, self._receive = anyio.create_memory_object_stream[Event](math.inf)
-        self._group = anyio.create_task_group()
-        self._result: RunResult | None = None
-        self._error: BaseException | None = None
-        self._finished = False
 
-    @property
-    def run_id(self) -> str:
-        return self._run.id
-
-    def cancel(self, reason: str | None = None) -> bool:
-        """Cancel this run (any thread); False if it already ended or was cancelled."""
-        if self._run.done.is_set():
-            return False
-        return self._run.token.cancel(reason)
-
-    @property
-    def result(self) -> RunResult:
-        """The run's result; raises its `RunError` if it failed, RuntimeError if still going."""
-        if self._error is not None:
-            raise self._error
-        if self._result is None:
-            raise RuntimeError("the run has not finished yet")
-        return self._result
-
-    @property
-    def error(self) -> BaseException | None:
-        return self._error
-
-    async def __aenter__(self) -> RunStream:
-        send = self._send
-
-        def emit(event: Event) -> None:
-            with contextlib.suppress(anyio.ClosedResourceError):  # the consumer went away
-                send.send_nowait(event)
-
-        self._run.emit = emit
-        await self._group.__aenter__()
-        self._group.start_soon(self._drive)
-        return self
-
-    async def _drive(self) -> None:
-        try:
-            self._result = await self._worker._drive(self._run)
-        except Exception as exc:
-            self._error = exc
-        finally:
-            self._finished = True
-            self._send.close()
-
-    def __aiter__(self) -> RunStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        """The next event. Cancellation: safe; no event is lost (they are buffered).
-
-        A buffered event is handed out without a trip through the loop (a cancellation is still
-        noticed first); the loop is entered only to wait for the next one.
-        """
-        await checkpoint_if_cancelled()
-        try:
-            return self._receive.receive_nowait()
-        except anyio.WouldBlock:
-            pass
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        if not self._finished:
-            self._run.token.cancel("the event stream was closed before the run ended")
-        try:
-            return await self._group.__aexit__(exc_type, exc, tb)
-        finally:
-            self._receive.close()
+def _end_event(
+    run: Run, error: RunError, outer: BaseException | None, cleanup_errors: list[BaseException]
+) -> RunBoundary:
+    """The one end event of an interrupted run: `RunCancelled` or `RunFailed`."""
+    cause = error.cause
+    problems = [f"{type(e).__name__}: {e}" for e in cleanup_errors]
+    if isinstance(error, Cancelled):
+        return RunCancelled(
+            kind=cause.kind,
+            reason=cause.reason,
+            cause=str(cause),
+            run_id=run.id,
+            cleanup_errors=problems,
+        )
+    described = repr(outer) if outer is not None else str(error)
+    return RunFailed(
+        error=described, cause=str(cause), kind=cause.kind, run_id=run.id, cleanup_errors=problems
+    )
 
 
 def _interruption_note(cause: Cause) -> Note:
-    why = f"{cause.kind}: {cause.reason}" if cause.reason else cause.kind
+    """What the model is told about an interrupted turn: who stopped it, never an error's text.
+
+    Error messages may quote a server's response (and, from a careless server, a key); the model
+    only needs to know what kind of thing went wrong.
+    """
     text = (
-        f"[The previous turn was interrupted ({why}). The last assistant message and tool "
-        "results above may be incomplete.]"
+        f"[The previous turn was interrupted ({_why(cause)}). The last assistant message and "
+        "tool results above may be incomplete.]"
     )
     return Note(kind="interrupted", text=text)
+
+
+def _why(cause: Cause) -> str:
+    leaf = next(iter(cause.leaves()), cause)
+    if leaf.tag == "interrupt":
+        return f"{leaf.kind}: {leaf.reason}" if leaf.reason else leaf.kind
+    error, origin = leaf.error, leaf.origin or ""
+    if isinstance(error, ModelError):
+        status = f" (HTTP {error.status_code})" if error.status_code else ""
+        return f"the model provider failed{status}"
+    if origin.startswith("call"):
+        return "a tool failed"
+    if origin.startswith("hook"):
+        return "a hook failed"
+    return f"an unexpected {type(error).__name__}" if error is not None else "an error"
 
 
 def _is_keyboard_interrupt(exc: BaseException) -> bool:
@@ -814,8 +758,11 @@ def _outcome_result(call: ToolCall, tool: Tool[..., Any], outcome: Outcome[Any])
         return _result(call, tool.render_result(outcome.value), "ok")
     if outcome.status == "interrupted":
         partial = tool.render_result(outcome.value)
+        note = "; it ignored cancellation for a while" if outcome.overran else ""
         return _result(
-            call, f"{partial}\n[Interrupted: {why}; the output above is partial.]", "interrupted"
+            call,
+            f"{partial}\n[Interrupted: {why}{note}; the output above is partial.]",
+            "interrupted",
         )
     if outcome.status == "error":
         error = outcome.error

@@ -357,14 +357,6 @@ async def test_a_tool_that_hangs_is_stopped_by_its_timeout() -> None:
     [
         ([ToolCallDelta(index=0, arguments="{}")], "before its start"),
         ([ToolCallEnd(index=3)], "without its start"),
-        (
-            [
-                ToolCallStart(index=0, call_id="a", name="add"),
-                ToolCallEnd(index=0),
-                ToolCallStart(index=1, call_id="a", name="add"),
-            ],
-            "duplicate tool call id",
-        ),
     ],
 )
 async def test_a_malformed_event_sequence_is_a_model_error_and_the_worker_recovers(

@@ -7,14 +7,17 @@ The rest of the package reaches cancellation only through these names:
 * `Cause` — why something ended: an interrupt (kind, reason, origin), a failure, or a sequential /
   parallel composition of those.
 * `move_on_cancel` / `fail_on_cancel` — run a block until a token is cancelled, and learn why.
-* `shielded` — a clean-up region that outer cancellation cannot cut, bounded in time.
+* `shielded` — a clean-up region that outer cancellation cannot cut, bounded in time;
+  `run_cleanup` — the same for one async step, which even a native asyncio ``Task.cancel()`` of
+  the caller cannot cut.
 * `ConcurrentMap` / `concurrent_map` — run calls concurrently; stop them token-first, with grace,
   then hard; abandon (and report) a thread that ignores its token.
 * `BufferedReader` / `SSEReader` — readers that lose no byte when a read is cancelled.
 """
 
 from ._cause import INTERRUPT_KINDS, Cause, InterruptKind
-from ._map import ConcurrentMap, Outcome, OutcomeStatus, concurrent_map
+from ._cleanup import CleanupOutcome, run_cleanup
+from ._map import CancelledItself, ConcurrentMap, Outcome, OutcomeStatus, concurrent_map
 from ._reader import BufferedReader, ServerSentEvent, SSEReader
 from ._scope import (
     Shielded,
@@ -32,7 +35,9 @@ __all__ = [
     "INTERRUPT_KINDS",
     "BufferedReader",
     "CancelToken",
+    "CancelledItself",
     "Cause",
+    "CleanupOutcome",
     "ConcurrentMap",
     "InterruptKind",
     "Interrupted",
@@ -48,5 +53,6 @@ __all__ = [
     "concurrent_map",
     "fail_on_cancel",
     "move_on_cancel",
+    "run_cleanup",
     "shielded",
 ]

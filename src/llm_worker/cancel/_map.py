@@ -12,6 +12,11 @@ Invariants:
   a worker thread; if it ignores its token past the grace period it is *abandoned* (left running,
   reported in ``abandoned`` and in the log), never awaited forever.
 * An outer cancellation of the awaiting task is re-raised unchanged after the calls were stopped.
+* A call never takes the map down with it: an exception, a framework cancellation the call raised
+  on its own (a future cancelled elsewhere), even a `BaseException` such as ``SystemExit``, becomes
+  its outcome. Only the last kind is raised again, as itself, once every call has ended.
+* A call still running a grace period after it was cancelled hard swallows cancellation: it is
+  reported (``on_overrun``, ``overran``) but still awaited, since a task cannot be abandoned.
 """
 
 from __future__ import annotations
@@ -57,7 +62,16 @@ class Outcome(Generic[T]):
     error: BaseException | None = None
     started: bool = False
     thread: str | None = None
+    overran: bool = False
     token: CancelToken | None = field(default=None, repr=False)
+
+
+class CancelledItself(RuntimeError):
+    """A call raised the framework's cancellation although nothing cancelled it.
+
+    On asyncio this is how a call reports awaiting a future that was cancelled elsewhere; it is an
+    error of that call, not a cancellation of the map or of the task awaiting it.
+    """
 
 
 class ConcurrentMap(Generic[T]):
@@ -73,7 +87,8 @@ class ConcurrentMap(Generic[T]):
     ``outcomes`` and ``cause`` are filled in as calls finish, so they are valid even if ``run()``
     is interrupted by an outer cancellation. ``on_start(outcome)`` and ``on_outcome(outcome)`` are
     called synchronously, in the loop's thread, when a call really starts (it got its slot) and as
-    soon as its outcome is final (a raising ``on_outcome`` is logged).
+    soon as its outcome is final (a raising ``on_outcome`` is logged); ``on_overrun(outcome)``
+    when a call is still running a grace period after it was cancelled hard.
     """
 
     def __init__(
@@ -86,6 +101,7 @@ class ConcurrentMap(Generic[T]):
         cancel_on_failure: bool = False,
         on_outcome: Callable[[Outcome[T]], None] | None = None,
         on_start: Callable[[Outcome[T]], None] | None = None,
+        on_overrun: Callable[[Outcome[T]], None] | None = None,
     ) -> None:
         if limit is not None and limit < 1:
             raise ValueError("limit must be at least 1")
@@ -97,6 +113,8 @@ class ConcurrentMap(Generic[T]):
         self.cancel_on_failure = cancel_on_failure
         self._on_outcome = on_outcome
         self._on_start = on_start
+        self._on_overrun = on_overrun
+        self._fatal: BaseException | None = None  # a BaseException a call raised: re-raised
         self._limit = limit
         self._limiter: anyio.CapacityLimiter | None = None
         self._unfinished = len(self._calls)
@@ -150,6 +168,8 @@ class ConcurrentMap(Generic[T]):
                     group.start_soon(self._enforce_grace)
         finally:
             self.group_token.detach()
+        if self._fatal is not None:
+            raise self._fatal
         # An outer cancellation that arrived while the calls were stopping (during the grace) is
         # level-triggered on trio: the task group does not raise it, so surface it here.
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -176,7 +196,15 @@ class ConcurrentMap(Generic[T]):
                         outcome.started = True
                         if self._on_start is not None:
                             self._on_start(outcome)
-                        value = await self._invoke(call, outcome, token)
+                        try:
+                            value = await self._invoke(call, outcome, token)
+                        except anyio.get_cancelled_exc_class() as exc:
+                            if hard.cancel_called:
+                                raise
+                            raise CancelledItself(
+                                "the call raised a cancellation although nothing cancelled it"
+                                " (it awaited something that was cancelled elsewhere)"
+                            ) from exc
                     finally:
                         if self._limiter is not None:
                             self._limiter.release()
@@ -201,6 +229,13 @@ class ConcurrentMap(Generic[T]):
             if self.cancel_on_failure:
                 cause = Cause.failure(exc, origin=f"call {outcome.index}")
                 self.group_token.cancel(cause=cause)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt (trio), a custom one
+            outcome.status, outcome.error = "error", exc
+            if self._fatal is None:
+                self._fatal = exc
+            self.group_token.cancel(cause=Cause.failure(exc, origin=f"call {outcome.index}"))
         finally:
             unregister()
             disarm[0]()
@@ -286,6 +321,24 @@ class ConcurrentMap(Generic[T]):
                 await anyio.sleep(self.grace)
         for scope in list(self._hard_scopes.values()):
             scope.cancel("grace period over")
+        if not self._unfinished:
+            return
+        # Calls that swallow even the hard cancellation: they cannot be abandoned (a task is not
+        # a thread), so the map still waits for them, but says so after one more grace period.
+        with anyio.CancelScope(shield=True) as watch:
+            self._grace_scope = watch
+            await anyio.sleep(self.grace)
+        for index in list(self._hard_scopes):
+            outcome = self.outcomes[index]
+            if outcome.thread is not None:
+                continue  # a thread: abandoned, not awaited
+            outcome.overran = True
+            logger.warning("call %d ignores cancellation; still waiting for it", index)
+            if self._on_overrun is not None:
+                try:
+                    self._on_overrun(outcome)
+                except Exception:
+                    logger.exception("on_overrun callback raised for call %d", index)
 
 
 async def concurrent_map(
