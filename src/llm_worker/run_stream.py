@@ -42,7 +42,6 @@ class RunStream:
         self._start = start
         self._send: MemoryObjectSendStream[Event]
         self._receive: MemoryObjectReceiveStream[Event]
-        self._send, self._receive = anyio.create_memory_object_stream[Event](math.inf)
         self._group = anyio.create_task_group()
         self._result: RunResult | None = None
         self._error: BaseException | None = None
@@ -74,6 +73,7 @@ class RunStream:
         return self._error
 
     async def __aenter__(self) -> RunStream:
+        self._send, self._receive = anyio.create_memory_object_stream[Event](math.inf)
         send = self._send
 
         def emit(event: Event) -> None:

@@ -33,7 +33,6 @@ from llm_worker.events import (
     TextDelta,
     ToolCallDelta,
     ToolCallEnd,
-    ToolCallStart,
     ToolFinished,
     ToolStarted,
     TurnEnded,

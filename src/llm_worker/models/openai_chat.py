@@ -286,14 +286,12 @@ def to_messages(
 
 
 def _arguments(call: ToolCall) -> str:
-    """The call's raw arguments if they are a JSON object, else ``"{}"`` (the API wants JSON)."""
-    if call.arguments is not None:
-        return call.raw_arguments or "{}"
-    try:
-        parsed = json.loads(call.raw_arguments)
-    except ValueError:
-        return "{}"
-    return call.raw_arguments if isinstance(parsed, dict) else "{}"
+    """The call's raw arguments if they parsed as a JSON object, else ``"{}"`` (the API wants one).
+
+    Never parses again: the timeline already did, safely, and cut-off or hostile text (too deep,
+    too long a number) must not make every later request fail to build.
+    """
+    return call.raw_arguments if call.arguments is not None and call.raw_arguments else "{}"
 
 
 # -- stream ------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -344,15 +343,12 @@ def _reasoning_item(part: ReasoningPart) -> dict[str, Any]:
 
 
 def _arguments(call: ToolCall) -> str:
-    """The call's raw arguments if they are valid JSON, else ``"{}"`` (the API needs JSON)."""
-    raw = call.raw_arguments
-    if call.arguments is not None:
-        return raw
-    try:
-        json.loads(raw)
-    except ValueError:
-        return "{}"
-    return raw
+    """The call's raw arguments if they parsed as a JSON object, else ``"{}"`` (the API wants one).
+
+    Never parses again: the timeline already did, safely, and cut-off or hostile text (too deep,
+    too long a number) must not make every later request fail to build.
+    """
+    return call.raw_arguments if call.arguments is not None and call.raw_arguments else "{}"
 
 
 # -- stream → events ------------------------------------------------------------------------------
