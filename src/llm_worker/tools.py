@@ -19,7 +19,6 @@ import enum
 import functools
 import inspect
 import json
-import math
 import re
 import reprlib
 import textwrap
@@ -34,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import GenerateJsonSchema
 
-from .cancel import CancelToken, Cause, Interrupted, move_on_cancel
+from .cancel import CancelToken, Cause, Interrupted, checked_duration, move_on_cancel
 
 __all__ = ["Tool", "ToolArgumentsError", "ToolContext", "ToolSpec", "Toolset", "tool"]
 
@@ -157,8 +156,12 @@ class Tool(Generic[P, R]):
                 f"invalid tool name {self.name!r}: use 1-64 letters, digits, '_' or '-' "
                 "(pass @tool(name=...) to choose one)"
             )
-        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
-            raise ValueError(f"tool {self.name!r}: timeout must be a positive number of seconds")
+        # None or inf: no limit. 0 would cancel every call before it starts: surely a mistake.
+        timeout = checked_duration(timeout, f"tool {self.name!r}: timeout")
+        if timeout == 0:
+            raise ValueError(
+                f"tool {self.name!r}: timeout must be more than 0 seconds (None for no limit)"
+            )
         self.timeout = timeout
         self.is_async = _is_async(fn)
         target = _unwrap(fn)
@@ -249,7 +252,7 @@ class Tool(Generic[P, R]):
         call_id: str,
         turn: int = 0,
         deps: Any = None,
-        grace: float = 1.0,
+        grace: float | None = 1.0,
     ) -> Callable[[CancelToken], Awaitable[Any] | Any]:
         """One call of this tool, as ``call(token)`` for `ConcurrentMap`.
 
@@ -257,8 +260,10 @@ class Tool(Generic[P, R]):
         tool gives a sync one (the map runs it in a thread). With a ``timeout`` the call's token
         is cancelled (kind ``"deadline"``) after ``timeout`` seconds, and the timer is disarmed
         when the call ends. An async tool that ignores its token is then cancelled hard ``grace``
-        seconds later (raising `Interrupted`); a sync one cannot be, so it is the map's job.
+        seconds later (raising `Interrupted`; None or ``inf``: never); a sync one cannot be, so it
+        is the map's job. ``grace`` is checked here, like every duration (`checked_duration`).
         """
+        grace = checked_duration(grace, f"tool {self.name!r}: grace period")
         fn: Callable[..., Any] = self.fn
         args = dict(arguments)
         name, timeout = self.name, self.timeout
@@ -275,7 +280,8 @@ class Tool(Generic[P, R]):
                     return await fn(*positional, **keywords)
                 disarm = token.cancel_after(timeout, reason=reason)
                 hard = CancelToken(f"{name} {call_id} hard stop")
-                disarm_hard = hard.cancel_after(timeout + grace, reason=f"{reason}; grace over")
+                hard_after = None if grace is None else timeout + grace
+                disarm_hard = hard.cancel_after(hard_after, reason=f"{reason}; grace over")
                 try:
                     with move_on_cancel(hard):
                         return await fn(*positional, **keywords)
@@ -390,10 +396,10 @@ def tool(
 
     The docstring's text before its sections is the description; its ``Args:`` (Google),
     ``:param x:`` (reST) or ``Parameters`` (numpy) entries describe the parameters. A parameter
-    annotated `ToolContext` is injected, not shown to the model. ``timeout`` (seconds) cancels the
-    call's token. ``strict``: None (default) makes the tool strict when its schema already is
-    (every parameter required); True forces it (parameters with defaults become required in the
-    schema); False never.
+    annotated `ToolContext` is injected, not shown to the model. ``timeout`` (seconds; None or
+    ``inf``: no limit; checked here) cancels the call's token. ``strict``: None (default) makes
+    the tool strict when its schema already is (every parameter required); True forces it
+    (parameters with defaults become required in the schema); False never.
     """
 
     def decorate(function: Callable[P, R]) -> Tool[P, R]:

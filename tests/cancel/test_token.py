@@ -19,7 +19,7 @@ from anyio import wait_all_tasks_blocked
 
 from llm_worker.cancel import CancelToken, Cause, Interrupted
 
-from ._helpers import finishes_in_thread, registrations
+from ._helpers import finishes_in_thread, inject_at_each_opcode, registrations
 
 # -- state ------------------------------------------------------------------------------------
 
@@ -479,49 +479,6 @@ def test_children_collected_by_the_garbage_collector_at_any_moment_do_not_deadlo
     assert registrations(parent) == 0
 
 
-def _inject_at_each_opcode(
-    method: Any, injected: Any, action: Any, check: Any, max_points: int = 200
-) -> int:
-    """Run ``action()`` once per opcode of ``method``, each time running ``injected()`` reentrantly
-    at that opcode (as a signal handler or a finalizer would); call ``check()`` after each run.
-    Returns the number of injection points tried.
-    """
-    code = method.__code__
-    for point in range(max_points):
-        state = {"count": 0, "fired": False}
-
-        def tracer(
-            frame: FrameType, event: str, arg: object, state: Any = state, point: int = point
-        ) -> Any:
-            if frame.f_code is not code:
-                return None
-            frame.f_trace_opcodes = True
-
-            def local(frame: FrameType, event: str, arg: object) -> Any:
-                frame.f_trace_opcodes = True  # 3.12+ honours it only when set from here
-                if event == "opcode" and not state["fired"]:
-                    if state["count"] == point:
-                        state["fired"] = True
-                        injected()
-                    state["count"] += 1
-                return local
-
-            return local
-
-        def traced(tracer: Any = tracer) -> None:
-            sys.settrace(tracer)
-            try:
-                action()
-            finally:
-                sys.settrace(None)
-
-        assert finishes_in_thread(traced, timeout=2), f"deadlock when interrupted at opcode {point}"
-        if not state["fired"]:  # ran past the last opcode: every point was tried
-            return point
-        check()
-    return max_points
-
-
 def test_a_reentrant_cancel_at_any_point_of_on_cancel_runs_the_callback_exactly_once() -> None:
     # A signal handler (or a finalizer) in the registering thread may cancel the token while that
     # thread is half-way through on_cancel: no deadlock, no lost and no doubled callback.
@@ -537,7 +494,7 @@ def test_a_reentrant_cancel_at_any_point_of_on_cancel_runs_the_callback_exactly_
         tokens[-1].cancel()
         assert calls == [1]
 
-    points = _inject_at_each_opcode(
+    points = inject_at_each_opcode(
         CancelToken.on_cancel, lambda: tokens[-1].cancel("signal"), action, check
     )
     assert points > 5
@@ -556,7 +513,7 @@ def test_a_reentrant_registration_at_any_point_of_cancel_runs_exactly_once() -> 
     def check() -> None:
         assert sorted(calls) == ["early", "reentrant"]
 
-    points = _inject_at_each_opcode(
+    points = inject_at_each_opcode(
         CancelToken.cancel,
         lambda: tokens[-1].on_cancel(lambda: calls.append("reentrant")),
         action,

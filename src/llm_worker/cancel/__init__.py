@@ -13,10 +13,13 @@ The rest of the package reaches cancellation only through these names:
 * `ConcurrentMap` / `concurrent_map` — run calls concurrently; stop them token-first, with grace,
   then hard; abandon (and report) a thread that ignores its token.
 * `BufferedReader` / `SSEReader` — readers that lose no byte when a read is cancelled.
+* `checked_duration` — the one check for every timeout, deadline and grace period the package
+  accepts: None or ``inf`` is no limit, a bad value raises at the call that accepted it.
 """
 
 from ._cause import INTERRUPT_KINDS, Cause, InterruptKind
 from ._cleanup import CleanupOutcome, run_cleanup
+from ._duration import checked_duration
 from ._map import CancelledItself, ConcurrentMap, Outcome, OutcomeStatus, concurrent_map
 from ._reader import BufferedReader, ServerSentEvent, SSEReader
 from ._scope import (
@@ -48,6 +51,7 @@ __all__ = [
     "Shielded",
     "TokenScope",
     "cancelled_exc_class",
+    "checked_duration",
     "checkpoint",
     "checkpoint_if_cancelled",
     "concurrent_map",

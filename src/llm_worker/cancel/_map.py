@@ -33,6 +33,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from ._cause import Cause
+from ._duration import checked_duration
 from ._loop import current_waker
 from ._scope import move_on_cancel
 from ._timers import call_later
@@ -84,6 +85,8 @@ class ConcurrentMap(Generic[T]):
     When the map's token is cancelled — or the awaiting task is cancelled from outside, or (with
     ``cancel_on_failure``) a call raises — every call's token is cancelled, calls get ``grace``
     seconds to return partial output, and whatever is still running is then cancelled hard.
+    ``grace`` is checked here (`checked_duration`): None or ``inf`` waits for the calls however
+    long they take; a negative, NaN or non-number raises.
     ``outcomes`` and ``cause`` are filled in as calls finish, so they are valid even if ``run()``
     is interrupted by an outer cancellation. ``on_start(outcome)`` and ``on_outcome(outcome)`` are
     called synchronously, in the loop's thread, when a call really starts (it got its slot) and as
@@ -97,7 +100,7 @@ class ConcurrentMap(Generic[T]):
         *,
         token: CancelToken | None = None,
         limit: int | None = None,
-        grace: float = 1.0,
+        grace: float | None = 1.0,
         cancel_on_failure: bool = False,
         on_outcome: Callable[[Outcome[T]], None] | None = None,
         on_start: Callable[[Outcome[T]], None] | None = None,
@@ -109,7 +112,7 @@ class ConcurrentMap(Generic[T]):
         self.outcomes: list[Outcome[T]] = [Outcome(i) for i in range(len(self._calls))]
         self.group_token = CancelToken.linked(token, name="map") if token else CancelToken("map")
         self._source = token
-        self.grace = grace
+        self.grace = checked_duration(grace, "the grace period of a ConcurrentMap")
         self.cancel_on_failure = cancel_on_failure
         self._on_outcome = on_outcome
         self._on_start = on_start
@@ -183,7 +186,7 @@ class ConcurrentMap(Generic[T]):
         def on_own_cancel() -> None:
             # The call's own token was cancelled (e.g. its timeout) while the group goes on: it
             # gets the same grace as in a group stop, then it alone is cancelled hard.
-            if not self.group_token.cancelled:
+            if not self.group_token.cancelled and self.grace is not None:
                 index = outcome.index
                 disarm[0] = call_later(self.grace, lambda: wake(lambda: self._hard_cancel(index)))
 
@@ -217,10 +220,10 @@ class ConcurrentMap(Generic[T]):
                 outcome.status = "abandoned" if thread_alive else "cancelled"
                 if thread_alive:
                     logger.warning(
-                        "abandoned thread %s: call %d ignored cancellation for %gs",
+                        "abandoned thread %s: call %d ignored cancellation for its %gs grace",
                         outcome.thread,
                         outcome.index,
-                        self.grace,
+                        self.grace or 0.0,
                     )
         except Interrupted:
             outcome.status = "cancelled"
@@ -318,10 +321,13 @@ class ConcurrentMap(Generic[T]):
         with anyio.CancelScope(shield=True) as grace_scope:
             self._grace_scope = grace_scope
             if self._unfinished:
-                await anyio.sleep(self.grace)
+                if self.grace is None:
+                    await anyio.sleep_forever()  # cut by the last call to finish
+                else:
+                    await anyio.sleep(self.grace)
         for scope in list(self._hard_scopes.values()):
             scope.cancel("grace period over")
-        if not self._unfinished:
+        if not self._unfinished or self.grace is None:
             return
         # Calls that swallow even the hard cancellation: they cannot be abandoned (a task is not
         # a thread), so the map still waits for them, but says so after one more grace period.
@@ -346,7 +352,7 @@ async def concurrent_map(
     *,
     token: CancelToken | None = None,
     limit: int | None = None,
-    grace: float = 1.0,
+    grace: float | None = 1.0,
     cancel_on_failure: bool = False,
 ) -> ConcurrentMap[Any]:
     """Run ``calls`` with `ConcurrentMap` and return the finished map (``outcomes``, ``cause``).

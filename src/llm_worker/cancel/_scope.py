@@ -21,6 +21,7 @@ import anyio
 import anyio.lowlevel
 
 from ._cause import Cause
+from ._duration import checked_duration
 from ._loop import current_waker
 from ._token import CancelToken, Interrupted
 
@@ -107,6 +108,7 @@ class Shielded:
     __slots__ = ("_scope", "overran", "timeout", "what")
 
     def __init__(self, timeout: float | None, what: str) -> None:
+        timeout = checked_duration(timeout, f"the time bound of {what}")
         self.timeout = timeout
         self.what = what
         self.overran = False
@@ -139,8 +141,9 @@ def shielded(timeout: float | None, what: str = "clean-up") -> Shielded:
 
     Cancellation: no outer cancellation reaches the block; after ``timeout`` seconds the block is
     cancelled at its next await and ``region.overran`` is set. A pending outer cancellation is
-    delivered at the first await after the block. ``timeout=None`` sets no bound (and no timer):
-    only for blocks whose awaits cannot block, such as closing an in-process generator.
+    delivered at the first await after the block. ``timeout=None`` (or ``inf``) sets no bound (and
+    no timer): only for blocks whose awaits cannot block, such as closing an in-process generator.
+    ``timeout`` is checked here (`checked_duration`): a negative, NaN or non-number raises.
     """
     return Shielded(timeout, what)
 
