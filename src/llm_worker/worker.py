@@ -38,6 +38,7 @@ from .cancel import (
     InterruptKind,
     Outcome,
     cancelled_exc_class,
+    checked_duration,
     move_on_cancel,
     run_cleanup,
 )
@@ -137,9 +138,10 @@ class Worker:
         self.hooks = list(hooks)
         self.max_turns = max_turns
         self.tool_concurrency = tool_concurrency
-        self.tool_grace = tool_grace
+        # Durations are checked here, at the call: ``inf`` means no limit; NaN or < 0 is refused.
+        self.tool_grace = checked_duration(tool_grace, "tool_grace")
         self.tool_errors = tool_errors
-        self.cleanup_timeout = cleanup_timeout
+        self.cleanup_timeout = checked_duration(cleanup_timeout, "cleanup_timeout")
         self.settings = settings or ModelSettings()
         self.deps = deps
         self._history: list[Item] = list(history)
@@ -273,6 +275,7 @@ class Worker:
         self, input: str | None, token: CancelToken | None, timeout: float | None, supersede: bool
     ) -> Run:
         """Register a run synchronously, so a cancel that arrives before it starts is not lost."""
+        limit = checked_duration(timeout, "run timeout")  # before anything is registered
         run_id = uuid.uuid4().hex[:12]
         name = f"run-{run_id}"
         run_token = CancelToken.linked(token, name=name) if token else CancelToken(name)
@@ -289,9 +292,9 @@ class Worker:
             raise
         for previous in superseded:
             previous.token.cancel("superseded by newer input", kind="superseded")
-        if timeout is not None:
+        if limit is not None:
             run.disarm_deadline = run_token.cancel_after(
-                timeout, reason=f"the run timed out after {timeout:g}s"
+                limit, reason=f"the run timed out after {limit:g}s"
             )
         return run
 
@@ -414,7 +417,7 @@ class Worker:
                 cleanup.errors.append(outcome.error)
             if outcome.overran:
                 state = "was abandoned" if outcome.abandoned else "was cancelled"
-                bound = f"{self.cleanup_timeout:g}s"
+                bound = f"{self.cleanup_timeout or 0:g}s"
                 cleanup.errors.append(CleanupOverran(f"{name} overran its {bound} bound; {state}"))
             cleanup.deferred = cleanup.deferred or outcome.deferred
         return cleanup

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import math
 import os
 import sys
 import threading
@@ -271,6 +272,33 @@ async def test_a_superseding_runs_timeout_covers_its_wait_for_the_previous_clean
     assert caught.value.kind == "deadline"
     assert order == ["b ended", "a ended"]
     assert user_texts(worker) == ["a"]
+
+
+# -- 4. durations ----------------------------------------------------------------------------------
+
+
+async def test_an_absurd_run_timeout_never_stops_other_runs_timeouts() -> None:
+    worker = Worker(ScriptedModel(["quick", hanging_text()]))
+    assert (await worker.run("far", timeout=1e10)).output == "quick"
+    with anyio.fail_after(10), pytest.raises(Cancelled) as caught:
+        await worker.run("soon", timeout=0.05)
+    assert caught.value.kind == "deadline"
+
+
+@pytest.mark.parametrize("bad", [math.nan, -1.0, "5", True])
+async def test_a_bad_run_timeout_is_refused_at_the_call_and_holds_nothing(bad: Any) -> None:
+    worker = Worker(ScriptedModel(["fine"]))
+    with pytest.raises((ValueError, TypeError), match="run timeout"):
+        worker.run("x", timeout=bad)
+    assert not worker.running
+    assert (await worker.run("y")).output == "fine"
+
+
+@pytest.mark.parametrize("setting", ["tool_grace", "cleanup_timeout"])
+def test_a_bad_worker_duration_is_refused_when_the_worker_is_built(setting: str) -> None:
+    with pytest.raises(ValueError, match=setting):
+        Worker("offline", **{setting: math.nan})
+    assert getattr(Worker("offline", **{setting: math.inf}), setting) is None
 
 
 # -- 6, 7. clean-up that nothing cuts short --------------------------------------------------------
