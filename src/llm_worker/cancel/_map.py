@@ -192,9 +192,13 @@ class ConcurrentMap(Generic[T]):
 
         unregister = token.on_cancel(on_own_cancel)
         try:
+            # Outside the shield: an outer cancellation that arrived before the call started
+            # (while it waited to be scheduled, or for a slot) means it never starts.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            acquired = await self._acquire_slot(token)
             with anyio.CancelScope(shield=True), anyio.CancelScope() as hard:
                 self._hard_scopes[outcome.index] = hard
-                if await self._acquire_slot(token):
+                if acquired:
                     try:
                         outcome.started = True
                         if self._on_start is not None:
@@ -233,6 +237,8 @@ class ConcurrentMap(Generic[T]):
                 cause = Cause.failure(exc, origin=f"call {outcome.index}")
                 self.group_token.cancel(cause=cause)
         except anyio.get_cancelled_exc_class():
+            if not outcome.started:
+                outcome.status = "cancelled"
             raise
         except BaseException as exc:  # SystemExit, KeyboardInterrupt (trio), a custom one
             outcome.status, outcome.error = "error", exc
