@@ -244,6 +244,16 @@ class _ToolRun:
     returned: bool = False
     value: Any = None
     cancelled_at_return: bool = False
+    thread: threading.Thread | None = None
+    grace: float = 0.0
+    token_cancelled_at: float | None = None  # time.monotonic() of its token's cancel
+    returned_at: float = 0.0
+
+    @property
+    def overran_its_grace(self) -> bool:
+        """It returned after its grace was over: the map may have stopped waiting for it."""
+        cancelled = self.token_cancelled_at
+        return cancelled is not None and self.returned_at - cancelled >= self.grace
 
 
 class _Probe(Hooks):
@@ -304,21 +314,26 @@ class _Probe(Hooks):
         def bind(arguments: Any, **options: Any) -> Callable[[CancelToken], Any]:
             call = original(arguments, **options)
             record = _ToolRun(str(options.get("call_id", "")), tool, not tool.is_async, 0)
+            record.grace = float(options.get("grace", 0.0))
 
             def returned(value: Any, token: CancelToken) -> Any:
+                record.returned_at = time.monotonic()
                 if not inspect.isawaitable(value):
                     record.returned, record.value = True, value
                     record.cancelled_at_return = token.cancelled
                 return value
 
-            def begin() -> None:
+            def begin(token: CancelToken) -> None:
                 record.started = probe.tick()
+                token.on_cancel(lambda: setattr(record, "token_cancelled_at", time.monotonic()))
+                if record.in_thread:
+                    record.thread = threading.current_thread()
                 probe.tool_runs.append(record)
 
             if tool.is_async:
 
                 async def watched_async(token: CancelToken) -> Any:
-                    begin()
+                    begin(token)
                     try:
                         return returned(await call(token), token)
                     finally:
@@ -327,7 +342,7 @@ class _Probe(Hooks):
                 return watched_async
 
             def watched_sync(token: CancelToken) -> Any:
-                begin()
+                begin(token)
                 try:
                     return returned(call(token), token)
                 finally:
@@ -558,6 +573,7 @@ class _SweepRun:
         await self._call_check()
         if self.successor is not None:
             self._check_follow_up(self.successor_outcome, superseding=True)
+            self._check_stream_kept(since=self.ended, until=self.probe.tick())
         elif self.s.follow_up is not None:
             await self._follow_up()
 
@@ -750,15 +766,20 @@ class _SweepRun:
                 self.violation("user-message", f"a {item.type} was added before the input")
                 return
 
-    def _check_stream_kept(self) -> None:
-        """Everything streamed to the run is in the message (and calls) committed for it."""
-        responses = self._responses()
-        commits = self._commits()
+    def _check_stream_kept(self, since: int = 0, until: int | None = None) -> None:
+        """Everything streamed to a run is in the message (and calls) committed for it.
+
+        The swept run by default; ``since``/``until`` (sequence numbers) select a later run.
+        """
+        until = self.ended if until is None else until
+        responses = [r for r in self.probe.responses if since < r.opened < until]
+        commits = [(seq, item) for seq, item in self.probe.commits if since < seq < until]
+        run = "" if since == 0 else "follow-up "
         for number, response in enumerate(responses):
-            until = responses[number + 1].opened if number + 1 < len(responses) else self.ended
-            kept = [item for seq, item in commits if response.opened < seq < until]
+            after = responses[number + 1].opened if number + 1 < len(responses) else until
+            kept = [item for seq, item in commits if response.opened < seq < after]
             message = next((i for i in kept if isinstance(i, AssistantMessage)), None)
-            where = f"response {number + 1}"
+            where = f"{run}response {number + 1}"
             if message is None:
                 if response.has_content:
                     text = response.text()
@@ -840,8 +861,8 @@ class _SweepRun:
             result = results.get(run.call_id)
             if not run.returned or result is None:
                 continue  # it raised or was stopped; an unanswered call is tool-results' job
-            if run.in_thread and result.status == "abandoned":
-                continue  # the map gave up on the thread (reported as such)
+            if run.in_thread and run.overran_its_grace and result.status != "ok":
+                continue  # it ignored its cancel past the grace: the map gave up on it
             rendered = run.tool.render_result(run.value)
             if rendered not in result.content:
                 self.violation(
@@ -876,10 +897,13 @@ class _SweepRun:
         for run in self.probe.tool_runs:
             if run.running and not (run.in_thread and statuses.get(run.call_id) == "abandoned"):
                 self.violation("leak", f"tool call {run.call_id} is still running")
+        tool_threads = {run.thread for run in self.probe.tool_runs if run.running}
         new_threads = [
             thread.name
             for thread in threading.enumerate()
-            if thread not in threads_before and not thread.name.startswith(_POOL_THREADS)
+            if thread not in threads_before
+            and thread not in tool_threads  # checked above, by what their result says
+            and not thread.name.startswith(_POOL_THREADS)
         ]
         if new_threads:
             self.violation("leak", f"thread(s) still running: {', '.join(new_threads)}")
@@ -904,6 +928,7 @@ class _SweepRun:
         except (Exception, TimeoutError) as exc:
             outcome = exc
         self._check_follow_up(outcome, superseding=False)
+        self._check_stream_kept(since=self.ended, until=self.probe.tick())
 
     def _check_follow_up(
         self, outcome: RunResult | BaseException | None, *, superseding: bool
