@@ -26,6 +26,7 @@ from llm_worker import worker as worker_module
 from llm_worker.cancel import Cause
 from llm_worker.errors import Cancelled
 from llm_worker.events import StreamEvent
+from llm_worker.hooks import overrides
 from llm_worker.items import AssistantMessage, Item, ToolCall, ToolResult, UserMessage
 from llm_worker.models import Model, ModelRequest
 from llm_worker.result import RunResult
@@ -52,8 +53,8 @@ def text_scenario(model: Callable[[Model], Model] = lambda m: m) -> Callable[[],
     """A four-delta answer, and one for the follow-up."""
 
     def make() -> Worker:
-        script = [Script.text("One two three four.", chunks=4), "Follow-up."]
-        return Worker(model(ScriptedModel(script)))
+        scripted = ScriptedModel([Script.text("One two three four.", chunks=4), "Follow-up."])
+        return Worker(model(scripted))
 
     return make
 
@@ -62,12 +63,14 @@ def tool_scenario() -> Callable[[], Worker]:
     """A call streamed in fragments, a tool that keeps partial output, an answer, a follow-up."""
 
     def make() -> Worker:
-        script = [
-            Script.tool_calls(("crawl", {"steps": 4}), fragments=3),
-            Script.text("Crawled.", chunks=2),
-            "Follow-up.",
-        ]
-        return Worker(ScriptedModel(script), tools=[crawl], tool_grace=1.0)
+        scripted = ScriptedModel(
+            [
+                Script.tool_calls(("crawl", {"steps": 4}), fragments=3),
+                Script.text("Crawled.", chunks=2),
+                "Follow-up.",
+            ]
+        )
+        return Worker(scripted, tools=[crawl], tool_grace=1.0)
 
     return make
 
@@ -236,7 +239,8 @@ class _StubbornEvents:
 
     async def __anext__(self) -> StreamEvent:
         with anyio.CancelScope(shield=True):
-            return await self._inner.__anext__()
+            event = await self._inner.__anext__()
+        return event
 
 
 @pytest.mark.parametrize("how", ["cancel", "thread"])
@@ -254,10 +258,8 @@ async def test_a_lost_cancel_is_reported(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 async def test_a_skipped_on_abort_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = worker_module.overrides
-
     def no_on_abort(hooks: Hooks, point: str) -> bool:
-        return point != "on_abort" and original(hooks, point)
+        return point != "on_abort" and overrides(hooks, point)
 
     monkeypatch.setattr(worker_module, "overrides", no_on_abort)
     assert_reported(await sweep(text_scenario()), "on-abort")
@@ -398,8 +400,8 @@ def stubborn(ctx: ToolContext) -> str:
 
 
 def stubborn_scenario() -> Worker:
-    script = [Script.tool_calls(("stubborn", {})), "Done.", "Follow-up."]
-    return Worker(ScriptedModel(script), tools=[stubborn], tool_grace=0.03)
+    scripted = ScriptedModel([Script.tool_calls(("stubborn", {})), "Done.", "Follow-up."])
+    return Worker(scripted, tools=[stubborn], tool_grace=0.03)
 
 
 async def test_an_abandoned_thread_reported_as_such_is_not_a_leak() -> None:

@@ -30,7 +30,7 @@ import itertools
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -155,15 +155,17 @@ class SweepReport:
         counted = ", ".join(f"{name} ×{n}" for name, n in self.counts().items())
         return f"{line}; {len(self.findings)} violations: {counted}"
 
-    def raise_for_violations(self) -> None:
-        """Raise AssertionError naming each violated invariant (for use in tests)."""
-        if self.findings:
-            shown = "\n".join(self.violations[:20])
-            more = len(self.findings) - 20
-            extra = f"\n… and {more} more" if more > 0 else ""
-            raise AssertionError(
-                f"cancellation sweep found violations — {self.summary()}\n{shown}{extra}"
-            )
+    def raise_for_violations(self, per_invariant: int = 5) -> None:
+        """Raise AssertionError naming each violated invariant, with its first few cases."""
+        if not self.findings:
+            return
+        lines = [f"cancellation sweep found violations — {self.summary()}"]
+        for invariant, count in self.counts().items():
+            cases = [f for f in self.findings if f.invariant == invariant][:per_invariant]
+            lines.extend(str(case) for case in cases)
+            if count > len(cases):
+                lines.append(f"… and {count - len(cases)} more {invariant}")
+        raise AssertionError("\n".join(lines))
 
 
 def history_violations(history: Sequence[Item]) -> list[str]:
@@ -524,7 +526,7 @@ class _SweepRun:
         self.acknowledged: bool | None = None
         self.ended = 0  # seq when run() returned or raised
         self.added: list[Item] = []
-        self.successor: Any = None  # the superseding run's coroutine
+        self.successor: Coroutine[Any, Any, RunResult] | None = None  # the superseding run
         self.successor_outcome: RunResult | BaseException | None = None
         self.deadline_at = 0.0
 
@@ -621,9 +623,10 @@ class _SweepRun:
         give_up = time.monotonic() + 5.0
         while tokens and not tokens[0].cancelled and time.monotonic() < give_up:
             time.sleep(0.0005)
-        return bool(tokens) and tokens[0].cancelled
+        return tokens[0].cancelled if tokens else True  # unseen token: cannot tell, say yes
 
     async def _await_successor(self) -> None:
+        assert self.successor is not None
         try:
             self.successor_outcome = await self.successor
         except RunError as exc:
