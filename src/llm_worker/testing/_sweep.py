@@ -72,9 +72,10 @@ _EXPECTED_KIND = {
     "timeout": "deadline",
     "supersede": "superseded",
 }
-# A cancel from another thread reaches the loop one iteration later: one more stream event may
-# arrive (DESIGN §2.2.3, "about one loop iteration"). From the loop's own thread, none may.
-_EVENTS_ALLOWED_AFTER_ACK = {"thread": 1, "timeout": 1}
+# A cancel from another thread (a Stop button, the deadline timer) reaches the loop up to one
+# iteration later (DESIGN §2.2.3, "about one loop iteration"): one more stream event may arrive,
+# and a tool may start in the loop turn the cancel lands in. From the loop's own thread, none may.
+_CROSS_THREAD = frozenset({"thread", "timeout"})
 _POOL_THREADS = ("AnyIO worker thread", "Trio thread", "asyncio_", "llm-worker-deadlines")
 
 INVARIANTS: dict[str, str] = {
@@ -242,6 +243,7 @@ class _ToolRun:
     tool: Tool[..., Any]
     in_thread: bool
     started: int
+    clock: int = 0  # the sweep's clock when it started
     running: bool = True
     returned: bool = False
     value: Any = None
@@ -274,7 +276,7 @@ class _Probe(Hooks):
         self.boundaries: list[tuple[int, RunBoundary]] = []
         self.aborts: list[str] = []  # run ids
         self.tokens: dict[str, CancelToken] = {}
-        self.token_cancelled: dict[str, int] = {}
+        self.token_cancelled: dict[str, tuple[int, int]] = {}  # run id -> (seq, clock)
 
     def tick(self) -> int:
         return next(self._seq)
@@ -294,7 +296,9 @@ class _Probe(Hooks):
         if ctx.run_id not in self.tokens:
             self.tokens[ctx.run_id] = ctx.token
             run_id = ctx.run_id
-            ctx.token.on_cancel(lambda: self.token_cancelled.setdefault(run_id, self.tick()))
+            ctx.token.on_cancel(
+                lambda: self.token_cancelled.setdefault(run_id, (self.tick(), self.clock))
+            )
 
     async def on_prompt_submit(self, ctx: HookContext, message: UserMessage) -> Decision:
         self._see(ctx)
@@ -326,7 +330,7 @@ class _Probe(Hooks):
                 return value
 
             def begin(token: CancelToken) -> None:
-                record.started = probe.tick()
+                record.started, record.clock = probe.tick(), probe.clock
                 token.on_cancel(lambda: setattr(record, "token_cancelled_at", time.monotonic()))
                 if record.in_thread:
                     record.thread = threading.current_thread()
@@ -523,6 +527,7 @@ class _SweepRun:
         self.token = CancelToken("sweep") if settings.how == "token" else None
         self.outcome: RunResult | BaseException | None = None
         self.fired: int | None = None  # seq when the stop was requested
+        self.fired_clock = 0
         self.acknowledged: bool | None = None
         self.ended = 0  # seq when run() returned or raised
         self.added: list[Item] = []
@@ -588,7 +593,7 @@ class _SweepRun:
                 await anyio.lowlevel.checkpoint()
                 self.probe.clock += 1
             self.acknowledged = self._stop(run_scope, group)
-            self.fired = self.probe.tick()
+            self.fired, self.fired_clock = self.probe.tick(), self.probe.clock
             while True:
                 await anyio.lowlevel.checkpoint()
                 self.probe.clock += 1
@@ -639,13 +644,15 @@ class _SweepRun:
         return next(iter(self.probe.tokens), None)
 
     @property
-    def ack(self) -> int | None:
-        """When the stop was acknowledged: once the sweep's stop returned (the loop did nothing
-        in between), or when the run's token was cancelled if that came first (a deadline)."""
+    def ack(self) -> tuple[int, int] | None:
+        """When the stop was acknowledged, as (seq, clock): once the sweep's stop returned (the
+        loop did nothing in between), or when the run's token was cancelled if that came first
+        (a deadline that fired early)."""
+        fired = None if self.fired is None else (self.fired, self.fired_clock)
         cancelled = self.probe.token_cancelled.get(self.run_id or "")
-        if cancelled is not None and cancelled < self.ended:
-            return cancelled if self.fired is None else min(cancelled, self.fired)
-        return self.fired
+        if cancelled is not None and cancelled[0] < self.ended:
+            return cancelled if fired is None else min(cancelled, fired)
+        return fired
 
     @property
     def interrupted(self) -> bool:
@@ -718,9 +725,10 @@ class _SweepRun:
 
     def _went_on_after_the_cancel(self) -> bool:
         """Report new work the run started after the stop took effect; True if there was any."""
-        ack = self.ack
-        if ack is None:
+        if self.ack is None:
             return False
+        ack, ack_clock = self.ack
+        latency = 1 if self.s.how in _CROSS_THREAD else 0  # loop turns the cancel may take
         found = False
         for response in self._responses():
             if response.opened > ack:
@@ -728,7 +736,8 @@ class _SweepRun:
                 found = True
         for run in self.probe.tool_runs:
             # A thread may begin a call the map dispatched before the cancel: only async count.
-            if not run.in_thread and ack < run.started < self.ended:
+            late = ack < run.started < self.ended and run.clock > ack_clock + latency
+            if not run.in_thread and late:
                 self.violation(
                     "cancel-ignored", f"tool call {run.call_id} started after the cancel"
                 )
@@ -740,7 +749,7 @@ class _SweepRun:
                 for d in r.events
                 if d.waited and d.asked > ack and d.at < self.ended
             ]
-            if len(waited) > _EVENTS_ALLOWED_AFTER_ACK.get(self.s.how, 0):
+            if len(waited) > latency:
                 self.violation(
                     "cancel-ignored",
                     f"the run waited for {len(waited)} more model events after the cancel was "
