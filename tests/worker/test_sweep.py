@@ -9,7 +9,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from llm_worker import Hooks, Pause, ToolCall, ToolContext, Worker, tool
+from llm_worker import Hooks, Pause, ToolCall, ToolContext, UserMessage, Worker, tool
 from llm_worker.hooks import HookContext
 from llm_worker.testing._scripted import Script, ScriptedModel
 from llm_worker.testing._sweep import SweepMode, cancellation_sweep
@@ -51,6 +51,14 @@ class PauseBeforeTools(Hooks):
         return Pause("needs approval")
 
 
+class ScreenThePrompt(Hooks):
+    """An async prompt hook (a moderation call, say): three awaits before the run goes on."""
+
+    async def on_prompt_submit(self, ctx: HookContext, message: UserMessage) -> None:
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+
+
 def scenario(name: str) -> Callable[[], Worker]:
     follow_up = Script.text("Follow-up answer.", chunks=2)
     scripts: dict[str, tuple[list[Any], dict[str, Any]]] = {
@@ -78,6 +86,10 @@ def scenario(name: str) -> Callable[[], Worker]:
             [Script.tool_calls(("lookup", {"key": "a"}))],
             {"tools": [lookup], "hooks": [PauseBeforeTools()]},
         ),
+        "hook that screens the prompt": (
+            [Script.text("Screened.", chunks=2)],
+            {"hooks": [ScreenThePrompt()]},
+        ),
     }
     responses, options = scripts[name]
 
@@ -94,7 +106,30 @@ SCENARIOS = [
     "slow cooperative tool",
     "sync tool",
     "hook that pauses",
+    pytest.param(
+        "hook that screens the prompt",
+        marks=pytest.mark.xfail(
+            strict=True,
+            reason="known hole (lead is fixing worker.py): a cancel while an async "
+            "on_prompt_submit hook awaits loses the user message (user-message)",
+        ),
+    ),
 ]
+
+# The sweep found this in the worker as it is: with an outer cancellation, a tool task the
+# ConcurrentMap had spawned but not yet run (or that was waiting for its slot) still starts its
+# tool, before the outer cancel reaches the calls' tokens (cancel-ignored: "tool call ... started
+# after the cancel"). Deterministic on asyncio; on trio, whose scheduling order is random, it
+# shows in most runs but not all, hence strict=False there.
+EXTERNAL_TOOL_START = (
+    "known hole (cancel/_map.py): a tool starts after the awaiting task was cancelled"
+)
+
+
+def mark_known_holes(request: pytest.FixtureRequest, name: str, how: str, backend: Any) -> None:
+    if how == "external" and name in ("parallel tool calls", "slow cooperative tool"):
+        strict = backend[0] != "trio"
+        request.applymarker(pytest.mark.xfail(strict=strict, reason=EXTERNAL_TOOL_START))
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -108,11 +143,12 @@ async def test_cancelling_at_every_checkpoint_keeps_every_invariant(
     record_sweep(f"worker / {name} / cancel", report)
 
 
-@pytest.mark.parametrize("how", ["token", "external", "thread"])
-@pytest.mark.parametrize("name", ["parallel tool calls", "slow cooperative tool"])
+@pytest.mark.parametrize("how", ["token", "thread", "timeout", "supersede", "external"])
+@pytest.mark.parametrize("name", ["plain text", "parallel tool calls", "slow cooperative tool"])
 async def test_every_way_of_cancelling_keeps_every_invariant(
-    name: str, how: SweepMode, record_sweep: Any
+    name: str, how: SweepMode, record_sweep: Any, request: pytest.FixtureRequest, anyio_backend: Any
 ) -> None:
+    mark_known_holes(request, name, how, anyio_backend)
     report = await cancellation_sweep(scenario(name), "Go.", how=how)
     report.raise_for_violations()
     assert report.cancelled > 0
@@ -131,4 +167,5 @@ async def test_the_sweep_detects_a_broken_invariant() -> None:
 
     report = await cancellation_sweep(broken, "Go.", follow_up=None)
     assert not report.ok
+    assert "tool-results" in report.counts()
     assert any("unanswered" in v or "before the results" in v for v in report.violations)

@@ -4,7 +4,8 @@
 * `FakeProviderServer` / `Reply` — a real HTTP server on 127.0.0.1 that speaks the OpenAI Chat,
   OpenAI Responses, Anthropic Messages and Ollama wire protocols, replays recorded streams and can
   be scripted to misbehave (429/500/529, dropped connections, malformed chunks, stalls).
-* `cancellation_sweep` — cancels a scenario at every await point and checks every invariant.
+* `cancellation_sweep` — cancels a scenario at every await point and checks every invariant
+  (`INVARIANTS` names them; a `SweepReport` counts each `Violation`).
 """
 
 from ._fake_replies import (
@@ -17,9 +18,17 @@ from ._fake_replies import (
 )
 from ._fake_server import FakeProviderServer, RecordedRequest, ServerStats
 from ._scripted import Script, ScriptedModel, ScriptExhausted
-from ._sweep import SweepReport, cancellation_sweep, history_violations
+from ._sweep import (
+    INVARIANTS,
+    SweepMode,
+    SweepReport,
+    Violation,
+    cancellation_sweep,
+    history_violations,
+)
 
 __all__ = [
+    "INVARIANTS",
     "CassetteReply",
     "ErrorReply",
     "FakeProviderServer",
@@ -32,7 +41,9 @@ __all__ = [
     "ServerStats",
     "StreamOptions",
     "StreamReply",
+    "SweepMode",
     "SweepReport",
+    "Violation",
     "cancellation_sweep",
     "history_violations",
 ]
