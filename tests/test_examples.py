@@ -78,15 +78,8 @@ def run_example(path: Path) -> subprocess.CompletedProcess[str]:
 
 # The stronger sweep finds a known hole there (cancel/_map.py): with an outer cancellation a
 # tool may still start after it. Remove the mark once it is fixed.
-KNOWN_HOLES = {
-    "cancellation_sweep.py": "known hole: a tool starts after the awaiting task was cancelled",
-}
-
-
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_runs(path: Path, request: pytest.FixtureRequest) -> None:
-    if path.name in KNOWN_HOLES:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=KNOWN_HOLES[path.name]))
+def test_example_runs(path: Path) -> None:
     done = run_example(path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()

@@ -106,30 +106,8 @@ SCENARIOS = [
     "slow cooperative tool",
     "sync tool",
     "hook that pauses",
-    pytest.param(
-        "hook that screens the prompt",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="known hole (lead is fixing worker.py): a cancel while an async "
-            "on_prompt_submit hook awaits loses the user message (user-message)",
-        ),
-    ),
+    "hook that screens the prompt",
 ]
-
-# The sweep found this in the worker as it is: with an outer cancellation, a tool task the
-# ConcurrentMap had spawned but not yet run (or that was waiting for its slot) still starts its
-# tool, before the outer cancel reaches the calls' tokens (cancel-ignored: "tool call ... started
-# after the cancel"). Deterministic on asyncio; on trio, whose scheduling order is random, it
-# shows in most runs but not all, hence strict=False there.
-EXTERNAL_TOOL_START = (
-    "known hole (cancel/_map.py): a tool starts after the awaiting task was cancelled"
-)
-
-
-def mark_known_holes(request: pytest.FixtureRequest, name: str, how: str, backend: Any) -> None:
-    if how == "external" and name in ("parallel tool calls", "slow cooperative tool"):
-        strict = backend[0] != "trio"
-        request.applymarker(pytest.mark.xfail(strict=strict, reason=EXTERNAL_TOOL_START))
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -146,9 +124,8 @@ async def test_cancelling_at_every_checkpoint_keeps_every_invariant(
 @pytest.mark.parametrize("how", ["token", "thread", "timeout", "supersede", "external"])
 @pytest.mark.parametrize("name", ["plain text", "parallel tool calls", "slow cooperative tool"])
 async def test_every_way_of_cancelling_keeps_every_invariant(
-    name: str, how: SweepMode, record_sweep: Any, request: pytest.FixtureRequest, anyio_backend: Any
+    name: str, how: SweepMode, record_sweep: Any
 ) -> None:
-    mark_known_holes(request, name, how, anyio_backend)
     report = await cancellation_sweep(scenario(name), "Go.", how=how)
     report.raise_for_violations()
     assert report.cancelled > 0

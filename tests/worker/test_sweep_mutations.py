@@ -22,6 +22,7 @@ import pytest
 import sniffio
 
 from llm_worker import Hooks, ToolContext, Worker, tool
+from llm_worker import _runs as runs_module
 from llm_worker import worker as worker_module
 from llm_worker.cancel import Cause
 from llm_worker.errors import Cancelled
@@ -339,7 +340,7 @@ async def test_an_outer_cancellation_turned_into_cancelled_is_reported(
 
 
 async def test_a_partial_result_missing_items_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = worker_module._Run.result
+    original = runs_module.Run.result
 
     def short(self: Any, status: Any) -> RunResult:
         result = original(self, status)
@@ -347,7 +348,7 @@ async def test_a_partial_result_missing_items_is_reported(monkeypatch: pytest.Mo
             return dataclasses.replace(result, items=result.items[:-1])
         return result
 
-    monkeypatch.setattr(worker_module._Run, "result", short)
+    monkeypatch.setattr(runs_module.Run, "result", short)
     assert_reported(await sweep(text_scenario()), "partial")
 
 
