@@ -1115,6 +1115,8 @@ def _check_name(name: str) -> None:
         raise ValueError(f"a session name must be at most {_MAX_NAME} characters")
     if any(ord(char) < 32 or ord(char) == 127 for char in name):
         raise ValueError("a session name must not contain control characters")
+    if _SURROGATE.search(name):
+        raise ValueError("a session name must be valid Unicode (it holds a lone surrogate)")
 
 
 @contextmanager
