@@ -278,3 +278,13 @@ def test_stored_rows_are_plain_json_readable_by_load_item(tmp_path: Path) -> Non
     finally:
         conn.close()
     assert texts([load_item(data)]) == ["x\ufffdy"]
+
+
+def test_a_session_name_that_is_not_valid_unicode_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    with SQLiteStore(path) as store:
+        with pytest.raises(ValueError, match="valid Unicode"):
+            store.open_session("name-\udcff")
+        assert store.sessions() == []
