@@ -7,6 +7,8 @@ How it is put together (each module states its own invariants):
 * `_config` — flags, environment and a session's stored settings → store, session, model, tools.
 * `_runtime` — the event-loop thread, Ctrl-C and SIGTERM, and running one turn.
 * `_views` — one turn's events as JSON lines, plain text or a styled terminal.
+* `_safe` — the one sanitiser: what came from a model, a tool, a server or a stored session
+  is printed with control characters, bidi overrides and keys made harmless.
 * `_run`, `_chat`, `_sessions` — the commands.
 
 The main thread parses flags, reads input and handles signals; the event loop runs in a helper

@@ -3,7 +3,9 @@
 Invariants:
 * `main` never lets a traceback out (``LLM_WORKER_DEBUG=1`` shows one for unexpected errors):
   `CLIError` and `StoreError` become one ``llm-worker: error: …`` line; a Ctrl-C outside a turn
-  (start-up, reading stdin) is "interrupted" and 130; a closed stdout is 141.
+  (start-up, reading stdin) is "interrupted" and 130; a closed stdout is 141. Every such line
+  is made safe to print (`_safe`): an error quoting a server or a model cannot drive the
+  terminal, and no key from the environment is shown.
 * Importing this module imports only the standard library and the CLI's own modules; each
   command imports what it needs (rich, the store, the providers) when it runs.
 """
@@ -26,11 +28,13 @@ from ._common import (
     PROG,
     CLIError,
     error_line,
+    log_to_stderr,
     silence_stdout,
     stderr_line,
 )
 from ._config import TOOLSETS
 from ._run import cmd_run
+from ._safe import valid_text, visible
 from ._sessions import cmd_delete, cmd_sessions, cmd_show
 
 ENV_HELP = """\
@@ -45,10 +49,14 @@ exit status: 0 done, 1 failed, 2 bad usage, 124 timed out, 130 Ctrl-C, 143 SIGTE
 """
 
 
+_TEXT_ARGUMENTS = ("prompt", "system", "session", "name")  # text, not paths or URLs
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (with a pointer to --help), not a usage dump."""
 
     def error(self, message: str) -> NoReturn:
+        message = visible(" ".join(message.split()), one_line=True)  # it may quote the input
         self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -174,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    for text_argument in _TEXT_ARGUMENTS:  # undecodable bytes: U+FFFD, not a crash later
+        value = getattr(args, text_argument, None)
+        if isinstance(value, str):
+            setattr(args, text_argument, valid_text(value))
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
@@ -181,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..store import StoreError
 
     try:
-        return handler(args)
+        with log_to_stderr():
+            return handler(args)
     except CLIError as exc:
         error_line(exc.message)
         return exc.code

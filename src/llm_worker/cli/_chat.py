@@ -10,7 +10,12 @@ Invariants:
 * The worker is made at the first turn, after calls a previous run left pending are answered
   (unless that turn is ``/resume``, which runs them); it lives until the chat ends, so the
   history in memory and in the session stay one and the same.
-* The session is flushed and the model closed however the chat ends.
+* The session is flushed and the model closed however the chat ends. A write that fails
+  does not stop an answer (the store keeps the items and retries them at the next commit); the
+  chat says so after the turn, and a failure that outlasts the chat is `main`'s error line.
+* Every line the chat prints is made safe (`_safe.visible`): the chat's own lines go through
+  `_Say`, the answers through the views. Input lines are made valid text (U+FFFD for bytes
+  that are not UTF-8) where they enter.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ._common import (
     describe_error,
 )
 from ._runtime import Interrupts, close_model, event_loop, run_turn
+from ._safe import valid_text, visible
 from ._sessions import print_transcript
 from ._views import PlainView, TerminalView, View, status_line
 
@@ -58,8 +64,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace, opened: _config.Opened) -> int:
+    from ..store import StoreError
+
     session, model, spec, tools = opened.session, opened.model, opened.spec, opened.tools
     stdout, _ = consoles()
+    with contextlib.suppress(AttributeError, ValueError):  # not UTF-8: U+FFFD, not an error
+        sys.stdin.reconfigure(errors="replace")  # type: ignore[union-attr]
     interactive = sys.stdin.isatty()
     terminal = stdout.is_terminal
     if interactive:
@@ -77,7 +87,8 @@ def _chat(args: argparse.Namespace, opened: _config.Opened) -> int:
                 portal.call(close_model, model)
     finally:
         interrupts.uninstall()
-        session.flush()
+        with contextlib.suppress(StoreError):  # still failing: closing the session reports it
+            session.flush()
         say.goodbye(session)
 
 
@@ -102,6 +113,7 @@ def _chat_loop(
         except KeyboardInterrupt:
             say.newline_if_terminal()
             return EXIT_OK
+        line = valid_text(line)
         text = line.strip()
         if not text:
             continue
@@ -153,12 +165,14 @@ class _Say:
         return "> "
 
     def plain(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(visible(text), markup=False, highlight=False)
 
     def note(self, text: str, style: str = "dim") -> None:
+        """One of the chat's lines; it may quote a server or a session, so it is made safe."""
         from rich.text import Text
 
-        self.console.print(Text(text, style=style if self.terminal else ""), highlight=False)
+        line = Text(visible(text, one_line=True), style=style if self.terminal else "")
+        self.console.print(line, highlight=False)
 
     def newline_if_terminal(self) -> None:
         if sys.stdin.isatty():
@@ -168,10 +182,10 @@ class _Say:
         from rich.text import Text
 
         names = ", ".join(tool.name for tool in tools) or "none (--tools demo adds some)"
-        title = Text.assemble(
-            ("llm-worker chat", "bold"),
-            (f" · model {spec} · session {session.name} · tools: {names}", "dim"),
+        details = visible(
+            f" · model {spec} · session {session.name} · tools: {names}", one_line=True
         )
+        title = Text.assemble(("llm-worker chat", "bold"), (details, "dim"))
         self.console.print(title if self.terminal else title.plain, highlight=False)
         if session.history:
             count = len(session.history)
@@ -195,9 +209,15 @@ class _Say:
             self.note(message, "yellow" if code != EXIT_FAILED else "red")
         elif turn.result is not None and turn.result.status == "limit_reached":
             self.note("stopped: the turn limit was reached (/resume continues)", "yellow")
+        if session.unsaved:
+            self.note(
+                f"{session.unsaved} item(s) not saved yet ({session.error}); "
+                "they are kept and written with the next answer or when the chat ends",
+                "red",
+            )
         if self.terminal:
             self.note(status_line(spec, turn, session))
 
     def goodbye(self, session: Session) -> None:
-        if sys.stdin.isatty():
+        if sys.stdin.isatty() and not session.unsaved:
             self.note(f"saved · continue with: {PROG} chat --session {session.name}")

@@ -2,7 +2,10 @@
 
 Invariants:
 * A problem for the user is one ``llm-worker: …`` line on stderr (`stderr_line`), never a
-  traceback; writing it never raises, even when stderr is closed.
+  traceback; writing it never raises, even when stderr is closed. The line is made safe by
+  `_safe.visible` (it often quotes a server, a model or a path): no escape sequence and no
+  key reaches the terminal through it. Log records of the library (warnings and worse) are
+  written the same way while a command runs (`log_to_stderr`).
 * Each exit status means one thing (see `llm_worker.cli`); `describe_error` is the one place
   that maps a run's error to its status, for ``run`` and ``chat`` alike.
 * Nothing here imports rich or the library's heavy modules at import time: ``--help`` and usage
@@ -12,9 +15,13 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
+
+from ._safe import visible
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -50,11 +57,42 @@ def error_line(message: str) -> None:
 
 
 def stderr_line(message: str) -> None:
-    """One ``llm-worker: …`` line on stderr (collapsed to one line whatever the message)."""
-    text = " ".join(message.split())
+    """One ``llm-worker: …`` line on stderr (collapsed to one line whatever the message, and
+    made safe to print: controls escaped, keys redacted)."""
+    text = visible(" ".join(message.split()), one_line=True)
     with contextlib.suppress(OSError, ValueError):
         sys.stderr.write(f"{PROG}: {text}\n")
         sys.stderr.flush()
+
+
+class _StderrLines(logging.Handler):
+    """Log records as ``llm-worker: warning: …`` lines, through `stderr_line`.
+
+    The store's records are left out: the commands report its failures themselves, once
+    (`PersistenceFailed` from closing the session, the chat's note after a turn).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "llm_worker.store" or record.name.startswith("llm_worker.store."):
+            return
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string in a record: show what there is
+            message = str(record.msg)
+        stderr_line(f"{record.levelname.lower()}: {message}")
+
+
+@contextlib.contextmanager
+def log_to_stderr() -> Iterator[None]:
+    """While a command runs, the library's warnings (and worse) are safe stderr lines, instead
+    of Python's raw last-resort output."""
+    library = logging.getLogger("llm_worker")
+    handler = _StderrLines(logging.WARNING)
+    library.addHandler(handler)
+    try:
+        yield
+    finally:
+        library.removeHandler(handler)
 
 
 def silence_stdout() -> None:

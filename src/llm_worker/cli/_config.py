@@ -161,9 +161,12 @@ def _open_session(store: SQLiteStore, args: argparse.Namespace, kind: str) -> Op
     model = build_model(spec, args.base_url)  # before the session: a bad spec changes nothing
     metadata = {TOOLS_KEY: args.tools} if args.tools else None
     if args.session:
-        session = store.open_session(
-            args.session, model=spec, system=args.system, metadata=metadata
-        )
+        try:
+            session = store.open_session(
+                args.session, model=spec, system=args.system, metadata=metadata
+            )
+        except ValueError as exc:  # a name the store refuses (control characters, too long)
+            raise CLIError(f"bad session name {args.session!r}: {exc}", EXIT_USAGE) from None
     else:
         session = _fresh_session(store, kind, spec, args.system, metadata)
     return Opened(session, model, spec, tools)

@@ -8,12 +8,18 @@ Invariants:
 * A Ctrl-C before the turn starts is a plain `KeyboardInterrupt` (exit 130, nothing said yet);
   during the turn it cancels the turn (see `_runtime`), which ends with exit 130 and a line
   saying what was kept. ``--timeout`` ends the same way with 124, SIGTERM with 143.
+* A write to the session that fails during the turn does not stop it (the store keeps the
+  items and retries them); after the turn is reported, closing the session tries once more and
+  a failure is one ``error:`` line with status 1 (`PersistenceFailed`).
+* The prompt is made valid text where it enters: undecodable bytes (argument or stdin) become
+  U+FFFD.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from . import _config
 from ._common import (
@@ -32,7 +38,12 @@ from ._common import (
     stderr_line,
 )
 from ._runtime import Interrupts, close_model, event_loop, run_turn
+from ._safe import valid_text, visible
 from ._views import JsonView, PlainView, TerminalView, View, status_line
+
+if TYPE_CHECKING:
+    from ..store import Session
+    from ._runtime import Turn
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -52,10 +63,19 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
     if prompt is None or prompt == "-":
         if sys.stdin is None or sys.stdin.isatty():
             raise CLIError("no prompt: pass one as an argument or on stdin", EXIT_USAGE)
-        prompt = sys.stdin.read()
+        prompt = _read_stdin()
     if not prompt.strip():
         raise CLIError("the prompt is empty", EXIT_USAGE)
-    return prompt
+    return valid_text(prompt)
+
+
+def _read_stdin() -> str:
+    """All of stdin as text; bytes that are not UTF-8 become U+FFFD instead of an error."""
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # replaced by a text-only stream (tests, embedding)
+        return str(sys.stdin.read())
+    data: bytes = binary.read()
+    return data.decode("utf-8", "replace")
 
 
 def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: str | None) -> int:
@@ -73,7 +93,8 @@ def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: st
     elif terminal:
         stdout, stderr = consoles()
         if session.recovery is not None:
-            stderr.print(f"{PROG}: {session.recovery.describe()}", style="dim", markup=False)
+            line = visible(f"{PROG}: {session.recovery.describe()}", one_line=True)
+            stderr.print(line, style="dim", markup=False, highlight=False)
         view = TerminalView(stdout)
     else:
         view = PlainView(sys.stdout)
@@ -88,11 +109,28 @@ def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: st
                 portal.call(close_model, model)
     finally:
         interrupts.uninstall()
-    session.flush()
+    code = _report(args, session, spec, turn, view, terminal)
+    if session.unsaved:
+        # A write failed during the turn (the store kept the items and the turn went on):
+        # one last try; if it fails too, `main` reports it as one error line, status 1.
+        session.close()
+    return code
+
+
+def _report(
+    args: argparse.Namespace,
+    session: Session,
+    spec: str,
+    turn: Turn,
+    view: View,
+    terminal: bool,
+) -> int:
+    """Say how the turn ended (stderr, and the status line on a terminal); return the status."""
     if view.broken:
         return EXIT_BROKEN_PIPE
     if terminal and turn.result is not None:
-        consoles()[1].print(status_line(spec, turn, session), style="dim", highlight=False)
+        line = visible(status_line(spec, turn, session), one_line=True)
+        consoles()[1].print(line, style="dim", markup=False, highlight=False)
     if turn.error is not None:
         message, code = describe_error(turn.error, args.timeout)
         if code in (EXIT_INTERRUPTED, EXIT_TIMEOUT, EXIT_TERMINATED):

@@ -7,7 +7,9 @@ Invariants:
   work while a ``run`` or ``chat`` holds the session; ``delete`` refuses a session in use.
 * No event loop and no await: a Ctrl-C is a plain `KeyboardInterrupt` (``main``: status 130)
   and the database is left as it was (each write is one transaction).
-* Content is printed verbatim, never read as rich markup.
+* Content is never read as rich markup (cells and lines are `rich.text.Text`), and never
+  printed raw: everything stored — names, model specs, system prompts, messages, tool output,
+  run reasons — goes through `_safe.visible` (JSON output through `_safe.json_safe`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 from . import _config
 from ._common import EXIT_OK, CLIError, consoles, isatty
 from ._config import TOOLS_KEY
-from ._views import ICONS, format_arguments, shorten
+from ._safe import json_safe, visible
+from ._views import ICONS, format_arguments, json_line, shorten
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,14 +44,15 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             infos = store.sessions()
     if args.json:
         for info in infos:
-            sys.stdout.write(json.dumps(_info_json(info)) + "\n")
+            sys.stdout.write(json_safe(json.dumps(_info_json(info))) + "\n")
         return EXIT_OK
     if not infos:
         where = store.path if store is not None else _config.db_path(args)[0]
-        sys.stdout.write(f"no sessions yet (database: {where})\n")
+        sys.stdout.write(visible(f"no sessions yet (database: {where})") + "\n")
         return EXIT_OK
     if isatty(sys.stdout):
         from rich.table import Table
+        from rich.text import Text
 
         stdout, _ = consoles()
 
@@ -62,21 +66,17 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         ):
             table.add_column(column, justify=justify)  # type: ignore[arg-type]
         for info in infos:
+            cells = (info.name, info.model or "", str(info.items), _when(info.updated_at))
             table.add_row(
-                info.name,
-                info.model or "",
-                str(info.items),
-                _when(info.updated_at),
-                info.status,
+                *(Text(visible(cell, one_line=True)) for cell in (*cells, info.status)),
                 style=_status_style(info.status),
             )
         stdout.print(table)
     else:
-        rows = [("NAME", "MODEL", "ITEMS", "LAST ACTIVITY", "STATUS")]
-        rows += [
-            (i.name, i.model or "-", str(i.items), _local(i.updated_at), i.status or "-")
-            for i in infos
-        ]
+        rows: list[tuple[str, ...]] = [("NAME", "MODEL", "ITEMS", "LAST ACTIVITY", "STATUS")]
+        for i in infos:
+            fields = (i.name, i.model or "-", str(i.items), _local(i.updated_at), i.status or "-")
+            rows.append(tuple(visible(cell, one_line=True) for cell in fields))
         widths = [max(len(row[c]) for row in rows) for c in range(5)]
         for row in rows:
             sys.stdout.write(
@@ -151,14 +151,12 @@ def _store_of(args: argparse.Namespace) -> Iterator[SQLiteStore]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from ..items import dump_item
-
     with _store_of(args) as store:
         info = store.session_info(args.name)
         history = store.load_history(args.name)
     if args.json:
         for item in history:
-            sys.stdout.write(dump_item(item) + "\n")
+            sys.stdout.write(json_line(item) + "\n")
         return EXIT_OK
     title = f"session {info.name}"
     toolset = info.metadata.get(TOOLS_KEY, "none")
@@ -168,18 +166,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         + f" · created {_local(info.created_at)} · last activity {_local(info.updated_at)}"
         + (f" · {info.status}" if info.status else "")
     )
+    title, details = visible(title, one_line=True), visible(details, one_line=True)
+    system = visible(info.system) if info.system else ""
     if not isatty(sys.stdout):
         sys.stdout.write(title + details + "\n")
-        if info.system:
-            sys.stdout.write(f"system: {info.system}\n")
+        if system:
+            sys.stdout.write(f"system: {system}\n")
         print_transcript(None, history)
         return EXIT_OK
     from rich.text import Text
 
     stdout, _ = consoles()
     stdout.print(Text.assemble((title, "bold"), (details, "dim")), highlight=False)
-    if info.system:
-        stdout.print(Text(f"system: {info.system}", style="dim italic"))
+    if system:
+        stdout.print(Text(f"system: {system}", style="dim italic"), highlight=False)
     print_transcript(stdout, history)
     return EXIT_OK
 
@@ -187,11 +187,12 @@ def cmd_show(args: argparse.Namespace) -> int:
 def print_transcript(console: Console | None, history: Sequence[Item]) -> None:
     """The conversation, one block per item: styled on ``console``, plain on stdout if None.
 
-    Content is never read as rich markup.
+    Content is never read as rich markup, and made safe to print (`visible`).
     """
     from ..items import AssistantMessage, Note, ToolCall, ToolResult, UserMessage
 
     def out(label: str, text: str, style: str = "", label_style: str = "bold") -> None:
+        text = visible(text)
         if console is None:
             sys.stdout.write(f"{label}{text}\n")
         else:
@@ -230,5 +231,5 @@ def print_transcript(console: Console | None, history: Sequence[Item]) -> None:
 def cmd_delete(args: argparse.Namespace) -> int:
     with _store_of(args) as store:
         store.delete_session(args.name)
-    sys.stdout.write(f"deleted session {args.name}\n")
+    sys.stdout.write(visible(f"deleted session {args.name}", one_line=True) + "\n")
     return EXIT_OK

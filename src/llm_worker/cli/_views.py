@@ -7,7 +7,9 @@ Invariants:
   worker, so losing output (a closed pipe, a Ctrl-C) never loses history.
 * A closed stdout (`BrokenPipeError`) silences stdout and calls ``on_broken_pipe`` once, which
   cancels the turn: a run nobody can see stops instead of running on.
-* Model and tool text is never read as rich markup.
+* Model and tool text is never read as rich markup, and never written raw: streamed text goes
+  through a `StreamFilter`, whole strings through `visible`, JSON lines through `json_safe`
+  (see `_safe`): no escape sequence from a model, a tool or a server reaches the terminal.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from ._common import silence_stdout
+from ._safe import StreamFilter, json_safe, visible
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
     from rich.console import Console
 
     from ..events import Event
@@ -62,8 +66,21 @@ class JsonView(View):
         self.out = out
 
     def _event(self, event: Event) -> None:
-        self.out.write(event.model_dump_json() + "\n")
+        self.out.write(json_line(event) + "\n")
         self.out.flush()
+
+
+def json_line(model: BaseModel) -> str:
+    """``model`` as one line of JSON, safe to print (see `json_safe`).
+
+    Text that is not valid Unicode (lone surrogates, which pydantic cannot encode) is written
+    as JSON escapes instead of failing the whole line.
+    """
+    try:
+        text = model.model_dump_json()
+    except ValueError:  # PydanticSerializationError: a lone surrogate
+        text = json.dumps(model.model_dump(mode="json"), ensure_ascii=False)
+    return json_safe(text)
 
 
 class PlainView(View):
@@ -74,27 +91,33 @@ class PlainView(View):
         self.out = out
         self.at_line_start = True
         self.wrote = False
+        self.text = StreamFilter()
 
     def _event(self, event: Event) -> None:
         from ..events import TextDelta, TurnStarted
 
-        if isinstance(event, TurnStarted) and not self.at_line_start:
-            self._write("\n")
+        if isinstance(event, TurnStarted):
+            self._write(self.text.end())
+            if not self.at_line_start:
+                self._write("\n")
         elif isinstance(event, TextDelta) and event.text:
-            self._write(event.text)
+            self._write(self.text.feed(event.text))
 
     def _write(self, text: str) -> None:
+        if not text:
+            return
         self.out.write(text)
         self.out.flush()
         self.at_line_start = text.endswith("\n")
         self.wrote = True
 
     def finish(self) -> None:
-        if not self.at_line_start:
-            try:
+        try:
+            self._write(self.text.end())
+            if not self.at_line_start:
                 self._write("\n")
-            except BrokenPipeError:
-                self._broke()
+        except BrokenPipeError:
+            self._broke()
 
 
 ICONS = {
@@ -117,6 +140,8 @@ class TerminalView(View):
         self.column = 0
         self.reasoning = False
         self._spinner: Any = None
+        self._answer = StreamFilter()
+        self._thinking = StreamFilter()
 
     # the spinner: shown while the model has said nothing yet
     def _spin(self) -> None:
@@ -158,31 +183,36 @@ class TerminalView(View):
         )
 
         if isinstance(event, TurnStarted):
+            self._settle()
             self._spin()
         elif isinstance(event, TextDelta):
             self._stop_spinning()
             if self.reasoning:
                 self._end_reasoning()
-            self._text(event.text)
+            self._text(self._answer.feed(event.text))
         elif isinstance(event, ReasoningStart):
             self._stop_spinning()
+            self._settle()
             self.reasoning = True
             self._styled("thinking: ", "dim italic")
         elif isinstance(event, ReasoningDelta):
             self._stop_spinning()
-            self._text(event.text, style="dim italic")
+            self._text(self._thinking.feed(event.text), style="dim italic")
         elif isinstance(event, ReasoningEnd):
             self._end_reasoning()
         elif isinstance(event, ToolStarted):
             self._stop_spinning()
+            self._settle()
             self._line(f"  ⚙ {event.name}({format_arguments(event.arguments)})", "cyan")
         elif isinstance(event, ToolFinished):
+            self._settle()
             result = event.result
             icon, style = ICONS.get(result.status, ("•", ""))
             status = "" if result.status == "ok" else f" [{result.status}]"
             self._line(f"  {icon} {result.name}{status} → {_first_line(result.content)}", style)
         elif isinstance(event, Retrying):
             self._stop_spinning()
+            self._settle()
             self._line(
                 f"  ↻ retrying in {event.delay:.1f}s (attempt {event.attempt}): {event.error}",
                 "yellow dim",
@@ -190,13 +220,24 @@ class TerminalView(View):
             self._spin()
         elif isinstance(event, RunFinished | RunCancelled | RunFailed):
             self._stop_spinning()
+            self._settle()
+
+    def _settle(self) -> None:
+        """Write what the stream filters held back (a ``\r``, the start of a secret)."""
+        if self._thinking.holding:
+            self._text(self._thinking.end(), style="dim italic")
+        if self._answer.holding:
+            self._text(self._answer.end())
 
     def _end_reasoning(self) -> None:
+        if self._thinking.holding:
+            self._text(self._thinking.end(), style="dim italic")
         self.reasoning = False
         self._newline()
 
     def _text(self, text: str, style: str | None = None) -> None:
-        """Write streamed text, breaking lines at spaces before the terminal would."""
+        """Write streamed text (already made safe), breaking lines at spaces before the
+        terminal would."""
         width = max(20, self.console.width - 1)
         pieces: list[str] = []
         for word in _words(text):
@@ -237,17 +278,19 @@ class TerminalView(View):
         self.column = 0
 
     def _line(self, text: str, style: str) -> None:
+        """One whole line of status (a tool call, a retry): made safe here, as one line."""
         from rich.text import Text
 
         if self.column:
             self._newline()
-        line = Text(text, style=style)
+        line = Text(visible(text, one_line=True), style=style)
         line.truncate(max(20, self.console.width - 1), overflow="ellipsis")
         self.console.print(line, highlight=False, soft_wrap=True)
         self.column = 0
 
     def finish(self) -> None:
         self._stop_spinning()
+        self._settle()
         if self.column:
             self._newline()
 

@@ -23,9 +23,19 @@ Invariants (details in `_sqlite`, `_lock` and `_schema`):
   left without a result are run again by ``resume()`` (or answered by ``settle_pending()``).
 * A file that is not ours — not SQLite, another program's, a newer schema — is refused with a
   `StoreError` before anything is written to it.
+* A write that fails (a locked, removed or replaced file, a disk error, text UTF-8 cannot
+  encode) never raises out of the worker's commit: the items stay queued in the `Session` and
+  go out with the next commit; `Session.flush` and `Session.close` raise `PersistenceFailed`
+  while some are still unsaved. Every error the store raises is a `StoreError`.
 """
 
-from ._errors import SchemaTooNew, SessionLocked, SessionNotFound, StoreError
+from ._errors import (
+    PersistenceFailed,
+    SchemaTooNew,
+    SessionLocked,
+    SessionNotFound,
+    StoreError,
+)
 from ._schema import MIGRATIONS, Migration
 from ._sqlite import (
     AppendStats,
@@ -40,6 +50,7 @@ __all__ = [
     "MIGRATIONS",
     "AppendStats",
     "Migration",
+    "PersistenceFailed",
     "Recovery",
     "RunRecord",
     "SQLiteStore",

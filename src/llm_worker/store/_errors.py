@@ -37,3 +37,18 @@ class SessionNotFound(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class PersistenceFailed(StoreError):
+    """Items an open session holds could not be written to the database (yet).
+
+    Raised by `Session.flush` and `Session.close`, never from inside a worker's commit: a
+    failed write keeps the items in memory and retries them at the next commit, flush or close.
+    ``session`` is the session's name, ``unsaved`` how many items are still only in memory;
+    ``__cause__`` is the write's own error (also a `StoreError`).
+    """
+
+    def __init__(self, message: str, *, session: str, unsaved: int) -> None:
+        super().__init__(message)
+        self.session = session
+        self.unsaved = unsaved

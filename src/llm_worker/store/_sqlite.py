@@ -17,6 +17,18 @@ Invariants:
 * Nothing secret is stored: the model spec (``"openai:gpt-4o-mini"``), the system prompt and
   the caller's metadata (string settings, e.g. the command line's toolset), never a key or a
   base URL.
+* A failed write never raises out of the worker's commit (that would cut a run half-way) and
+  never poisons later writes: the items stay queued in the `Session` (``unsaved``, ``error``)
+  and go out with the next commit, `Session.flush` or `Session.close` — the points where the
+  caller learns of it, as a typed `PersistenceFailed`. Whatever fails (SQLite errors, a locked,
+  read-only, removed, replaced or corrupt file, text that cannot be encoded) is a `StoreError`.
+* Everything written is valid UTF-8: an item whose text holds lone surrogates (which neither
+  JSON nor SQLite can encode) is stored with U+FFFD in their place, and logged, rather than
+  blocking every later item.
+* The store writes only to the file it opened: before each transaction it checks that the path
+  still names that file. Gone (removed or moved away) is a `StoreError` until it is back;
+  another file there is opened (and checked) in place of the old one, and an append writes
+  whatever the session's rows there lack, so a restored older copy is brought up to date.
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -33,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from pydantic import ValidationError
 
@@ -48,7 +61,7 @@ from ..items import (
     load_item,
     unanswered_calls,
 )
-from ._errors import SessionLocked, SessionNotFound, StoreError
+from ._errors import PersistenceFailed, SessionLocked, SessionNotFound, StoreError
 from ._lock import SessionLock, holder_pid, lock_path
 from ._schema import MIGRATIONS, check_foreign, migrate
 
@@ -222,9 +235,18 @@ class SQLiteStore:
         # Locks live beside the real file, so every path to it (symlinks, relative) shares them.
         self._real_path = self.path.resolve()
         self._lock = threading.RLock()
+        self._busy_timeout = busy_timeout
+        self._synchronous: Synchronous = synchronous
         self._conn = _open_database(
             self.path, create=create, busy_timeout=busy_timeout, synchronous=synchronous
         )
+        self._connected = True
+        try:
+            self._identity = _file_identity(self.path)
+        except OSError as exc:
+            self._conn.close()
+            raise StoreError(f"cannot open the database {self.path}: {exc.strerror}") from exc
+        self._closed = False
         self._open: dict[str, Session] = {}
         self.append_stats = AppendStats()
 
@@ -251,7 +273,8 @@ class SQLiteStore:
             except StoreError as exc:
                 errors.append(exc)
         with self._lock:
-            self._conn.close()
+            self._closed = True
+            self._disconnect()
         if errors:
             raise errors[0]
 
@@ -391,6 +414,9 @@ class SQLiteStore:
         system: str | None,
         metadata: Mapping[str, str | None] | None,
     ) -> Session:
+        model, system = _valid_text(model), _valid_text(system)
+        if metadata is not None:
+            metadata = {_valid_text(k): _valid_text(v) for k, v in metadata.items()}
         with self._writing() as conn:
             now = _now()
             row = conn.execute(
@@ -467,11 +493,37 @@ class SQLiteStore:
                 ) from exc
         return items
 
-    def _append(self, name: str, first_seq: int, items: Sequence[Item], run_id: str | None) -> None:
-        """Write ``items`` as rows ``first_seq…`` in one transaction (the critical section)."""
+    def _append(self, name: str, history: Sequence[Item], saved: int, run_id: str | None) -> None:
+        """Write ``history[stored:]`` in one transaction (the critical section).
+
+        ``stored`` is how many items the database holds for the session: ``saved`` normally,
+        fewer if an older copy of the file was put back (the session's lock makes it the only
+        writer, so its history is the truth). More than ``saved``, or no session row at all,
+        means another database is at the path: refused, nothing written.
+        """
         started = time.perf_counter()
         with self._writing() as conn:
-            self._insert(conn, name, first_seq, items, run_id)
+            row = conn.execute("SELECT item_count FROM sessions WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                raise StoreError(
+                    f"session {name!r} is not in {self.path} any more (was the file replaced?)"
+                )
+            stored = int(row[0])
+            if stored > saved:
+                raise StoreError(
+                    f"{self.path} holds {stored} items of session {name!r} but this session "
+                    f"saved only {saved} (was the file replaced?)"
+                )
+            if stored < saved:
+                logger.warning(
+                    "session %r: %s holds %d of its %d saved items (an older copy?); "
+                    "writing the rest again",
+                    name,
+                    self.path,
+                    stored,
+                    saved,
+                )
+            self._insert(conn, name, stored, history[stored:], run_id)
         self.append_stats.record(time.perf_counter() - started)
 
     def _insert(
@@ -483,7 +535,7 @@ class SQLiteStore:
         run_id: str | None,
     ) -> None:
         rows = [
-            (name, first_seq + offset, item.type, item.id, run_id, dump_item(item))
+            (name, first_seq + offset, item.type, item.id, run_id, _item_data(item, name))
             for offset, item in enumerate(items)
         ]
         conn.executemany(
@@ -496,21 +548,33 @@ class SQLiteStore:
             (_now(), first_seq + len(rows), name),
         )
 
-    def _mark_run(self, name: str, run_id: str) -> None:
+    def _mark_run(self, name: str, run_id: str, started_at: str) -> None:
         with self._writing() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO runs (session, run_id, started_at) VALUES (?, ?, ?)",
-                (name, run_id, _now()),
+                (name, _valid_text(run_id), started_at),
             )
 
     def _end_run(
-        self, name: str, run_id: str, outcome: str, kind: str | None, reason: str | None
+        self,
+        name: str,
+        run_id: str,
+        started_at: str,
+        outcome: str,
+        kind: str | None,
+        reason: str | None,
     ) -> None:
+        """Record how a run ended (its start row too, if writing that one had failed)."""
+        run_id = _valid_text(run_id)
         with self._writing() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO runs (session, run_id, started_at) VALUES (?, ?, ?)",
+                (name, run_id, started_at),
+            )
             conn.execute(
                 "UPDATE runs SET ended_at = ?, outcome = ?, kind = ?, reason = ? "
                 "WHERE session = ? AND run_id = ?",
-                (_now(), outcome, kind, reason, name, run_id),
+                (_now(), outcome, _valid_text(kind), _valid_text(reason), name, run_id),
             )
 
     def _info(self, row: Sequence[Any]) -> SessionInfo:
@@ -528,11 +592,66 @@ class SQLiteStore:
             metadata=_load_metadata(metadata, name),
         )
 
+    def _connection(self) -> sqlite3.Connection:
+        """The connection to the file at ``path``, checked before each transaction.
+
+        A transaction a failed rollback left open is rolled back first, so one failure cannot
+        make every later ``BEGIN`` fail. The file must still be the one the connection has open:
+        gone is a `StoreError` (the connection is kept: the file may be moved back); another
+        file is opened in place of the old one (and refused like any file not ours).
+        Called with ``_lock`` held, inside `_sqlite_errors`.
+        """
+        if self._closed:
+            raise StoreError(f"the store {self.path} is closed")
+        if self._connected and self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+        try:
+            identity = _file_identity(self.path)
+        except OSError as exc:
+            raise StoreError(
+                f"the database {self.path} is gone (removed or moved away): {exc.strerror}"
+            ) from exc
+        if identity != self._identity or not self._connected:
+            logger.warning("%s is not the file opened before; opening it again", self.path)
+            self._disconnect(checkpoint=True)
+            self._conn = _open_database(
+                self.path,
+                create=False,
+                busy_timeout=self._busy_timeout,
+                synchronous=self._synchronous,
+            )
+            self._connected = True
+            self._identity = identity
+        return self._conn
+
+    def _disconnect(self, *, checkpoint: bool = False) -> None:
+        """Close the connection. ``checkpoint``: its file was moved or replaced.
+
+        SQLite does not checkpoint a moved file on close, so its WAL (still at ``<path>-wal``)
+        would be read by the next connection as the WAL of whatever file is at the path now:
+        it is checkpointed into its own file and emptied first.
+        """
+        if not self._connected:
+            return
+        self._connected = False
+        if checkpoint:
+            problem: sqlite3.Error | None = None
+            try:
+                busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error as exc:
+                busy, problem = 1, exc
+            if busy:
+                logger.warning("the WAL of the old %s was not emptied: %s", self.path, problem)
+        try:
+            self._conn.close()
+        except sqlite3.Error as exc:
+            logger.warning("closing the connection to %s failed: %s", self.path, exc)
+
     @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, taken up front (``IMMEDIATE``): all of it or none of it."""
         with self._lock, _sqlite_errors(self.path, "write to"):
-            conn = self._conn
+            conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -546,7 +665,7 @@ class SQLiteStore:
     def _reading(self) -> Iterator[sqlite3.Connection]:
         """One read transaction: every query in it sees the same committed state."""
         with self._lock, _sqlite_errors(self.path, "read"):
-            conn = self._conn
+            conn = self._connection()
             conn.execute("BEGIN")
             try:
                 yield conn
@@ -584,8 +703,13 @@ class Session:
     from then on every item the worker commits is persisted before the worker goes on. Close
     the session (or use it as a context manager) to release it for other processes.
 
-    If a write fails (disk full, file removed), the items stay in memory, ``error`` says why,
-    and the next commit, `flush` or `close` tries again; the worker is never interrupted by it.
+    If a write fails (disk full, a locked, read-only, removed or replaced file), the items stay
+    in memory (``unsaved``), ``error`` says why, and the next commit, `flush` or `close` writes
+    them (with whatever came since, in order): nothing is lost and one bad moment does not
+    poison later commits. The worker is never interrupted by it — its commit listener never
+    raises (a run cut half-way by the store would lose more than it saves); `flush` and `close`
+    raise `PersistenceFailed` if items are still unsaved. Run markers that could not be written
+    are retried the same way (their failure is only logged).
     """
 
     def __init__(
@@ -617,7 +741,8 @@ class Session:
         self._lock = lock
         self._worker: Worker | None = None
         self._detach: Callable[[], None] | None = None
-        self._open_runs: list[str] = []
+        self._open_runs: list[tuple[str, str]] = []  # (run_id, started_at), oldest first
+        self._markers: list[Callable[[], None]] = []  # run-marker writes that failed
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._history)} items"
@@ -756,16 +881,19 @@ class Session:
     # -- persistence --------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """Write items a failed write left in memory; raise `StoreError` if it fails again."""
+        """Write items a failed write left in memory.
+
+        Raises `PersistenceFailed` if they cannot be written yet (they stay queued).
+        """
         self._save()
         if self._unsaved:
-            assert self.error is not None
-            raise self.error
+            raise self._failure("are not saved yet")
 
     def close(self) -> None:
         """Save what is unsaved, detach the worker and release the session for others.
 
-        Idempotent. Raises `StoreError` (after releasing) if some items could not be saved.
+        Idempotent. Raises `PersistenceFailed` (after releasing) if some items could not be
+        saved: they are lost once the process ends, and the error says how many and why.
         """
         if self.closed:
             return
@@ -779,11 +907,24 @@ class Session:
             self._lock.release()
             if self.store._open.get(self.name) is self:
                 del self.store._open[self.name]
-        if self._unsaved:
-            raise StoreError(
-                f"{len(self._unsaved)} item(s) of session {self.name!r} could not be saved: "
-                f"{self.error}"
+        if self._markers:
+            logger.warning(
+                "session %r: %d run marker(s) could not be written: %s",
+                self.name,
+                len(self._markers),
+                self.error,
             )
+        if self._unsaved:
+            raise self._failure("could not be saved")
+
+    def _failure(self, what: str) -> PersistenceFailed:
+        error = PersistenceFailed(
+            f"{len(self._unsaved)} item(s) of session {self.name!r} {what}: {self.error}",
+            session=self.name,
+            unsaved=len(self._unsaved),
+        )
+        error.__cause__ = self.error
+        return error
 
     def _check_open(self) -> None:
         if self.closed:
@@ -796,34 +937,89 @@ class Session:
         self._save()
 
     def _save(self) -> None:
-        if not self._unsaved or self.closed:
+        """Write the unsaved items, then any run marker a failed write left; never raises.
+
+        Runs inside the worker's commit (no await, so no cancellation lands in it). A failure
+        is kept in ``error`` and logged; the items stay queued for the next try.
+        """
+        if self.closed:
             return
-        run_id = self._open_runs[0] if self._open_runs else None
-        try:
-            self.store._append(self.name, self._saved, self._unsaved, run_id)
-        except StoreError as exc:
-            self.error = exc
-            logger.error("session %r: %d item(s) not saved yet: %s", self.name, self.unsaved, exc)
-            return
-        self._saved += len(self._unsaved)
-        self._unsaved.clear()
+        if self._unsaved:
+            run_id = self._open_runs[0][0] if self._open_runs else None
+            if not self._attempt(
+                lambda: self.store._append(self.name, self._history, self._saved, run_id),
+                f"{len(self._unsaved)} item(s) not saved yet",
+            ):
+                return
+            self._saved = len(self._history)
+            self._unsaved.clear()
+        while self._markers:
+            if not self._attempt(self._markers[0], "run marker not written yet"):
+                return
+            del self._markers[0]
         self.error = None
 
-    def _run_started(self, run_id: str) -> None:
-        self._open_runs.append(run_id)
+    def _attempt(self, write: Callable[[], None], what: str) -> bool:
+        """Run one write; on failure record it in ``error``, log it and return False.
+
+        The first failure of a streak is logged as an error, the retries that fail again only
+        at debug level (a run keeps committing while a database is locked).
+        """
+        first = self.error is None
         try:
-            self.store._mark_run(self.name, run_id)
-        except StoreError as exc:  # only costs a wrong "crashed" on the next open
-            logger.warning("session %r: run marker not written: %s", self.name, exc)
+            write()
+        except StoreError as exc:
+            self.error = exc
+            logger.log(
+                logging.ERROR if first else logging.DEBUG,
+                "session %r: %s: %s",
+                self.name,
+                what,
+                exc,
+            )
+            return False
+        except Exception as exc:  # not the store's kind of error: a bug, still never raised here
+            self.error = StoreError(f"cannot write session {self.name!r}: {exc!r}")
+            self.error.__cause__ = exc
+            logger.log(
+                logging.ERROR if first else logging.DEBUG,
+                "session %r: %s",
+                self.name,
+                what,
+                exc_info=True,
+            )
+            return False
+        if not first:
+            logger.info("session %r: written again after failed writes", self.name)
+        return True
+
+    def _run_started(self, run_id: str) -> None:
+        started_at = _now()
+        self._open_runs.append((run_id, started_at))
+        self._marker(lambda: self.store._mark_run(self.name, run_id, started_at))
 
     def _run_ended(self, run_id: str, outcome: str, kind: str | None, reason: str | None) -> None:
         self._save()
-        if run_id in self._open_runs:
-            self._open_runs.remove(run_id)
-        try:
-            self.store._end_run(self.name, run_id, outcome, kind, reason)
-        except StoreError as exc:
-            logger.warning("session %r: run end marker not written: %s", self.name, exc)
+        started_at = _now()
+        for entry in self._open_runs:
+            if entry[0] == run_id:
+                started_at = entry[1]
+                self._open_runs.remove(entry)
+                break
+        self._marker(
+            lambda: self.store._end_run(self.name, run_id, started_at, outcome, kind, reason)
+        )
+
+    def _marker(self, write: Callable[[], None]) -> None:
+        """Write a run marker now, or after the writes queued before it (never raises).
+
+        A start marker not written only costs the crash note if the process dies in the run;
+        an end marker not written makes the next open report a crash: both are retried.
+        """
+        if self.closed:
+            return
+        if self._unsaved or self._markers or not self._attempt(write, "run marker not written"):
+            self._markers.append(write)
 
 
 def _watch_runs(
@@ -919,14 +1115,73 @@ def _check_name(name: str) -> None:
         raise ValueError(f"a session name must be at most {_MAX_NAME} characters")
     if any(ord(char) < 32 or ord(char) == 127 for char in name):
         raise ValueError("a session name must not contain control characters")
+    if _SURROGATE.search(name):
+        raise ValueError("a session name must be valid Unicode (it holds a lone surrogate)")
 
 
 @contextmanager
 def _sqlite_errors(path: Path, doing: str) -> Iterator[None]:
+    """SQLite's errors (and text it cannot encode) as `StoreError`."""
     try:
         yield
     except sqlite3.Error as exc:
         raise StoreError(f"cannot {doing} {path}: {exc}") from exc
+    except UnicodeError as exc:  # a str SQLite cannot encode: defence in depth, see _valid_text
+        raise StoreError(f"cannot {doing} {path}: text that is not valid Unicode ({exc})") from exc
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    """Which file ``path`` names now (device, inode); raises `OSError` if none."""
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+@overload
+def _valid_text(text: str) -> str: ...
+@overload
+def _valid_text(text: None) -> None: ...
+@overload
+def _valid_text(text: str | None) -> str | None: ...
+def _valid_text(text: str | None) -> str | None:
+    """``text`` with lone surrogates (which UTF-8 cannot encode) replaced by U+FFFD.
+
+    A surrogate pair split into two code points is joined back into its character.
+    """
+    if text is None or not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _item_data(item: Item, session: str) -> str:
+    """An item's stored JSON text; always valid UTF-8, always readable by `load_item`.
+
+    An item holding lone surrogates cannot be dumped as it is: it is stored with U+FFFD in
+    their place (and logged), so one bad string never blocks every later item. Anything else
+    that cannot be dumped is a `StoreError` (the item stays queued).
+    """
+    try:
+        return dump_item(item)
+    except ValueError as exc:
+        problem = exc
+    try:
+        text = json.dumps(item.model_dump(mode="json"), ensure_ascii=False)
+        repaired = dump_item(load_item(_valid_text(text)))
+    except ValueError as exc:
+        raise StoreError(
+            f"session {session!r}: {item.type} item {item.id} cannot be stored: {problem}"
+        ) from exc
+    logger.warning(
+        "session %r: %s item %s held text that is not valid Unicode (%s); stored with U+FFFD "
+        "in its place",
+        session,
+        item.type,
+        item.id,
+        problem,
+    )
+    return repaired
 
 
 def _open_database(
