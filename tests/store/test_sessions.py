@@ -443,3 +443,22 @@ def test_lock_files_are_kept_beside_the_database(tmp_path: Path) -> None:
     assert locks[0].suffix == ".lock"
     assert locks[0].read_text() == ""  # released: no pid left behind
     assert os.stat(tmp_path / "s.db-locks").st_mode & 0o077 == 0
+
+
+async def test_a_failed_runs_error_text_is_never_in_the_note_after_reopening(
+    tmp_path: Path,
+) -> None:
+    from llm_worker import ModelError
+
+    db = tmp_path / "leak.db"
+    leak = ModelError("401: invalid key sk-live-SECRET for this org", status_code=401)
+    with SQLiteStore(db) as store, store.open_session("s") as session:
+        worker = session.worker(ScriptedModel([Script.error(leak, after=1)]))
+        with pytest.raises(ModelError):
+            await worker.run("go")
+    with SQLiteStore(db) as store, store.open_session("s") as session:
+        assert session.recovery is not None
+        assert session.recovery.note is not None
+        told = session.recovery.note.text
+    assert "sk-live-SECRET" not in told
+    assert "invalid key" not in told

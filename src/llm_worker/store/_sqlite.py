@@ -1060,8 +1060,11 @@ def _recover(history: list[Item], ran: set[str], last_run: RunRecord | None) -> 
 
 
 def _note_text(outcome: str, kind: str | None, reason: str | None) -> str:
+    # A failure's reason is an error message, which may quote a server's response: never told.
     if outcome == "crashed":
         why = "crash: the process running it stopped before the turn ended"
+    elif outcome == "failed":
+        why = "it failed"
     else:
         why = f"{kind}: {reason}" if kind and reason else (kind or reason or outcome)
     return (
