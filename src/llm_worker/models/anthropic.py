@@ -14,13 +14,15 @@ Invariants:
   and it strips earlier turns' thinking from the context anyway. Redacted thinking goes back as
   it came.
 * Stream conversion (`convert_stream`) never crashes on what the server sends: block, delta and
-  event types it does not know (server tool use and results, citations, ``ping``) are ignored;
-  an event that breaks the protocol is a `ModelError`, and so is a body that ends before
-  ``message_stop`` (``retryable``: a cut connection); an ``error`` event is a `ModelError` that
-  is ``retryable`` when its type is transient (``overloaded_error``), and retried while no
-  content has been streamed (`provider_stream`). A whole ``Message`` object (a compatible
-  server that answered ``application/json`` despite ``stream: true``) is read as the events
-  its stream would have carried.
+  event types it does not know (server tool use and results, citations, ``ping``) are ignored; an
+  event that breaks the protocol is a `ModelError`, and so is a body that ends before the server
+  stated the answer's end — ``message_stop``, or a ``message_delta`` with its ``stop_reason`` —
+  (``retryable``: a cut connection); once it did, a connection that breaks is no error, and events
+  after ``message_stop`` are ignored; an ``error`` event is a `ModelError` that is ``retryable``
+  when its type is transient (``overloaded_error``), and retried while no content has been streamed
+  (`provider_stream`). A whole ``Message`` object (a compatible server that answered
+  ``application/json`` despite ``stream: true``) is read as the events its stream would have
+  carried.
 * Retries, timeouts and leak-free closing are `provider_stream`'s; the SDK's own retries are off
   on the client built here. Cancellation: at any await the HTTP response is closed (shielded,
   bounded) and the cancellation propagates; nothing else is held.
@@ -37,6 +39,7 @@ of its deltas: quadratic), and the worker assembles messages in its timeline any
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -74,18 +77,22 @@ from ..items import (
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._http import (
+    MAX_EVENT_BYTES,
     MissingCredentials,
     RetryPolicy,
     SDKStream,
     SSEResponseStream,
     Timeouts,
+    client_secrets,
+    http_client_options,
     provider_stream,
-    shared_ssl_context,
 )
 
 __all__ = ["AnthropicModel", "anthropic_messages", "anthropic_tools"]
 
 PROVIDER = "anthropic"
+
+logger = logging.getLogger("llm_worker.models")
 
 #: Stop reasons whose meaning another provider's name says better; the rest pass unchanged
 #: (``end_turn``, ``tool_use``, ``max_tokens``, ``stop_sequence``, ``refusal``, ``pause_turn``).
@@ -125,6 +132,7 @@ class AnthropicModel:
         timeouts: Timeouts = Timeouts(),  # noqa: B008
         max_tokens: int = 4096,
         thinking: dict[str, Any] | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens!r}")
@@ -133,6 +141,7 @@ class AnthropicModel:
         self.timeouts = timeouts
         self.max_tokens = max_tokens
         self.thinking = thinking
+        self.max_event_bytes = max_event_bytes
         self._owns_client = client is None
         if client is None:
             key = api_key or os.environ.get("ANTHROPIC_API_KEY")
@@ -145,9 +154,7 @@ class AnthropicModel:
                 base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL") or None,
                 max_retries=0,
                 timeout=timeouts.for_httpx(),
-                http_client=anthropic.DefaultAsyncHttpxClient(
-                    verify=shared_ssl_context(), timeout=timeouts.for_httpx()
-                ),
+                http_client=anthropic.DefaultAsyncHttpxClient(**http_client_options(timeouts)),
             )
         self.client = client
 
@@ -191,7 +198,7 @@ class AnthropicModel:
 
         async def open_stream() -> SDKStream[Any]:
             raw = await create(**params)  # returns once the response headers arrived
-            return SSEResponseStream(raw.http_response)
+            return SSEResponseStream(raw.http_response, max_event_bytes=self.max_event_bytes)
 
         return provider_stream(
             open_stream,
@@ -199,6 +206,7 @@ class AnthropicModel:
             provider=PROVIDER,
             retry=self.retry,
             timeouts=self.timeouts,
+            secrets=lambda: client_secrets(self.client),
         )
 
     async def aclose(self) -> None:
@@ -246,10 +254,13 @@ async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEv
     signatures: dict[int, str] = {}
     totals = _UsageTotals()
     text_seen = gap = False  # some text was sent; an ignored block came after it
-    stopped = False
+    stopped = False  # message_stop came: nothing after it counts
+    ended = False  # the server stated the end: message_stop, or a stop_reason
     payload: Any = None
     try:
         async for payload in payloads:
+            if stopped:
+                continue  # the rest of the body is read (the connection is reused), not used
             kind = payload["type"]
             if kind == "content_block_delta":
                 index = payload["index"]
@@ -300,6 +311,7 @@ async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEv
             elif kind == "message_delta":
                 reason = payload["delta"].get("stop_reason")
                 if reason:
+                    ended = True
                     yield StopReason(reason=_STOP_REASONS.get(reason, reason))
                 if update := totals.update(payload.get("usage")):
                     yield update
@@ -308,19 +320,28 @@ async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEv
             ):
                 yield update
             elif kind == "message_stop":
-                stopped = True
+                stopped = ended = True
             elif kind == "message" and not blocks:  # a whole Message: the server did not stream
                 for event in _whole_message(payload, totals):
                     yield event
-                stopped = True
+                stopped = ended = True
             # ping and event types newer than this module carry nothing for us.
+    except ModelError as exc:
+        if not ended:
+            raise
+        # The answer's end was stated: a connection that breaks now loses nothing of it.
+        cause = type(exc.__cause__ or exc).__name__
+        logger.info("the stream broke (%s) after the message ended; the answer stands", cause)
+        return
     except (MalformedEvent, AttributeError, KeyError, TypeError, ValueError) as exc:
         kind = payload.get("type") if isinstance(payload, dict) else None
         what = f"a {kind!r} event" if isinstance(kind, str) else f"event {payload!r:.80}"
         raise ModelError(f"{PROVIDER} sent a malformed stream: {what}: {exc!r}") from exc
-    if not stopped:
+    if not ended:
         raise ModelError(
-            f"{PROVIDER}: the stream ended before message_stop: it was cut off", retryable=True
+            f"{PROVIDER}: the stream ended before message_stop (and before any stop_reason): it "
+            "was cut off",
+            retryable=True,
         )
 
 
