@@ -4,13 +4,13 @@ Invariants:
 * The SDKs' own retries are off (``max_retries=0``): this module retries, so back-off is a
   cancellation point of the run, each retry is reported as a `Retrying` event, ``Retry-After`` is
   honoured, and there is never a retry of a retry.
-* A request is retried only while no content has reached the caller: usage reports that come
-  before the first content event are held back (and dropped if the request is retried), and a
-  transient failure — an HTTP error, a dropped connection, an error event, a retryable
-  `StreamError`, a body that ends before it began — is retried up to that point. Once content
-  has reached the caller, a failure is a `ModelError` (with everything streamed kept by the
-  worker), never a silent re-generation. An empty 200 body is a transient failure, never a
-  silently empty answer.
+* A request is retried only while no content has reached the caller: usage reports that come before
+  the first content event are held back (dropped if the request is retried, passed on before the
+  error if it fails for good), and a transient failure — an HTTP error, a dropped connection, an
+  error event, a retryable `StreamError`, a body that ends before it began — is retried up to that
+  point. Once content has reached the caller, a failure is a `ModelError` (with everything streamed
+  kept by the worker), never a silent re-generation. An empty 200 body is a transient failure, never
+  a silently empty answer.
 * Whatever happens — normal end, error, timeout, cancellation — the SDK stream and its HTTP
   response are closed in a shielded, time-bounded block before the context manager exits, so the
   connection goes back to the pool or is closed, never leaked.
@@ -44,6 +44,7 @@ import httpx2
 from ..cancel import Cause, shielded
 from ..errors import ModelError
 from ..events import Retrying, StreamError, StreamEvent, UsageUpdate
+from ..items import Usage
 
 logger = logging.getLogger("llm_worker.models")
 
@@ -741,7 +742,8 @@ async def provider_stream(
 
     Retries (see the module invariants): until the first content event — any event but a
     `UsageUpdate` — a transient failure closes the response and sends the request again;
-    usage reported before it is held back meanwhile, so a retried attempt is not counted. A
+    usage reported before it is held back meanwhile, so a retried attempt is not counted (the
+    attempt that fails for good passes its usage on before its error). A
     retryable `StreamError` then is a transient failure too (on the last attempt it is passed
     on, for the worker to raise).
 
@@ -795,6 +797,9 @@ async def provider_stream(
                     await _close_all(pipeline)
                     await _close(holder, close_timeout)
                     if not error.retryable or attempt >= retry.max_attempts:
+                        # The request is not sent again: what the server said it used counts.
+                        for event in held:
+                            yield event
                         if error is exc:
                             raise
                         raise error from exc
@@ -891,6 +896,31 @@ async def _close(holder: list[SDKStream[Any]], timeout: float) -> None:
                 await sdk_stream.close()
             except Exception:  # a broken connection may fail to close; it is dropped anyway
                 logger.debug("closing a stream failed", exc_info=True)
+
+
+def token_count(value: Any) -> int | None:
+    """A token count as a server gave it; None when it gave none (unknown is not zero)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def usage_increment(previous: Usage, total: Usage) -> tuple[Usage | None, Usage]:
+    """What the running totals ``total`` add to ``previous``: the increment (None when they add
+    nothing), and the running totals to remember. A count ``total`` does not give is unknown
+    in the increment and stays as it was; servers that repeat their totals (several usage
+    chunks, Anthropic's ``message_delta``) are so never counted twice."""
+    increments: dict[str, int | None] = {}
+    running: dict[str, int | None] = {}
+    for name in _USAGE_FIELDS:
+        now, before = getattr(total, name), getattr(previous, name)
+        if now is None or now == before:
+            increments[name], running[name] = None, before
+        else:
+            increments[name], running[name] = now - (before or 0), now
+    increment = Usage(**increments)
+    return (increment if increment.known else None), Usage(**running)
+
+
+_USAGE_FIELDS = tuple(Usage.model_fields)
 
 
 def _field(value: Any, name: str) -> Any:

@@ -86,6 +86,8 @@ from ._http import (
     client_secrets,
     http_client_options,
     provider_stream,
+    token_count,
+    usage_increment,
 )
 
 __all__ = ["AnthropicModel", "anthropic_messages", "anthropic_tools"]
@@ -400,40 +402,29 @@ def _block_start(
 @dataclass
 class _UsageTotals:
     """Anthropic reports running totals; the timeline adds increments: this turns one into the
-    other. ``input_tokens`` counts cached prompt tokens too (as OpenAI's do)."""
+    other. ``input_tokens`` counts cached prompt tokens too (as OpenAI's do). A count the
+    server never gave stays unknown (None), never zero."""
 
-    input: int = 0
-    output: int = 0
-    reasoning: int = 0
-    cache_read: int = 0
+    running: Usage = field(default_factory=Usage)
 
     def update(self, usage: dict[str, Any] | None) -> UsageUpdate | None:
         if not usage:
             return None
-        fresh = usage.get("input_tokens")
-        cache_read = usage.get("cache_read_input_tokens")
-        cache_write = usage.get("cache_creation_input_tokens")
-        if fresh is None and cache_read is None and cache_write is None:
-            prompt = self.input  # a message_delta that repeats no input count
-        else:
-            prompt = (fresh or 0) + (cache_read or 0) + (cache_write or 0)
-        output = usage.get("output_tokens")
-        output = self.output if output is None else output
+        prompt_parts = [
+            token_count(usage.get(key))
+            for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        ]
+        known = [part for part in prompt_parts if part is not None]
         details = usage.get("output_tokens_details")
         thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
-        reasoning = thinking if isinstance(thinking, int) else self.reasoning
-        cached = self.cache_read if cache_read is None else cache_read
-        increment = Usage(
-            input_tokens=prompt - self.input,
-            output_tokens=output - self.output,
-            reasoning_tokens=reasoning - self.reasoning,
-            cache_read_tokens=cached - self.cache_read,
+        total = Usage(
+            input_tokens=sum(known) if known else None,  # None: a delta that repeats no input
+            output_tokens=token_count(usage.get("output_tokens")),
+            reasoning_tokens=token_count(thinking),
+            cache_read_tokens=prompt_parts[1],
         )
-        self.input, self.output, self.reasoning, self.cache_read = prompt, output, reasoning, cached
-        return None if increment == _NO_USAGE else UsageUpdate(usage=increment)
-
-
-_NO_USAGE = Usage()
+        increment, self.running = usage_increment(self.running, total)
+        return None if increment is None else UsageUpdate(usage=increment)
 
 
 # -- the request ----------------------------------------------------------------------------------

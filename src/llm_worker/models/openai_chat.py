@@ -33,7 +33,7 @@ Invariants:
   the user, and it is sent back as the assistant's content — and the stop reason becomes
   ``"refusal"``.
 * Usage is reported as increments: servers that repeat cumulative usage on several chunks are
-  not double counted.
+  not double counted; a count the server does not give is unknown (None), never zero.
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ from ._http import (
     client_secrets,
     http_client_options,
     provider_stream,
+    token_count,
+    usage_increment,
 )
 
 __all__ = ["STOP_REASONS", "ChunkConverter", "OpenAIChatModel", "to_messages", "to_tools"]
@@ -501,25 +503,19 @@ class ChunkConverter:
     def _new_index(self) -> int:
         return max((self._latest, *self._slots.values(), *self._open, *self._pending)) + 1
 
-    def _usage_update(self, usage: dict[str, Any]) -> list[StreamEvent]:
+    def _usage_update(self, usage: dict[str, Any]) -> Sequence[StreamEvent]:
         """A `UsageUpdate` with what ``usage`` adds to the last usage seen (servers that repeat
-        cumulative usage are not double counted)."""
+        cumulative usage are not double counted); a count it leaves out stays unknown."""
         prompt_details = usage.get("prompt_tokens_details") or _EMPTY
         completion_details = usage.get("completion_tokens_details") or _EMPTY
         total = Usage(
-            input_tokens=usage.get("prompt_tokens") or 0,
-            output_tokens=usage.get("completion_tokens") or 0,
-            reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
-            cache_read_tokens=prompt_details.get("cached_tokens") or 0,
+            input_tokens=token_count(usage.get("prompt_tokens")),
+            output_tokens=token_count(usage.get("completion_tokens")),
+            reasoning_tokens=token_count(completion_details.get("reasoning_tokens")),
+            cache_read_tokens=token_count(prompt_details.get("cached_tokens")),
         )
-        previous, self._usage = self._usage, total
-        increment = Usage(
-            input_tokens=total.input_tokens - previous.input_tokens,
-            output_tokens=total.output_tokens - previous.output_tokens,
-            reasoning_tokens=total.reasoning_tokens - previous.reasoning_tokens,
-            cache_read_tokens=total.cache_read_tokens - previous.cache_read_tokens,
-        )
-        return [UsageUpdate(usage=increment)]
+        increment, self._usage = usage_increment(self._usage, total)
+        return _NOTHING if increment is None else (UsageUpdate(usage=increment),)
 
 
 def _text(value: Any) -> str:

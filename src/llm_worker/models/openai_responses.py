@@ -75,6 +75,7 @@ from ._http import (
     client_secrets,
     http_client_options,
     provider_stream,
+    token_count,
     transient_error,
 )
 
@@ -590,10 +591,10 @@ def _usage(response: dict[str, Any]) -> tuple[StreamEvent, ...]:
     return (
         UsageUpdate(
             usage=Usage(
-                input_tokens=usage.get("input_tokens") or 0,
-                output_tokens=usage.get("output_tokens") or 0,
-                reasoning_tokens=output_details.get("reasoning_tokens") or 0,
-                cache_read_tokens=input_details.get("cached_tokens") or 0,
+                input_tokens=token_count(usage.get("input_tokens")),
+                output_tokens=token_count(usage.get("output_tokens")),
+                reasoning_tokens=token_count(output_details.get("reasoning_tokens")),
+                cache_read_tokens=token_count(input_details.get("cached_tokens")),
             )
         ),
     )
