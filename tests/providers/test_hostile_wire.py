@@ -551,3 +551,71 @@ async def test_an_event_just_under_the_size_cap_is_read(
     server.play(polite(text_answer(protocol, text)))
     result = await Worker(models(protocol, max_event_bytes=64 * 1024)).run("hi")
     assert result.output == text
+
+
+# =================================================================================================
+# 21. One call id for several calls
+# =================================================================================================
+
+
+def two_calls_with_one_id(protocol: str) -> list[bytes]:
+    """A complete answer asking for add(1, 2) and add(3, 4), both under the id ``call_0``
+    (compatible servers that number calls per response, or not at all)."""
+    args = ['{"a": 1, "b": 2}', '{"a": 3, "b": 4}']
+    if protocol == "chat":
+        calls = [
+            {
+                "index": i,
+                "id": "call_0",
+                "type": "function",
+                "function": {"name": "add", "arguments": a},
+            }
+            for i, a in enumerate(args)
+        ]
+        return sse(chat_chunk({"tool_calls": calls}), chat_chunk({}, "tool_calls"), "[DONE]")
+    if protocol == "responses":
+        items = [
+            {
+                "id": f"fc_{i}",
+                "type": "function_call",
+                "call_id": "call_0",
+                "name": "add",
+                "arguments": a,
+            }
+            for i, a in enumerate(args)
+        ]
+        added = [
+            responses_event(kind, output_index=i, item=item)
+            for i, item in enumerate(items)
+            for kind in ("response.output_item.added", "response.output_item.done")
+        ]
+        done = responses_event(
+            "response.completed", response=responses_envelope("completed", items)
+        )
+        return sse(*added, done, named=True)
+    events: list[dict[str, Any]] = [ANTHROPIC_START]
+    for i, a in enumerate(args):
+        block = {"type": "tool_use", "id": "toolu_0", "name": "add", "input": {}}
+        delta = {"type": "input_json_delta", "partial_json": a}
+        events += [
+            anthropic_event("content_block_start", index=i, content_block=block),
+            anthropic_event("content_block_delta", index=i, delta=delta),
+            anthropic_event("content_block_stop", index=i),
+        ]
+    events += [
+        anthropic_event("message_delta", delta={"stop_reason": "tool_use"}),
+        anthropic_event("message_stop"),
+    ]
+    return sse(*events, named=True)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_calls_that_share_one_id_in_a_response_all_run_under_distinct_ids(
+    protocol: str, server: RawServer, models: Callable[..., Model]
+) -> None:
+    server.play(polite(two_calls_with_one_id(protocol)), polite(text_answer(protocol, "3, 7")))
+    result = await Worker(models(protocol), tools=[add]).run("sums?")
+    assert sorted(CALLED) == [(1, 2), (3, 4)]
+    calls = [i for i in result.items if isinstance(i, ToolCall)]
+    assert len({c.call_id for c in calls}) == 2
+    assert result.output == "3, 7"

@@ -898,6 +898,19 @@ async def _close(holder: list[SDKStream[Any]], timeout: float) -> None:
                 logger.debug("closing a stream failed", exc_info=True)
 
 
+def unique_call_id(call_id: Any, used: set[str]) -> str:
+    """``call_id`` made unique among the ``used`` ids of one response (and added to them): a
+    server that gives several calls one id (or none) still gets each call run and answered on
+    its own. A repeat gets a suffix (``call_0_2``); a missing id becomes ``call_<n>``."""
+    base = call_id if isinstance(call_id, str) and call_id else f"call_{len(used)}"
+    unique, suffix = base, 1
+    while unique in used:
+        suffix += 1
+        unique = f"{base}_{suffix}"
+    used.add(unique)
+    return unique
+
+
 def token_count(value: Any) -> int | None:
     """A token count as a server gave it; None when it gave none (unknown is not zero)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None

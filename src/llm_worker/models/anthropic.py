@@ -87,6 +87,7 @@ from ._http import (
     http_client_options,
     provider_stream,
     token_count,
+    unique_call_id,
     usage_increment,
 )
 
@@ -247,13 +248,15 @@ async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEv
     """Map Anthropic's stream payloads (parsed JSON) to `StreamEvent`s.
 
     A dictionary lookup and a few item reads per event; nothing is accumulated but the signature
-    of an open thinking block and the usage totals. Blocks of unknown types are ignored with
-    their deltas; text blocks split by such blocks (a server tool's call and result) are joined
-    with a blank line. Raises `ModelError` for an event that breaks the protocol. Cancellation:
-    safe at every await (it only reads ``payloads``).
+    of an open thinking block, the usage totals and the tool-use ids (one repeated within the
+    message is made unique, so every call runs and is answered). Blocks of unknown types are
+    ignored with their deltas; text blocks split by such blocks (a server tool's call and
+    result) are joined with a blank line. Raises `ModelError` for an event that breaks the
+    protocol. Cancellation: safe at every await (it only reads ``payloads``).
     """
     blocks: dict[int, str] = {}  # open content blocks: index -> kind
     signatures: dict[int, str] = {}
+    call_ids: set[str] = set()  # tool-use ids of this message, each made unique
     totals = _UsageTotals()
     text_seen = gap = False  # some text was sent; an ignored block came after it
     stopped = False  # message_stop came: nothing after it counts
@@ -291,7 +294,8 @@ async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEv
                 index = payload["index"]
                 if not isinstance(index, int) or index in blocks:
                     raise MalformedEvent(f"content block {index!r} started twice or unnumbered")
-                started = _block_start(index, payload["content_block"], blocks, signatures)
+                block_start = payload["content_block"]
+                started = _block_start(index, block_start, blocks, signatures, call_ids)
                 if blocks[index] == _IGNORED:
                     gap = text_seen
                 for event in started:
@@ -354,8 +358,9 @@ def _whole_message(message: dict[str, Any], totals: _UsageTotals) -> list[Stream
         events.append(update)
     blocks: dict[int, str] = {}
     signatures: dict[int, str] = {}
+    call_ids: set[str] = set()
     for index, block in enumerate(message.get("content") or ()):
-        events.extend(_block_start(index, block, blocks, signatures))
+        events.extend(_block_start(index, block, blocks, signatures, call_ids))
         kind = blocks.pop(index)
         if kind == _TOOL:
             events.append(ToolCallEnd(index=index))
@@ -369,9 +374,14 @@ def _whole_message(message: dict[str, Any], totals: _UsageTotals) -> list[Stream
 
 
 def _block_start(
-    index: int, block: dict[str, Any], blocks: dict[int, str], signatures: dict[int, str]
+    index: int,
+    block: dict[str, Any],
+    blocks: dict[int, str],
+    signatures: dict[int, str],
+    call_ids: set[str],
 ) -> list[StreamEvent]:
-    """Open block ``index``; the events its start carries (streamed blocks start empty)."""
+    """Open block ``index``; the events its start carries (streamed blocks start empty). A
+    tool-use id already used in this message is made unique (`unique_call_id`)."""
     block_type = block["type"]
     if block_type == "text":
         blocks[index] = _TEXT
@@ -379,7 +389,9 @@ def _block_start(
     if block_type == "tool_use":
         blocks[index] = _TOOL
         out: list[StreamEvent] = [
-            ToolCallStart(index=index, call_id=block["id"], name=block["name"])
+            ToolCallStart(
+                index=index, call_id=unique_call_id(block["id"], call_ids), name=block["name"]
+            )
         ]
         if arguments := block.get("input"):  # streamed calls start with {}, then deltas
             out.append(ToolCallDelta(index=index, arguments=json.dumps(arguments)))

@@ -77,6 +77,7 @@ from ._http import (
     provider_stream,
     token_count,
     transient_error,
+    unique_call_id,
 )
 
 __all__ = [
@@ -374,6 +375,7 @@ class _State:
 
     __slots__ = (
         "args_sent",
+        "call_ids",
         "calls",
         "from_done",
         "refused",
@@ -385,6 +387,7 @@ class _State:
     def __init__(self) -> None:
         self.args_sent: dict[int, int] = {}  # output_index -> argument characters sent
         self.calls = 0
+        self.call_ids: set[str] = set()  # this response's call ids, each unique
         self.refused = False
         self.streamed = False  # the current text/reasoning item sent a delta
         self.from_done = False  # ... or sent its text by the parts' ``*.done`` events
@@ -491,7 +494,10 @@ class _State:
         if kind == "function_call":
             self.calls += 1
             start = ToolCallStart(
-                index=index, call_id=item["call_id"], name=item["name"], provider_id=item.get("id")
+                index=index,
+                call_id=unique_call_id(item["call_id"], self.call_ids),
+                name=item["name"],
+                provider_id=item.get("id"),
             )
             arguments = item.get("arguments") or ""
             self.args_sent[index] = len(arguments)
@@ -532,7 +538,8 @@ async def convert_stream(chunks: AsyncIterator[Any]) -> AsyncIterator[StreamEven
     """Map the SDK's decoded SSE payloads (dicts) to normalised `StreamEvent`s.
 
     Raises `ModelError` for a payload of the wrong shape or a stream that ends before its
-    terminal event. Cancellation: nothing is held here; the caller closes the HTTP stream.
+    terminal event. A ``call_id`` repeated within the response is made unique, so every call
+    runs and is answered. Cancellation: nothing is held here; the caller closes the HTTP stream.
     """
     state = _State()
     events: tuple[StreamEvent, ...] = ()
