@@ -21,6 +21,7 @@ import pytest
 from llm_worker import ModelError, Worker, tool
 from llm_worker.events import Retrying
 from llm_worker.items import AssistantMessage, ToolCall, ToolResult
+from llm_worker.models import EventTooLarge
 from llm_worker.models._http import RetryPolicy
 from llm_worker.models.anthropic import AnthropicModel
 from llm_worker.models.openai_chat import OpenAIChatModel
@@ -530,8 +531,6 @@ async def test_an_event_of_empty_data_is_skipped_not_an_error(
 async def test_an_event_beyond_the_size_cap_is_a_final_typed_error_not_an_unbounded_read(
     protocol: str, server: RawServer, models: Callable[..., Model]
 ) -> None:
-    from llm_worker.models._http import EventTooLarge
-
     huge = b"data: " + json.dumps({"padding": "x" * 300_000}).encode()  # one line, no end yet
     server.play(*[script([stream_head(), *chunked(huge)], "keep")] * 3)
     worker = Worker(models(protocol, max_event_bytes=64 * 1024))

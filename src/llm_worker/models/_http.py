@@ -18,6 +18,17 @@ Invariants:
   outermost first on the way out), never left to the garbage collector, which would finalise it
   in a stray task (asyncio) or warn (trio). `SSEResponseStream` reads a raw response that way;
   the SDKs' own ``AsyncStream`` does not (see there).
+* Failures are classified by what the server said, not by how the connection ended: a body read
+  after the stream's last word (``[DONE]``, an error event) may break without consequence, so an
+  error event's message survives an abrupt close; an HTTP error status whose body was cut stays
+  that status (`note_status`); a 400 — as a status or stated in an error object — is never
+  retried. (After a response's terminal event the converters end normally on a broken
+  connection: the answer is whole.)
+* No SSE line, event or JSON body may exceed ``max_event_bytes`` (16 MiB by default):
+  `EventTooLarge`, never retried; parsing is linear in the bytes received (`SSEDecoder`).
+* No error text leaves this module with a credential in it: every `ModelError`, `StreamError`
+  and `Retrying` of `provider_stream` is redacted (`Redactor`) against the client's key and
+  credential headers — message, failure cause and chained exceptions.
 * Timeouts: ``connect`` and ``idle`` are the HTTP client's connect and read timeouts (a read
   timeout is exactly "no byte for ``idle`` seconds", checked where the bytes are read, at no extra
   cost per event); ``first_event`` bounds the time from sending the request to the first event.

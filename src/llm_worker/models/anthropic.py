@@ -122,6 +122,10 @@ class AnthropicModel:
     the API's ``thinking`` parameter, e.g. ``{"type": "enabled", "budget_tokens": 2048}``.
 
     Raises `MissingCredentials` at construction when no client and no key is given.
+
+    ``max_event_bytes`` caps one stream event, one line of it, or a whole JSON body
+    (`EventTooLarge`). Error texts never carry the client's key (`Redactor`); a client built
+    here also knows an HTTP error whose body was cut from an unreachable server (`note_status`).
     """
 
     def __init__(

@@ -119,6 +119,10 @@ class OpenAIChatModel:
     retries nested in ours). A ``client`` you pass is used as it is (its own retry setting
     included) and is not closed by `aclose`.
 
+    ``max_event_bytes`` caps one stream event, one line of it, or a whole JSON body
+    (`EventTooLarge`). Error texts never carry the client's key (`Redactor`); a client built
+    here also knows an HTTP error whose body was cut from an unreachable server (`note_status`).
+
     Cancellation: ``stream()`` does no I/O; everything happens while iterating, and leaving the
     ``async with`` closes the HTTP response (shielded, bounded) so the connection is released.
     """

@@ -118,6 +118,10 @@ class OpenAIResponsesModel:
     content is not supported with this model"); ``include_encrypted_reasoning`` overrides that
     guess. A ``client`` passed in is used as it is, except that our retries replace its own.
 
+    ``max_event_bytes`` caps one stream event, one line of it, or a whole JSON body
+    (`EventTooLarge`). Error texts never carry the client's key (`Redactor`); a client built
+    here also knows an HTTP error whose body was cut from an unreachable server (`note_status`).
+
     Cancellation: see `provider_stream` — any await of the stream may be cancelled; the HTTP
     response is then closed (shielded, bounded) and the cancellation propagates.
     """
