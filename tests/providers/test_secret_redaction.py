@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -25,6 +26,7 @@ from llm_worker.models._http import REDACTED, Redactor, RetryPolicy, client_secr
 from llm_worker.models.anthropic import AnthropicModel
 from llm_worker.models.openai_chat import OpenAIChatModel
 from llm_worker.models.openai_responses import OpenAIResponsesModel
+from llm_worker.store import SQLiteStore
 from llm_worker.testing import FakeProviderServer, Reply
 
 from .conftest import CASSETTES
@@ -205,3 +207,30 @@ def test_a_placeholder_key_is_not_redacted_out_of_every_message() -> None:
     assert redact("ollama could not be reached") == "ollama could not be reached"
     assert redact(f"bad key {KEY}!") == f"bad key {REDACTED}!"
     assert redact(f"cut: {KEY[:20]}...") == f"cut: {REDACTED}..."
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_session_database_never_stores_an_echoed_key(
+    protocol: str,
+    fake_server: FakeProviderServer,
+    models: Callable[..., Model],
+    tmp_path: Path,
+) -> None:
+    """The run's failure reason and the interruption note the next run commits are stored in
+    the session's SQLite file: neither holds the key."""
+    fake_server.enqueue(Reply.error(401, echo_body(protocol, 401)), path=PATHS[protocol])
+    path = tmp_path / "sessions.db"
+    with SQLiteStore(path) as store, store.open_session("s") as session:
+        worker = session.worker(models(protocol, fake_server.base_url))
+        with pytest.raises(ModelError):
+            await worker.run("hi")
+        await assert_next_request_has_no_key(worker, fake_server, protocol)
+    stored = stored_bytes(tmp_path)
+    assert KEY.encode() not in stored
+    assert KEY[:12].encode() not in stored
+    assert REDACTED.encode() in stored  # the reason was stored, redacted
+
+
+def stored_bytes(directory: Path) -> bytes:
+    """Every byte of every file under ``directory`` (the database, its WAL, its lock files)."""
+    return b"".join(p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file())
