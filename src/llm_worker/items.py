@@ -90,21 +90,45 @@ AssistantPart = Annotated[TextPart | ReasoningPart, Field(discriminator="type")]
 
 
 class Usage(BaseModel):
-    """Token counts reported by a provider (zero when it reports none)."""
+    """Token counts reported by a provider; None where it reported nothing (unknown, not zero).
+
+    Adding two usages adds each count; a count one side does not know is taken from the other,
+    and stays None only when neither knows it (an increment that says nothing about a count
+    leaves it as it was).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    cache_read_tokens: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    cache_read_tokens: int | None = None
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
-            input_tokens=self.input_tokens + other.input_tokens,
-            output_tokens=self.output_tokens + other.output_tokens,
-            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
-            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            input_tokens=_add_counts(self.input_tokens, other.input_tokens),
+            output_tokens=_add_counts(self.output_tokens, other.output_tokens),
+            reasoning_tokens=_add_counts(self.reasoning_tokens, other.reasoning_tokens),
+            cache_read_tokens=_add_counts(self.cache_read_tokens, other.cache_read_tokens),
         )
+
+    @property
+    def known(self) -> bool:
+        """Whether the provider reported any count at all."""
+        return any(
+            count is not None
+            for count in (
+                self.input_tokens,
+                self.output_tokens,
+                self.reasoning_tokens,
+                self.cache_read_tokens,
+            )
+        )
+
+
+def _add_counts(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 class AssistantMessage(_Item):

@@ -269,7 +269,8 @@ def expected_response(name: str) -> dict[str, Any]:
     blocks: dict[int, dict[str, Any]] = {}
     order: list[dict[str, Any]] = []
     stop = None
-    input_tokens = output_tokens = reasoning_tokens = 0
+    input_tokens = output_tokens = 0
+    reasoning_tokens: int | None = None  # unknown unless the stream gives it
     for _, payload in sse_payloads(name):
         kind = payload["type"]
         if kind == "message_start":
@@ -287,7 +288,8 @@ def expected_response(name: str) -> dict[str, Any]:
             stop = payload["delta"]["stop_reason"]
             usage = payload["usage"]
             output_tokens = usage["output_tokens"]
-            reasoning_tokens = usage.get("output_tokens_details", {}).get("thinking_tokens", 0)
+            thinking = usage.get("output_tokens_details", {}).get("thinking_tokens")
+            reasoning_tokens = reasoning_tokens if thinking is None else thinking
             if usage.get("input_tokens") is not None:
                 input_tokens = sum(usage.get(k) or 0 for k in ("input_tokens", *_CACHE_KEYS))
     reasoning: list[ReasoningPart] = []

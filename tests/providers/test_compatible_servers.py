@@ -214,21 +214,28 @@ async def test_tool_calls_without_done_run_after_their_finish_reason(
     assert result.output == "5"
 
 
-async def test_done_without_a_finish_reason_ends_the_turn_and_its_calls(
+async def test_done_without_a_finish_reason_is_an_interrupted_answer_whose_calls_never_run(
     fake_server: FakeProviderServer, chat: OpenAIChatModel
 ) -> None:
-    """``[DONE]`` is the server saying the response is complete, finish_reason or not."""
+    """``[DONE]`` with no ``finish_reason`` before it is an answer whose end the server did not
+    state: llama.cpp's server ends an answer that a second request cut off exactly so. The text
+    is kept as interrupted, the call is never run, and nothing is re-generated."""
     whole = {"index": 0, "id": "call_1", "function": {"name": "now", "arguments": "{}"}}
     fake_server.enqueue(
         Reply.sse([chunk({"content": "Checking."}), chunk({"tool_calls": [whole]}), "[DONE]"]),
-        Reply.sse([*text_chunks("Noon."), "[DONE]"]),
         path=CHAT,
     )
-    result = await Worker(chat, tools=TOOLS).run("time?")
-    assert CALLED == [("now", {})]
-    assert result.output == "Noon."
-    [first, _] = [i for i in result.items if isinstance(i, AssistantMessage)]
-    assert (first.text, first.stop_reason, first.interrupted) == ("Checking.", None, False)
+    worker = Worker(chat, tools=TOOLS)
+    with pytest.raises(ModelError, match="without a finish reason") as caught:
+        await worker.run("time?")
+    assert CALLED == []
+    message = kept_message(caught.value)
+    assert (message.text, message.stop_reason, message.interrupted) == ("Checking.", None, True)
+    [call] = [i for i in caught.value.partial.items if isinstance(i, ToolCall)]
+    assert not call.complete
+    assert len(sent(fake_server, CHAT)) == 1
+    assert_connections_released(chat.client)
+    await next_run_is_valid(worker, fake_server, "chat")
 
 
 async def test_a_stream_cut_before_its_finish_reason_is_an_error_that_keeps_the_text(

@@ -475,8 +475,8 @@ def test_converter_handles_odd_but_legal_chunks() -> None:
     }
     assert feed({"choices": [], "usage": usage}) == [
         UsageUpdate(
-            usage=Usage(input_tokens=0, output_tokens=3, reasoning_tokens=3, cache_read_tokens=4)
-        )
+            usage=Usage(output_tokens=3, reasoning_tokens=3, cache_read_tokens=4)
+        )  # the input count did not change: the increment says nothing about it
     ]
 
 
@@ -533,12 +533,15 @@ async def test_cassette_replays_into_items(
     reasons = {"stop": "end_turn", "tool_calls": "tool_use"}
     assert first.stop_reason == ("refusal" if expected["refusal"] else reasons[expected["finish"]])
     if expected["usage"]:
+        usage = expected["usage"]
         assert first.usage == Usage(
-            input_tokens=expected["usage"]["prompt_tokens"],
-            output_tokens=expected["usage"]["completion_tokens"],
+            input_tokens=usage["prompt_tokens"],
+            output_tokens=usage["completion_tokens"],
+            reasoning_tokens=usage["completion_tokens_details"]["reasoning_tokens"],
+            cache_read_tokens=usage["prompt_tokens_details"]["cached_tokens"],
         )
-    else:
-        assert first.usage == Usage()
+    else:  # the server reported none: unknown, not zero
+        assert first.usage == Usage(input_tokens=None, output_tokens=None)
     assert [(c.call_id, c.name, c.raw_arguments) for c in calls] == [
         (c["id"], c["name"], c["arguments"]) for c in expected["calls"]
     ]

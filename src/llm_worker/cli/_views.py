@@ -326,17 +326,22 @@ def status_line(model: str, turn: Turn, session: Session) -> str:
     total = _session_tokens(session.history)
     parts = [model]
     if usage.input_tokens or usage.output_tokens:
-        parts.append(f"{usage.input_tokens:,} in / {usage.output_tokens:,} out tokens")
+        parts.append(f"{_count(usage.input_tokens)} in / {_count(usage.output_tokens)} out tokens")
     parts.append(f"{turn.seconds:.1f}s")
     parts.append(f"session {session.name}" + (f" ({total:,} tokens)" if total else ""))
     return " · ".join(parts)
+
+
+def _count(tokens: int | None) -> str:
+    """A token count for people: unknown (the provider did not say) is "?", not 0."""
+    return "?" if tokens is None else f"{tokens:,}"
 
 
 def _session_tokens(history: Sequence[Item]) -> int:
     from ..items import AssistantMessage
 
     return sum(
-        item.usage.input_tokens + item.usage.output_tokens
+        (item.usage.input_tokens or 0) + (item.usage.output_tokens or 0)
         for item in history
         if isinstance(item, AssistantMessage) and item.usage is not None
     )

@@ -12,7 +12,7 @@ from ._base import Model, ModelRequest, ModelSettings
 from ._registry import UnknownModelSpec, resolve_model
 
 if TYPE_CHECKING:
-    from ._http import MissingCredentials, RetryPolicy, Timeouts
+    from ._http import EventTooLarge, MissingCredentials, RetryPolicy, Timeouts
     from .anthropic import AnthropicModel
     from .offline import OfflineModel
     from .openai_chat import OpenAIChatModel
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnthropicModel",
+    "EventTooLarge",
     "MissingCredentials",
     "Model",
     "ModelRequest",
@@ -39,6 +40,7 @@ _LAZY = {
     "OpenAIResponsesModel": ".openai_responses",
     "AnthropicModel": ".anthropic",
     # The HTTP providers' settings and errors (loading them loads the HTTP client).
+    "EventTooLarge": "._http",
     "MissingCredentials": "._http",
     "RetryPolicy": "._http",
     "Timeouts": "._http",

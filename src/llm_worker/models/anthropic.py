@@ -14,13 +14,15 @@ Invariants:
   and it strips earlier turns' thinking from the context anyway. Redacted thinking goes back as
   it came.
 * Stream conversion (`convert_stream`) never crashes on what the server sends: block, delta and
-  event types it does not know (server tool use and results, citations, ``ping``) are ignored;
-  an event that breaks the protocol is a `ModelError`, and so is a body that ends before
-  ``message_stop`` (``retryable``: a cut connection); an ``error`` event is a `ModelError` that
-  is ``retryable`` when its type is transient (``overloaded_error``), and retried while no
-  content has been streamed (`provider_stream`). A whole ``Message`` object (a compatible
-  server that answered ``application/json`` despite ``stream: true``) is read as the events
-  its stream would have carried.
+  event types it does not know (server tool use and results, citations, ``ping``) are ignored; an
+  event that breaks the protocol is a `ModelError`, and so is a body that ends before the server
+  stated the answer's end — ``message_stop``, or a ``message_delta`` with its ``stop_reason`` —
+  (``retryable``: a cut connection); once it did, a connection that breaks is no error, and events
+  after ``message_stop`` are ignored; an ``error`` event is a `ModelError` that is ``retryable``
+  when its type is transient (``overloaded_error``), and retried while no content has been streamed
+  (`provider_stream`). A whole ``Message`` object (a compatible server that answered
+  ``application/json`` despite ``stream: true``) is read as the events its stream would have
+  carried.
 * Retries, timeouts and leak-free closing are `provider_stream`'s; the SDK's own retries are off
   on the client built here. Cancellation: at any await the HTTP response is closed (shielded,
   bounded) and the cancellation propagates; nothing else is held.
@@ -37,6 +39,7 @@ of its deltas: quadratic), and the worker assembles messages in its timeline any
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -74,18 +77,25 @@ from ..items import (
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._http import (
+    MAX_EVENT_BYTES,
     MissingCredentials,
     RetryPolicy,
     SDKStream,
     SSEResponseStream,
     Timeouts,
+    client_secrets,
+    http_client_options,
     provider_stream,
-    shared_ssl_context,
+    token_count,
+    unique_call_id,
+    usage_increment,
 )
 
 __all__ = ["AnthropicModel", "anthropic_messages", "anthropic_tools"]
 
 PROVIDER = "anthropic"
+
+logger = logging.getLogger("llm_worker.models")
 
 #: Stop reasons whose meaning another provider's name says better; the rest pass unchanged
 #: (``end_turn``, ``tool_use``, ``max_tokens``, ``stop_sequence``, ``refusal``, ``pause_turn``).
@@ -112,6 +122,10 @@ class AnthropicModel:
     the API's ``thinking`` parameter, e.g. ``{"type": "enabled", "budget_tokens": 2048}``.
 
     Raises `MissingCredentials` at construction when no client and no key is given.
+
+    ``max_event_bytes`` caps one stream event, one line of it, or a whole JSON body
+    (`EventTooLarge`). Error texts never carry the client's key (`Redactor`); a client built
+    here also knows an HTTP error whose body was cut from an unreachable server (`note_status`).
     """
 
     def __init__(
@@ -125,6 +139,7 @@ class AnthropicModel:
         timeouts: Timeouts = Timeouts(),  # noqa: B008
         max_tokens: int = 4096,
         thinking: dict[str, Any] | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens!r}")
@@ -133,6 +148,7 @@ class AnthropicModel:
         self.timeouts = timeouts
         self.max_tokens = max_tokens
         self.thinking = thinking
+        self.max_event_bytes = max_event_bytes
         self._owns_client = client is None
         if client is None:
             key = api_key or os.environ.get("ANTHROPIC_API_KEY")
@@ -145,9 +161,7 @@ class AnthropicModel:
                 base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL") or None,
                 max_retries=0,
                 timeout=timeouts.for_httpx(),
-                http_client=anthropic.DefaultAsyncHttpxClient(
-                    verify=shared_ssl_context(), timeout=timeouts.for_httpx()
-                ),
+                http_client=anthropic.DefaultAsyncHttpxClient(**http_client_options(timeouts)),
             )
         self.client = client
 
@@ -191,7 +205,7 @@ class AnthropicModel:
 
         async def open_stream() -> SDKStream[Any]:
             raw = await create(**params)  # returns once the response headers arrived
-            return SSEResponseStream(raw.http_response)
+            return SSEResponseStream(raw.http_response, max_event_bytes=self.max_event_bytes)
 
         return provider_stream(
             open_stream,
@@ -199,6 +213,7 @@ class AnthropicModel:
             provider=PROVIDER,
             retry=self.retry,
             timeouts=self.timeouts,
+            secrets=lambda: client_secrets(self.client),
         )
 
     async def aclose(self) -> None:
@@ -237,19 +252,24 @@ async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEv
     """Map Anthropic's stream payloads (parsed JSON) to `StreamEvent`s.
 
     A dictionary lookup and a few item reads per event; nothing is accumulated but the signature
-    of an open thinking block and the usage totals. Blocks of unknown types are ignored with
-    their deltas; text blocks split by such blocks (a server tool's call and result) are joined
-    with a blank line. Raises `ModelError` for an event that breaks the protocol. Cancellation:
-    safe at every await (it only reads ``payloads``).
+    of an open thinking block, the usage totals and the tool-use ids (one repeated within the
+    message is made unique, so every call runs and is answered). Blocks of unknown types are
+    ignored with their deltas; text blocks split by such blocks (a server tool's call and
+    result) are joined with a blank line. Raises `ModelError` for an event that breaks the
+    protocol. Cancellation: safe at every await (it only reads ``payloads``).
     """
     blocks: dict[int, str] = {}  # open content blocks: index -> kind
     signatures: dict[int, str] = {}
+    call_ids: set[str] = set()  # tool-use ids of this message, each made unique
     totals = _UsageTotals()
     text_seen = gap = False  # some text was sent; an ignored block came after it
-    stopped = False
+    stopped = False  # message_stop came: nothing after it counts
+    ended = False  # the server stated the end: message_stop, or a stop_reason
     payload: Any = None
     try:
         async for payload in payloads:
+            if stopped:
+                continue  # the rest of the body is read (the connection is reused), not used
             kind = payload["type"]
             if kind == "content_block_delta":
                 index = payload["index"]
@@ -278,7 +298,8 @@ async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEv
                 index = payload["index"]
                 if not isinstance(index, int) or index in blocks:
                     raise MalformedEvent(f"content block {index!r} started twice or unnumbered")
-                started = _block_start(index, payload["content_block"], blocks, signatures)
+                block_start = payload["content_block"]
+                started = _block_start(index, block_start, blocks, signatures, call_ids)
                 if blocks[index] == _IGNORED:
                     gap = text_seen
                 for event in started:
@@ -300,6 +321,7 @@ async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEv
             elif kind == "message_delta":
                 reason = payload["delta"].get("stop_reason")
                 if reason:
+                    ended = True
                     yield StopReason(reason=_STOP_REASONS.get(reason, reason))
                 if update := totals.update(payload.get("usage")):
                     yield update
@@ -308,19 +330,28 @@ async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEv
             ):
                 yield update
             elif kind == "message_stop":
-                stopped = True
+                stopped = ended = True
             elif kind == "message" and not blocks:  # a whole Message: the server did not stream
                 for event in _whole_message(payload, totals):
                     yield event
-                stopped = True
+                stopped = ended = True
             # ping and event types newer than this module carry nothing for us.
+    except ModelError as exc:
+        if not ended:
+            raise
+        # The answer's end was stated: a connection that breaks now loses nothing of it.
+        cause = type(exc.__cause__ or exc).__name__
+        logger.info("the stream broke (%s) after the message ended; the answer stands", cause)
+        return
     except (MalformedEvent, AttributeError, KeyError, TypeError, ValueError) as exc:
         kind = payload.get("type") if isinstance(payload, dict) else None
         what = f"a {kind!r} event" if isinstance(kind, str) else f"event {payload!r:.80}"
         raise ModelError(f"{PROVIDER} sent a malformed stream: {what}: {exc!r}") from exc
-    if not stopped:
+    if not ended:
         raise ModelError(
-            f"{PROVIDER}: the stream ended before message_stop: it was cut off", retryable=True
+            f"{PROVIDER}: the stream ended before message_stop (and before any stop_reason): it "
+            "was cut off",
+            retryable=True,
         )
 
 
@@ -331,8 +362,9 @@ def _whole_message(message: dict[str, Any], totals: _UsageTotals) -> list[Stream
         events.append(update)
     blocks: dict[int, str] = {}
     signatures: dict[int, str] = {}
+    call_ids: set[str] = set()
     for index, block in enumerate(message.get("content") or ()):
-        events.extend(_block_start(index, block, blocks, signatures))
+        events.extend(_block_start(index, block, blocks, signatures, call_ids))
         kind = blocks.pop(index)
         if kind == _TOOL:
             events.append(ToolCallEnd(index=index))
@@ -346,9 +378,14 @@ def _whole_message(message: dict[str, Any], totals: _UsageTotals) -> list[Stream
 
 
 def _block_start(
-    index: int, block: dict[str, Any], blocks: dict[int, str], signatures: dict[int, str]
+    index: int,
+    block: dict[str, Any],
+    blocks: dict[int, str],
+    signatures: dict[int, str],
+    call_ids: set[str],
 ) -> list[StreamEvent]:
-    """Open block ``index``; the events its start carries (streamed blocks start empty)."""
+    """Open block ``index``; the events its start carries (streamed blocks start empty). A
+    tool-use id already used in this message is made unique (`unique_call_id`)."""
     block_type = block["type"]
     if block_type == "text":
         blocks[index] = _TEXT
@@ -356,7 +393,9 @@ def _block_start(
     if block_type == "tool_use":
         blocks[index] = _TOOL
         out: list[StreamEvent] = [
-            ToolCallStart(index=index, call_id=block["id"], name=block["name"])
+            ToolCallStart(
+                index=index, call_id=unique_call_id(block["id"], call_ids), name=block["name"]
+            )
         ]
         if arguments := block.get("input"):  # streamed calls start with {}, then deltas
             out.append(ToolCallDelta(index=index, arguments=json.dumps(arguments)))
@@ -379,40 +418,29 @@ def _block_start(
 @dataclass
 class _UsageTotals:
     """Anthropic reports running totals; the timeline adds increments: this turns one into the
-    other. ``input_tokens`` counts cached prompt tokens too (as OpenAI's do)."""
+    other. ``input_tokens`` counts cached prompt tokens too (as OpenAI's do). A count the
+    server never gave stays unknown (None), never zero."""
 
-    input: int = 0
-    output: int = 0
-    reasoning: int = 0
-    cache_read: int = 0
+    running: Usage = field(default_factory=Usage)
 
     def update(self, usage: dict[str, Any] | None) -> UsageUpdate | None:
         if not usage:
             return None
-        fresh = usage.get("input_tokens")
-        cache_read = usage.get("cache_read_input_tokens")
-        cache_write = usage.get("cache_creation_input_tokens")
-        if fresh is None and cache_read is None and cache_write is None:
-            prompt = self.input  # a message_delta that repeats no input count
-        else:
-            prompt = (fresh or 0) + (cache_read or 0) + (cache_write or 0)
-        output = usage.get("output_tokens")
-        output = self.output if output is None else output
+        prompt_parts = [
+            token_count(usage.get(key))
+            for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        ]
+        known = [part for part in prompt_parts if part is not None]
         details = usage.get("output_tokens_details")
         thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
-        reasoning = thinking if isinstance(thinking, int) else self.reasoning
-        cached = self.cache_read if cache_read is None else cache_read
-        increment = Usage(
-            input_tokens=prompt - self.input,
-            output_tokens=output - self.output,
-            reasoning_tokens=reasoning - self.reasoning,
-            cache_read_tokens=cached - self.cache_read,
+        total = Usage(
+            input_tokens=sum(known) if known else None,  # None: a delta that repeats no input
+            output_tokens=token_count(usage.get("output_tokens")),
+            reasoning_tokens=token_count(thinking),
+            cache_read_tokens=prompt_parts[1],
         )
-        self.input, self.output, self.reasoning, self.cache_read = prompt, output, reasoning, cached
-        return None if increment == _NO_USAGE else UsageUpdate(usage=increment)
-
-
-_NO_USAGE = Usage()
+        increment, self.running = usage_increment(self.running, total)
+        return None if increment is None else UsageUpdate(usage=increment)
 
 
 # -- the request ----------------------------------------------------------------------------------

@@ -20,22 +20,26 @@ Invariants:
   compatible servers (``reasoning`` / ``reasoning_content``) become `ReasoningDelta`s. Tool-call
   deltas are assembled however compatible servers number and split them (see `ChunkConverter`).
   A tool call is announced (`ToolCallStart`) once its name is known, and ended (`ToolCallEnd`)
-  only when the response is complete — a ``finish_reason`` or ``[DONE]`` arrived.
-* A stream is complete when a ``finish_reason`` came (``[DONE]`` after it is optional: some
-  servers leave it out) or ``[DONE]`` came. A body that ends with neither is a retryable
-  `ModelError` — retried if nothing had streamed, else the worker keeps the partial text and
-  the calls cut off stay incomplete (never executed). A whole ``chat.completion`` object (a
-  server that ignored ``stream: true``) is read as one chunk.
+  only when the response is complete — its ``finish_reason`` arrived.
+* A stream is complete when, and only when, a ``finish_reason`` came (``[DONE]`` after it is
+  optional: some servers leave it out). ``[DONE]`` alone is not enough: llama.cpp's server ends
+  an answer that a newer request cut off with ``[DONE]`` and no ``finish_reason``. A body that
+  ends (with or without ``[DONE]``) before a ``finish_reason`` is a retryable `ModelError` —
+  retried if nothing had streamed, else the worker keeps the partial text as interrupted and
+  the calls cut off stay incomplete (never executed). Once a ``finish_reason`` came, a
+  connection that breaks is no error: the answer is whole. A whole ``chat.completion`` object
+  (a server that ignored ``stream: true``) is read as one chunk.
 * Refusals (``delta.refusal``) are streamed as visible text — that *is* what the model said to
   the user, and it is sent back as the assistant's content — and the stop reason becomes
   ``"refusal"``.
 * Usage is reported as increments: servers that repeat cumulative usage on several chunks are
-  not double counted.
+  not double counted; a count the server does not give is unknown (None), never zero.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -74,16 +78,22 @@ from ..items import (
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._http import (
+    MAX_EVENT_BYTES,
     SSE_DONE,
     MissingCredentials,
     RetryPolicy,
     SSEResponseStream,
     Timeouts,
+    client_secrets,
+    http_client_options,
     provider_stream,
-    shared_ssl_context,
+    token_count,
+    usage_increment,
 )
 
 __all__ = ["STOP_REASONS", "ChunkConverter", "OpenAIChatModel", "to_messages", "to_tools"]
+
+logger = logging.getLogger("llm_worker.models")
 
 #: ``finish_reason`` → the worker's stop reason; anything else passes through unchanged.
 STOP_REASONS = {
@@ -109,6 +119,10 @@ class OpenAIChatModel:
     retries nested in ours). A ``client`` you pass is used as it is (its own retry setting
     included) and is not closed by `aclose`.
 
+    ``max_event_bytes`` caps one stream event, one line of it, or a whole JSON body
+    (`EventTooLarge`). Error texts never carry the client's key (`Redactor`); a client built
+    here also knows an HTTP error whose body was cut from an unreachable server (`note_status`).
+
     Cancellation: ``stream()`` does no I/O; everything happens while iterating, and leaving the
     ``async with`` closes the HTTP response (shielded, bounded) so the connection is released.
     """
@@ -124,8 +138,10 @@ class OpenAIChatModel:
         retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen dataclass, safe to share
         timeouts: Timeouts = Timeouts(),  # noqa: B008 - frozen dataclass, safe to share
         extra_body: dict[str, Any] | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.model = model
+        self.max_event_bytes = max_event_bytes
         self.provider = provider
         self.retry = retry
         self.timeouts = timeouts
@@ -143,9 +159,7 @@ class OpenAIChatModel:
                 base_url=base_url,
                 max_retries=0,
                 timeout=timeouts.for_httpx(),
-                http_client=openai.DefaultAsyncHttpxClient(
-                    verify=shared_ssl_context(), timeout=timeouts.for_httpx()
-                ),
+                http_client=openai.DefaultAsyncHttpxClient(**http_client_options(timeouts)),
             )
         self.client = client
 
@@ -170,7 +184,9 @@ class OpenAIChatModel:
 
         async def open_stream() -> SSEResponseStream:
             raw = await create(**params)  # returns once the response headers arrived
-            return SSEResponseStream(raw.http_response, report_done=True)
+            return SSEResponseStream(
+                raw.http_response, report_done=True, max_event_bytes=self.max_event_bytes
+            )
 
         return provider_stream(
             open_stream,
@@ -178,6 +194,7 @@ class OpenAIChatModel:
             provider=self.provider,
             retry=self.retry,
             timeouts=self.timeouts,
+            secrets=lambda: client_secrets(self.client),
         )
 
     def request_params(self, request: ModelRequest) -> dict[str, Any]:
@@ -298,21 +315,40 @@ def _arguments(call: ToolCall) -> str:
 
 
 async def _convert(chunks: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
+    """The events of one response (see the module invariants on how a stream ends).
+
+    Once a ``finish_reason`` has come the response is complete: a connection that breaks after
+    it (before the usage chunk or ``[DONE]``) loses at most the usage, never the answer.
+    """
     converter = ChunkConverter()
     feed = converter.feed
-    async for chunk in chunks:
-        if chunk is SSE_DONE:
-            break
-        for event in feed(chunk):
-            yield event
-    else:
+    done = False
+    try:
+        async for chunk in chunks:
+            if chunk is SSE_DONE:
+                done = True
+                break
+            for event in feed(chunk):
+                yield event
+    except ModelError as exc:
         if not converter.finished:
+            raise
+        cause = type(exc.__cause__ or exc).__name__
+        logger.info("the stream broke (%s) after a complete answer; the answer stands", cause)
+        return
+    if not converter.finished:
+        if done:
             raise ModelError(
-                "the stream ended before the model finished (no finish_reason, no [DONE]): the "
-                "server or the connection cut it off",
+                "the stream ended without a finish reason ([DONE] before any finish_reason): "
+                "the server cut the answer off (a request that replaced it, a crash)",
                 retryable=True,
             )
-    for event in converter.end():
+        raise ModelError(
+            "the stream ended before the model finished (no finish_reason, no [DONE]): the "
+            "server or the connection cut it off",
+            retryable=True,
+        )
+    for event in converter.end():  # calls a server opened after its finish_reason
         yield event
 
 
@@ -401,7 +437,7 @@ class ChunkConverter:
         return events
 
     def end(self) -> list[StreamEvent]:
-        """End every open call: the response is complete (a ``finish_reason`` or ``[DONE]``)."""
+        """End every open call: the response is complete (its ``finish_reason`` came)."""
         events: list[StreamEvent] = [ToolCallEnd(index=index) for index in self._open]
         self._open.clear()
         return events
@@ -469,25 +505,19 @@ class ChunkConverter:
     def _new_index(self) -> int:
         return max((self._latest, *self._slots.values(), *self._open, *self._pending)) + 1
 
-    def _usage_update(self, usage: dict[str, Any]) -> list[StreamEvent]:
+    def _usage_update(self, usage: dict[str, Any]) -> Sequence[StreamEvent]:
         """A `UsageUpdate` with what ``usage`` adds to the last usage seen (servers that repeat
-        cumulative usage are not double counted)."""
+        cumulative usage are not double counted); a count it leaves out stays unknown."""
         prompt_details = usage.get("prompt_tokens_details") or _EMPTY
         completion_details = usage.get("completion_tokens_details") or _EMPTY
         total = Usage(
-            input_tokens=usage.get("prompt_tokens") or 0,
-            output_tokens=usage.get("completion_tokens") or 0,
-            reasoning_tokens=completion_details.get("reasoning_tokens") or 0,
-            cache_read_tokens=prompt_details.get("cached_tokens") or 0,
+            input_tokens=token_count(usage.get("prompt_tokens")),
+            output_tokens=token_count(usage.get("completion_tokens")),
+            reasoning_tokens=token_count(completion_details.get("reasoning_tokens")),
+            cache_read_tokens=token_count(prompt_details.get("cached_tokens")),
         )
-        previous, self._usage = self._usage, total
-        increment = Usage(
-            input_tokens=total.input_tokens - previous.input_tokens,
-            output_tokens=total.output_tokens - previous.output_tokens,
-            reasoning_tokens=total.reasoning_tokens - previous.reasoning_tokens,
-            cache_read_tokens=total.cache_read_tokens - previous.cache_read_tokens,
-        )
-        return [UsageUpdate(usage=increment)]
+        increment, self._usage = usage_increment(self._usage, total)
+        return _NOTHING if increment is None else (UsageUpdate(usage=increment),)
 
 
 def _text(value: Any) -> str:

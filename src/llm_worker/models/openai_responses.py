@@ -10,16 +10,18 @@ Invariants:
   lacks one); an output with no call before it is dropped; a ``reasoning`` item is sent only when
   this provider produced it with encrypted content, and only if the item it preceded (text or a
   function call) is sent whole after it — reasoning whose follower was cut off is dropped.
-* Stream conversion is lean: the body is read by the shared `SSEResponseStream` (plain dicts,
-  no per-event SDK model: ``responses.create(stream=True)`` builds one per event, 70–115 µs per
-  text delta end to end); a delta costs one dict lookup and one event object. A payload of the
-  wrong shape, a ``response.failed`` / ``error`` event (or a bare ``{"error": ...}`` payload),
-  or a stream that ends before its terminal event is a typed `ModelError` (or `StreamError`),
-  never another exception. Unknown event types are ignored. Whatever a server leaves out is
-  taken from where else it says it: arguments only in ``function_call_arguments.done`` or only
-  in ``output_item.done``, text or a reasoning summary only in its item's ``done`` event, calls
-  never closed by ``output_item.done`` (closed by ``response.completed``), and a whole
-  ``response`` object (a server that answered ``application/json`` despite ``stream``).
+* Stream conversion is lean: the body is read by the shared `SSEResponseStream` (plain dicts, no
+  per-event SDK model: ``responses.create(stream=True)`` builds one per event, 70–115 µs per text
+  delta end to end); a delta costs one dict lookup and one event object. A payload of the wrong
+  shape, a ``response.failed`` / ``error`` event (or a bare ``{"error": ...}`` payload), or a stream
+  that ends before its terminal event (``response.completed`` / ``incomplete`` / ``failed``, or an
+  ``error`` event) is a typed `ModelError` (or `StreamError`), never another exception; after the
+  terminal event the rest of the body is read and ignored, and a connection that breaks then is no
+  error — the response is whole. Unknown event types are ignored. Whatever a server leaves out is
+  taken from where else it says it: arguments only in ``function_call_arguments.done`` or only in
+  ``output_item.done``, text or a reasoning summary only in its item's ``done`` event, calls never
+  closed by ``output_item.done`` (closed by ``response.completed``), and a whole ``response`` object
+  (a server that answered ``application/json`` despite ``stream``).
 * Cancellation and clean-up come from `provider_stream`: the SDK's retries are off for every
   request (``max_retries=0``, even on a client passed in), retries are ours, and the HTTP response
   is closed in a shielded, bounded block whatever ends the stream.
@@ -27,6 +29,7 @@ Invariants:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -62,14 +65,18 @@ from ..items import (
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._http import (
+    MAX_EVENT_BYTES,
     TRANSIENT_ERROR_CODES,
     MissingCredentials,
     RetryPolicy,
     SSEResponseStream,
     Timeouts,
+    client_secrets,
+    http_client_options,
     provider_stream,
-    shared_ssl_context,
+    token_count,
     transient_error,
+    unique_call_id,
 )
 
 __all__ = [
@@ -82,6 +89,8 @@ __all__ = [
 ]
 
 PROVIDER = "openai-responses"
+
+logger = logging.getLogger("llm_worker.models")
 
 #: Error codes of ``response.failed`` / ``error`` events worth trying again later.
 RETRYABLE_CODES = TRANSIENT_ERROR_CODES
@@ -108,6 +117,10 @@ class OpenAIResponsesModel:
     content is not supported with this model"); ``include_encrypted_reasoning`` overrides that
     guess. A ``client`` passed in is used as it is, except that our retries replace its own.
 
+    ``max_event_bytes`` caps one stream event, one line of it, or a whole JSON body
+    (`EventTooLarge`). Error texts never carry the client's key (`Redactor`); a client built
+    here also knows an HTTP error whose body was cut from an unreachable server (`note_status`).
+
     Cancellation: see `provider_stream` — any await of the stream may be cancelled; the HTTP
     response is then closed (shielded, bounded) and the cancellation propagates.
     """
@@ -125,8 +138,10 @@ class OpenAIResponsesModel:
         timeouts: Timeouts = Timeouts(),  # noqa: B008
         reasoning: dict[str, Any] | None = None,
         include_encrypted_reasoning: bool | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
         self.model = model
+        self.max_event_bytes = max_event_bytes
         self.retry = retry
         self.timeouts = timeouts
         self.reasoning = dict(reasoning) if reasoning is not None else None
@@ -144,9 +159,7 @@ class OpenAIResponsesModel:
                 base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
                 max_retries=0,
                 timeout=timeouts.for_httpx(),
-                http_client=openai.DefaultAsyncHttpxClient(
-                    verify=shared_ssl_context(), timeout=timeouts.for_httpx()
-                ),
+                http_client=openai.DefaultAsyncHttpxClient(**http_client_options(timeouts)),
             )
             self._owns_client = True
         else:
@@ -202,7 +215,9 @@ class OpenAIResponsesModel:
             # exceptions); the body is read by `SSEResponseStream`, which leaves error events to
             # `convert_stream` (they become `StreamError`s that UIs see).
             raw = await create(**body)  # returns once the response headers arrived
-            return SSEResponseStream(raw.http_response, raise_errors=False)
+            return SSEResponseStream(
+                raw.http_response, raise_errors=False, max_event_bytes=self.max_event_bytes
+            )
 
         return provider_stream(
             open_stream,
@@ -210,6 +225,7 @@ class OpenAIResponsesModel:
             provider=PROVIDER,
             retry=self.retry,
             timeouts=self.timeouts,
+            secrets=lambda: client_secrets(self.client),
         )
 
 
@@ -359,6 +375,7 @@ class _State:
 
     __slots__ = (
         "args_sent",
+        "call_ids",
         "calls",
         "from_done",
         "refused",
@@ -370,6 +387,7 @@ class _State:
     def __init__(self) -> None:
         self.args_sent: dict[int, int] = {}  # output_index -> argument characters sent
         self.calls = 0
+        self.call_ids: set[str] = set()  # this response's call ids, each unique
         self.refused = False
         self.streamed = False  # the current text/reasoning item sent a delta
         self.from_done = False  # ... or sent its text by the parts' ``*.done`` events
@@ -476,7 +494,10 @@ class _State:
         if kind == "function_call":
             self.calls += 1
             start = ToolCallStart(
-                index=index, call_id=item["call_id"], name=item["name"], provider_id=item.get("id")
+                index=index,
+                call_id=unique_call_id(item["call_id"], self.call_ids),
+                name=item["name"],
+                provider_id=item.get("id"),
             )
             arguments = item.get("arguments") or ""
             self.args_sent[index] = len(arguments)
@@ -517,43 +538,54 @@ async def convert_stream(chunks: AsyncIterator[Any]) -> AsyncIterator[StreamEven
     """Map the SDK's decoded SSE payloads (dicts) to normalised `StreamEvent`s.
 
     Raises `ModelError` for a payload of the wrong shape or a stream that ends before its
-    terminal event. Cancellation: nothing is held here; the caller closes the HTTP stream.
+    terminal event. A ``call_id`` repeated within the response is made unique, so every call
+    runs and is answered. Cancellation: nothing is held here; the caller closes the HTTP stream.
     """
     state = _State()
     events: tuple[StreamEvent, ...] = ()
-    async for data in chunks:
-        if state.terminal:
-            continue  # nothing counts after the response's last word
-        try:
-            kind = data.get("type")
-            # The hot path: one dict lookup and one event per delta.
-            if kind == "response.output_text.delta":
-                event: StreamEvent | None = TextDelta(text=data["delta"])
-                state.streamed = True
-            elif kind == "response.function_call_arguments.delta":
-                index = data["output_index"]
-                delta = data["delta"]
-                event = ToolCallDelta(index=index, arguments=delta)
-                state.args_sent[index] = state.args_sent.get(index, 0) + len(delta)
-            elif (
-                kind == "response.reasoning_summary_text.delta"
-                or kind == "response.reasoning_text.delta"
-            ):
-                event = ReasoningDelta(text=data["delta"])
-                state.streamed = True
+    try:
+        async for data in chunks:
+            if state.terminal:
+                continue  # nothing counts after the response's last word
+            try:
+                kind = data.get("type")
+                # The hot path: one dict lookup and one event per delta.
+                if kind == "response.output_text.delta":
+                    event: StreamEvent | None = TextDelta(text=data["delta"])
+                    state.streamed = True
+                elif kind == "response.function_call_arguments.delta":
+                    index = data["output_index"]
+                    delta = data["delta"]
+                    event = ToolCallDelta(index=index, arguments=delta)
+                    state.args_sent[index] = state.args_sent.get(index, 0) + len(delta)
+                elif (
+                    kind == "response.reasoning_summary_text.delta"
+                    or kind == "response.reasoning_text.delta"
+                ):
+                    event = ReasoningDelta(text=data["delta"])
+                    state.streamed = True
+                else:
+                    event = None
+                    events = state.handle(kind, data) if kind else state.untyped(data)
+            except _MALFORMED as exc:
+                raise _malformed(data, exc) from exc
+            if event is not None:
+                yield event
             else:
-                event = None
-                events = state.handle(kind, data) if kind else state.untyped(data)
-        except _MALFORMED as exc:
-            raise _malformed(data, exc) from exc
-        if event is not None:
-            yield event
-        else:
-            for each in events:
-                yield each
+                for each in events:
+                    yield each
+    except ModelError as exc:
+        if not state.terminal:
+            raise
+        # The response had said its last word: a connection that breaks now loses nothing.
+        cause = type(exc.__cause__ or exc).__name__
+        logger.info("the stream broke (%s) after its terminal event; the answer stands", cause)
+        return
     if not state.terminal:
         raise ModelError(
-            f"{PROVIDER}: the stream ended before the response was complete", retryable=True
+            f"{PROVIDER}: the stream ended before the response was complete (no "
+            "response.completed, incomplete or failed event): it was cut off",
+            retryable=True,
         )
 
 
@@ -566,10 +598,10 @@ def _usage(response: dict[str, Any]) -> tuple[StreamEvent, ...]:
     return (
         UsageUpdate(
             usage=Usage(
-                input_tokens=usage.get("input_tokens") or 0,
-                output_tokens=usage.get("output_tokens") or 0,
-                reasoning_tokens=output_details.get("reasoning_tokens") or 0,
-                cache_read_tokens=input_details.get("cached_tokens") or 0,
+                input_tokens=token_count(usage.get("input_tokens")),
+                output_tokens=token_count(usage.get("output_tokens")),
+                reasoning_tokens=token_count(output_details.get("reasoning_tokens")),
+                cache_read_tokens=token_count(input_details.get("cached_tokens")),
             )
         ),
     )
