@@ -28,6 +28,7 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
+from . import history
 from ._runs import Run, RunCoroutine, RunSlots
 from ._text import valid_text
 from .cancel import (
@@ -67,6 +68,7 @@ from .events import (
     TurnEnded,
     TurnStarted,
 )
+from .history import History, repair
 from .hooks import Abort, Decision, HookContext, Hooks, Pause, Skip, overrides
 from .items import (
     AssistantMessage,
@@ -76,7 +78,6 @@ from .items import (
     ToolResult,
     Usage,
     UserMessage,
-    unanswered_calls,
 )
 from .models import Model, ModelRequest, ModelSettings, resolve_model
 from .result import RunResult, RunStatus
@@ -144,18 +145,11 @@ class Worker:
         self.cleanup_timeout = checked_duration(cleanup_timeout, "cleanup_timeout")
         self.settings = settings or ModelSettings()
         self.deps = deps
-        self._history: list[Item] = list(history)
-        # Calls without a result, kept up to date by _commit: clean-up never rescans the history.
-        self._unanswered: dict[str, ToolCall] = {
-            call.call_id: call for call in unanswered_calls(self._history)
-        }
-        # Every call id in the history: a server that reuses ids gets them made unique on entry.
-        self._call_ids: set[str] = {i.call_id for i in self._history if isinstance(i, ToolCall)}
+        self._history = History(history)
         self._slots = RunSlots()
         # The model is told about it on the next run (a Note is built only then: runs are cheap).
         self._interruption: Cause | Note | None = None
         self._approved: set[str] = set()  # calls a hook paused on; resume() runs them unasked
-        self._commit_listeners: list[Callable[[Sequence[Item]], None]] = []
         self._run_listeners: list[Callable[[RunBoundary], None]] = []
 
     # -- public surface ----------------------------------------------------------------------------
@@ -163,7 +157,7 @@ class Worker:
     @property
     def history(self) -> list[Item]:
         """A copy of the conversation so far: provider-neutral and serialisable."""
-        return list(self._history)
+        return list(self._history.items)
 
     @property
     def running(self) -> bool:
@@ -250,8 +244,7 @@ class Worker:
 
     def on_commit(self, listener: Callable[[Sequence[Item]], None]) -> Callable[[], None]:
         """Call ``listener(items)`` synchronously whenever items are appended to the history."""
-        self._commit_listeners.append(listener)
-        return lambda: self._commit_listeners.remove(listener)
+        return self._history.on_append(listener)
 
     def on_run(self, listener: Callable[[RunBoundary], None]) -> Callable[[], None]:
         """Call ``listener(event)`` synchronously when a run starts and when it ends.
@@ -436,7 +429,7 @@ class Worker:
                 raise
             self._commit_input(run)  # a cancel during the hook commits it in clean-up instead
         else:
-            pending = list(self._unanswered.values())  # their results must come right after them
+            pending = self._history.unanswered  # their results must come right after them
             if pending:
                 status = await self._run_tools(run, pending)
                 if status is not None:
@@ -452,7 +445,7 @@ class Worker:
             if run.observed:
                 run.emit(TurnStarted(turn=run.turn))
             request = ModelRequest(
-                history=tuple(self._history),
+                history=tuple(repair(self._history.items)),
                 system=self.system,
                 tools=self.toolset.specs(),
                 settings=self.settings,
@@ -474,7 +467,9 @@ class Worker:
 
     async def _stream_turn(self, run: Run, request: ModelRequest) -> list[Item]:
         """Stream one model response into the timeline; commit it when the stream ends."""
-        timeline = run.timeline = Timeline(model=self.model.name, taken_call_ids=self._call_ids)
+        timeline = run.timeline = Timeline(
+            model=self.model.name, taken_call_ids=self._history.call_ids
+        )
         text_hooks = [h for h in self.hooks if overrides(h, "on_text_delta")]
         call_hooks = [h for h in self.hooks if overrides(h, "on_tool_call_delta")]
         async with self.model.stream(request) as events:
@@ -507,7 +502,7 @@ class Worker:
         runnable: list[tuple[ToolCall, Tool[..., Any], dict[str, Any]]] = []
         for call in calls:
             tool = self.toolset.get(call.name)
-            rejection = _reject(call, tool)
+            rejection = history.refusal(call, tool_exists=tool is not None)
             if rejection is not None:
                 self._commit(run, [rejection])
                 continue
@@ -515,17 +510,17 @@ class Worker:
             try:
                 arguments = tool.validate(call.arguments if call.arguments is not None else "")
             except ToolArgumentsError as exc:
-                self._commit(run, [_result(call, f"Error: {exc}", "error")])
+                self._commit(run, [history.invalid_arguments(call, str(exc))])
                 continue
             except Exception as exc:  # Tool.validate promises not to; bad arguments never crash
                 logger.exception("validating the arguments of %s raised", call.name)
-                text = f"Error: the arguments could not be validated ({type(exc).__name__})."
-                self._commit(run, [_result(call, text, "error")])
+                text = f"the arguments could not be validated ({type(exc).__name__})."
+                self._commit(run, [history.invalid_arguments(call, text)])
                 continue
             if call.call_id not in self._approved:
                 decision = await self._decide("before_tool_call", run, call)
                 if isinstance(decision, Skip):
-                    self._commit(run, [_result(call, f"Skipped: {decision.reason}", "skipped")])
+                    self._commit(run, [history.skipped(call, decision.reason)])
                     continue
                 if self._pauses(run, decision):
                     self._approved.update(c.call_id for c, _, _ in runnable)
@@ -628,43 +623,28 @@ class Worker:
     # -- history ---------------------------------------------------------------------------------
 
     def _commit(self, run: Run, items: Sequence[Item], *, usage: Usage | None = None) -> None:
-        """Append to the history: synchronous, so never half-done whatever is cancelled."""
+        """Append to the history for ``run``: synchronous, so never half-done."""
         if usage is not None:
             run.usage = run.usage + usage
         if not items:
             return
-        self._history.extend(items)
+        self._history.append(items)
         run.items.extend(items)
-        for item in items:
-            if isinstance(item, ToolCall):
-                self._unanswered[item.call_id] = item
-                self._call_ids.add(item.call_id)
-            elif isinstance(item, ToolResult):
-                self._unanswered.pop(item.call_id, None)
-        for listener in self._commit_listeners:
-            listener(items)
         if run.observed:
             for item in items:
                 run.emit(ItemCommitted(item=item))
 
     def _answer_unanswered(self, run: Run, cause: Cause | None) -> None:
         """Give every call without a result a synthetic one, so the next request is valid."""
-        results = []
-        for call in list(self._unanswered.values()):
-            if not call.complete:
-                text = "Not executed: its arguments were cut off when the turn was interrupted."
-            elif cause is None:
-                text = "Not executed: the run was paused and the user moved on."
-            else:
-                text = f"Not executed: the run was interrupted ({cause})."
-            results.append(_result(call, text, "cancelled"))
+        calls = self._history.unanswered
+        for call in calls:
             if not call.complete:
                 logger.info(
                     "tool call %s (%s) was cut off and not executed", call.call_id, call.name
                 )
         if cause is None:
             self._approved.clear()
-        self._commit(run, results)
+        self._commit(run, [history.unanswered(call, cause) for call in calls])
 
     def _commit_input(self, run: Run) -> None:
         """Commit the user's message (after any note owed to the model), once."""
@@ -676,7 +656,8 @@ class Worker:
     def _note_interruption(self, run: Run) -> None:
         told, self._interruption = self._interruption, None
         if told is not None:
-            self._commit(run, [told if isinstance(told, Note) else _interruption_note(told)])
+            note = told if isinstance(told, Note) else history.interruption_note(told)
+            self._commit(run, [note])
 
 
 @dataclass
@@ -705,72 +686,23 @@ def _end_event(
     )
 
 
-def _interruption_note(cause: Cause) -> Note:
-    """What the model is told about an interrupted turn: who stopped it, never an error's text.
-
-    Error messages may quote a server's response (and, from a careless server, a key); the model
-    only needs to know what kind of thing went wrong.
-    """
-    text = (
-        f"[The previous turn was interrupted ({_why(cause)}). The last assistant message and "
-        "tool results above may be incomplete.]"
-    )
-    return Note(kind="interrupted", text=text)
-
-
-def _why(cause: Cause) -> str:
-    leaf = next(iter(cause.leaves()), cause)
-    if leaf.tag == "interrupt":
-        return f"{leaf.kind}: {leaf.reason}" if leaf.reason else leaf.kind
-    error, origin = leaf.error, leaf.origin or ""
-    if isinstance(error, ModelError):
-        status = f" (HTTP {error.status_code})" if error.status_code else ""
-        return f"the model provider failed{status}"
-    if origin.startswith("call"):
-        return "a tool failed"
-    if origin.startswith("hook"):
-        return "a hook failed"
-    return f"an unexpected {type(error).__name__}" if error is not None else "an error"
-
-
 def _is_keyboard_interrupt(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return exc.subgroup(KeyboardInterrupt) is not None
     return isinstance(exc, KeyboardInterrupt)
 
 
-def _reject(call: ToolCall, tool: Tool[..., Any] | None) -> ToolResult | None:
-    """An error result for a call that cannot run at all, or None if it can."""
-    if not call.complete:
-        return _result(call, "Not executed: its arguments never finished streaming.", "cancelled")
-    if tool is None:
-        return _result(call, f"Error: there is no tool named {call.name!r}.", "error")
-    if call.parse_error is not None:
-        return _result(call, f"Error: {call.parse_error}", "error")
-    return None
-
-
-def _result(call: ToolCall, content: str, status: Any) -> ToolResult:
-    return ToolResult(call_id=call.call_id, name=call.name, content=content, status=status)
-
-
 def _outcome_result(call: ToolCall, tool: Tool[..., Any], outcome: Outcome[Any]) -> ToolResult:
     token = outcome.token
     why = (token.reason if token is not None else None) or "cancelled"
     if outcome.status == "ok":
-        return _result(call, tool.render_result(outcome.value), "ok")
+        return history.answer(call, tool.render_result(outcome.value), "ok")
     if outcome.status == "interrupted":
         partial = tool.render_result(outcome.value)
-        note = "; it ignored cancellation for a while" if outcome.overran else ""
-        return _result(
-            call,
-            f"{partial}\n[Interrupted: {why}{note}; the output above is partial.]",
-            "interrupted",
-        )
+        return history.partial_output(call, partial, why, overran=outcome.overran)
     if outcome.status == "error":
-        error = outcome.error
-        return _result(call, f"Error: {type(error).__name__}: {error}", "error")
+        assert outcome.error is not None
+        return history.tool_error(call, outcome.error)
     if outcome.status == "abandoned":
-        text = f"Abandoned: the tool ignored cancellation ({why}) and was left running."
-        return _result(call, text, "abandoned")
-    return _result(call, f"Cancelled: {why}.", "cancelled")
+        return history.abandoned(call, why)
+    return history.stopped(call, why)

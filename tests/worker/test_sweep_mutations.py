@@ -115,7 +115,7 @@ async def test_a_lost_user_message_is_reported(monkeypatch: pytest.MonkeyPatch) 
     original = worker_module.Worker._clean_up
 
     async def forget_the_input(self: Worker, run: Any, cause: Cause) -> list[BaseException]:
-        self._history[:] = [i for i in self._history if not _is_input_of(i, run)]
+        self._history.items[:] = [i for i in self._history.items if not _is_input_of(i, run)]
         run.items[:] = [i for i in run.items if not isinstance(i, UserMessage)]
         return await original(self, run, cause)
 
