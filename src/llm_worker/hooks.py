@@ -6,7 +6,7 @@ other: a cancelled run interrupts a hook at its next await. ``on_abort`` is diff
 exactly once for every interrupted run (cancel, hook abort, model error, tool failure, hook
 failure, timeout), inside a shielded, time-bounded region, and cannot change the outcome.
 
-Which decisions a point accepts:
+Which decisions a point accepts (`ALLOWED`; `call_hook` enforces it):
 
 =====================  =============================================================
 ``on_prompt_submit``   Abort
@@ -21,10 +21,12 @@ Which decisions a point accepts:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .cancel import CancelToken, Cause
+from .errors import Aborted, HookFailed
 
 if TYPE_CHECKING:
     from .items import AssistantMessage, ToolCall, ToolResult, UserMessage
@@ -100,3 +102,62 @@ class Hooks:
 def overrides(hooks: Hooks, point: str) -> bool:
     """True if ``hooks`` implements ``point`` (so the worker can skip no-op calls on hot paths)."""
     return getattr(type(hooks), point) is not getattr(Hooks, point)
+
+
+HookPoint = Literal[
+    "on_prompt_submit",
+    "before_llm_request",
+    "before_tool_call",
+    "after_tool_call",
+    "on_turn_end",
+    "on_text_delta",
+    "on_tool_call_delta",
+]
+ALLOWED: dict[HookPoint, tuple[type, ...]] = {
+    "on_prompt_submit": (Abort,),
+    "before_llm_request": (Abort, Pause),
+    "before_tool_call": (Abort, Pause, Skip),
+    "after_tool_call": (Abort, Pause),
+    "on_turn_end": (Abort, Pause),
+    "on_text_delta": (Abort,),
+    "on_tool_call_delta": (Abort,),
+}
+
+
+async def decide(
+    hooks: Sequence[Hooks], point: HookPoint, ctx: HookContext, *args: Any
+) -> Decision:
+    """Ask every hook implementing ``point``, in order; the first decision not None wins.
+
+    Cancellation: each hook is awaited in the caller's task, so a cancelled run interrupts it at
+    its next await like any other code of the run.
+    """
+    for hook in hooks:
+        if overrides(hook, point):
+            decision = await call_hook(hook, point, ctx, *args)
+            if decision is not None:
+                return decision
+    return None
+
+
+async def call_hook(hook: Hooks, point: HookPoint, ctx: HookContext, *args: Any) -> Decision:
+    """Call one hook; return its Skip or Pause, raise `Aborted` for Abort, `HookFailed` else.
+
+    A hook that raises, or returns a decision ``point`` does not accept, fails the run with
+    `HookFailed` (the hook's exception is its ``__cause__``). Cancellation: as `decide`.
+    """
+    name = f"{type(hook).__name__}.{point}"
+    try:
+        decision: Decision = await getattr(hook, point)(ctx, *args)
+    except Exception as exc:
+        cause = Cause.failure(exc, origin=f"hook {name}")
+        raise HookFailed(f"hook {name} raised {exc!r}", cause=cause) from exc
+    if decision is None:
+        return None
+    if not isinstance(decision, ALLOWED[point]):
+        error = TypeError(f"{type(decision).__name__} is not a valid decision for {point}")
+        raise HookFailed(f"hook {name}: {error}", cause=Cause.failure(error, origin=name))
+    if isinstance(decision, Abort):
+        cause = Cause.interrupt("aborted", decision.reason, origin=f"hook {name}")
+        raise Aborted(f"aborted by hook {name}: {decision.reason}", cause=cause)
+    return decision

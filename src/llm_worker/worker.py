@@ -69,7 +69,17 @@ from .events import (
     TurnStarted,
 )
 from .history import History, repair
-from .hooks import Abort, Decision, HookContext, Hooks, Pause, Skip, overrides
+from .hooks import (
+    Decision,
+    HookContext,
+    HookPoint,
+    Hooks,
+    Pause,
+    Skip,
+    call_hook,
+    decide,
+    overrides,
+)
 from .items import (
     AssistantMessage,
     Item,
@@ -88,25 +98,6 @@ from .tools import Tool, ToolArgumentsError, Toolset
 __all__ = ["RunStream", "Worker"]
 
 logger = logging.getLogger("llm_worker")
-
-HookPoint = Literal[
-    "on_prompt_submit",
-    "before_llm_request",
-    "before_tool_call",
-    "after_tool_call",
-    "on_turn_end",
-    "on_text_delta",
-    "on_tool_call_delta",
-]
-_ALLOWED: dict[HookPoint, tuple[type, ...]] = {
-    "on_prompt_submit": (Abort,),
-    "before_llm_request": (Abort, Pause),
-    "before_tool_call": (Abort, Pause, Skip),
-    "after_tool_call": (Abort, Pause),
-    "on_turn_end": (Abort, Pause),
-    "on_text_delta": (Abort,),
-    "on_tool_call_delta": (Abort,),
-}
 
 
 class Worker:
@@ -485,11 +476,11 @@ class Worker:
                     )
                 if text_hooks and isinstance(event, TextDelta):
                     for hook in text_hooks:
-                        await self._call_hook(hook, "on_text_delta", run, event.text)
+                        await call_hook(hook, "on_text_delta", run.ctx, event.text)
                 elif call_hooks and isinstance(event, ToolCallDelta):
                     for hook in call_hooks:
-                        await self._call_hook(
-                            hook, "on_tool_call_delta", run, event.index, event.arguments
+                        await call_hook(
+                            hook, "on_tool_call_delta", run.ctx, event.index, event.arguments
                         )
         timeline.finish()
         run.timeline = None
@@ -587,13 +578,7 @@ class Worker:
     # -- hooks ---------------------------------------------------------------------------------
 
     async def _decide(self, point: HookPoint, run: Run, *args: Any) -> Decision:
-        """Ask every hook implementing ``point``; the first decision that is not None wins."""
-        for hook in self.hooks:
-            if overrides(hook, point):
-                decision = await self._call_hook(hook, point, run, *args)
-                if decision is not None:
-                    return decision
-        return None
+        return await decide(self.hooks, point, run.ctx, *args)
 
     @staticmethod
     def _pauses(run: Run, decision: Decision) -> bool:
@@ -602,23 +587,6 @@ class Worker:
             return False
         run.reason = run.reason or decision.reason
         return True
-
-    async def _call_hook(self, hook: Hooks, point: HookPoint, run: Run, *args: Any) -> Decision:
-        name = f"{type(hook).__name__}.{point}"
-        try:
-            decision: Decision = await getattr(hook, point)(run.ctx, *args)
-        except Exception as exc:
-            cause = Cause.failure(exc, origin=f"hook {name}")
-            raise HookFailed(f"hook {name} raised {exc!r}", cause=cause) from exc
-        if decision is None:
-            return None
-        if not isinstance(decision, _ALLOWED[point]):
-            error = TypeError(f"{type(decision).__name__} is not a valid decision for {point}")
-            raise HookFailed(f"hook {name}: {error}", cause=Cause.failure(error, origin=name))
-        if isinstance(decision, Abort):
-            cause = Cause.interrupt("aborted", decision.reason, origin=f"hook {name}")
-            raise Aborted(f"aborted by hook {name}: {decision.reason}", cause=cause)
-        return decision
 
     # -- history ---------------------------------------------------------------------------------
 
