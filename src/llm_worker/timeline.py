@@ -1,9 +1,11 @@
 """The timeline: turns one response's stream events into blocks, and blocks into history items.
 
-A block is one text run, one reasoning run, or one tool call. Handlers see each block open, grow
-and close. When a stream is cut off, `Timeline.abort_current_block` closes whatever is open as
-*aborted* and keeps its partial content, so `Timeline.items` still returns everything that was
-said: an interrupted assistant message, and tool calls marked incomplete (never to be executed).
+A block is one text run, one reasoning run, or one tool call. When a stream is cut off,
+`Timeline.abort_current_block` closes whatever is open (the text or reasoning block and every
+tool call still streaming) as *aborted* and keeps its partial content, so `Timeline.items` still
+returns everything that was said: an interrupted assistant message, and tool calls marked
+incomplete (never to be executed). Consumers that want deltas as they come read the events
+(`Worker.stream`); the timeline only assembles.
 
 Feeding is synchronous and cheap (it runs once per stream chunk); nothing here awaits, so a
 cancellation can never leave a block half-updated.
@@ -12,9 +14,9 @@ cancellation can never leave a block half-updated.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence, Set
+from collections.abc import Set
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
 from ._text import check_json_value, valid_text
 from .events import (
@@ -61,20 +63,11 @@ class Block:
         return "".join(self.chunks)
 
 
-class BlockHandler(Protocol):
-    """Receives blocks as they open, grow and close. All methods are optional to implement."""
-
-    def on_block_start(self, block: Block) -> None: ...
-    def on_block_delta(self, block: Block, delta: str) -> None: ...
-    def on_block_end(self, block: Block) -> None: ...
-
-
 class Timeline:
     """Assembles one model response. Create one per turn."""
 
     def __init__(
         self,
-        handlers: Sequence[BlockHandler] = (),
         *,
         model: str | None = None,
         taken_call_ids: Set[str] = frozenset(),
@@ -85,10 +78,6 @@ class Timeline:
         self.usage = Usage()
         self.stop_reason: str | None = None
         self.model = model
-        # Bound once: _delta runs per stream chunk.
-        self._on_start = [h.on_block_start for h in handlers if hasattr(h, "on_block_start")]
-        self._on_delta = [h.on_block_delta for h in handlers if hasattr(h, "on_block_delta")]
-        self._on_end = [h.on_block_end for h in handlers if hasattr(h, "on_block_end")]
         self._text: Block | None = None  # the open text or reasoning block, if any
         self._calls: dict[int, Block] = {}  # open tool-call blocks by stream index
 
@@ -99,7 +88,6 @@ class Timeline:
         if isinstance(event, TextDelta):
             block = self._open_text("text")
             block.chunks.append(event.text)
-            self._delta(block, event.text)
         elif isinstance(event, ToolCallDelta):
             call = self._calls.get(event.index)
             if call is None:
@@ -107,11 +95,9 @@ class Timeline:
                     f"tool-call arguments for index {event.index} before its start"
                 )
             call.chunks.append(event.arguments)
-            self._delta(call, event.arguments)
         elif isinstance(event, ReasoningDelta):
             block = self._open_text("reasoning")
             block.chunks.append(event.text)
-            self._delta(block, event.text)
         elif isinstance(event, ReasoningStart):
             self._close_text()
             block = self._open_text("reasoning")
@@ -157,7 +143,8 @@ class Timeline:
         self._calls.clear()
 
     def abort_current_block(self) -> None:
-        """Close every open block as *aborted*, keeping its partial content."""
+        """Close what is open as *aborted*, keeping its partial content: the text or reasoning
+        block, and every tool call whose arguments were still streaming."""
         if self._text is not None:
             block, self._text = self._text, None
             self._end(block, "aborted")
@@ -236,17 +223,9 @@ class Timeline:
 
     def _start(self, block: Block) -> None:
         self.blocks.append(block)
-        for on_start in self._on_start:
-            on_start(block)
-
-    def _delta(self, block: Block, delta: str) -> None:
-        for on_delta in self._on_delta:
-            on_delta(block, delta)
 
     def _end(self, block: Block, status: BlockStatus) -> None:
         block.status = status
-        for on_end in self._on_end:
-            on_end(block)
 
 
 def _tool_call(block: Block) -> ToolCall:
