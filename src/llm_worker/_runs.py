@@ -26,7 +26,7 @@ import anyio
 from .cancel import CancelToken, move_on_cancel
 from .errors import RunError, WorkerBusy
 from .events import Event
-from .hooks import HookContext
+from .hooks import Decision, HookContext, Pause
 from .items import Item, Usage, UserMessage
 from .result import RunResult, RunStatus
 from .timeline import Timeline
@@ -65,6 +65,13 @@ class Run:
     def observed(self) -> bool:
         """True when someone consumes this run's events (``stream()``): build them only then."""
         return self.emit is not _ignore
+
+    def pauses(self, decision: Decision) -> bool:
+        """True if a hook's ``decision`` pauses the run; its reason goes into the result."""
+        if not isinstance(decision, Pause):
+            return False
+        self.reason = self.reason or decision.reason
+        return True
 
     def result(self, status: RunStatus) -> RunResult:
         return RunResult(

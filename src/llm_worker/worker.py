@@ -31,13 +31,12 @@ from typing import Any, Literal, NoReturn
 from . import history
 from ._runs import Run, RunCoroutine, RunSlots
 from ._text import valid_text
+from ._tool_runner import ToolRunner
 from .cancel import (
     CancelToken,
     Cause,
-    ConcurrentMap,
     Interrupted,
     InterruptKind,
-    Outcome,
     cancelled_exc_class,
     checked_duration,
     move_on_cancel,
@@ -50,7 +49,6 @@ from .errors import (
     HookFailed,
     ModelError,
     RunError,
-    ToolFailed,
 )
 from .events import (
     ItemCommitted,
@@ -62,9 +60,6 @@ from .events import (
     StreamError,
     TextDelta,
     ToolCallDelta,
-    ToolFinished,
-    ToolOverran,
-    ToolStarted,
     TurnEnded,
     TurnStarted,
 )
@@ -74,8 +69,6 @@ from .hooks import (
     HookContext,
     HookPoint,
     Hooks,
-    Pause,
-    Skip,
     call_hook,
     decide,
     overrides,
@@ -85,7 +78,6 @@ from .items import (
     Item,
     Note,
     ToolCall,
-    ToolResult,
     Usage,
     UserMessage,
 )
@@ -93,7 +85,7 @@ from .models import Model, ModelRequest, ModelSettings, resolve_model
 from .result import RunResult, RunStatus
 from .run_stream import RunStream
 from .timeline import MalformedStream, Timeline
-from .tools import Tool, ToolArgumentsError, Toolset
+from .tools import Tool, Toolset
 
 __all__ = ["RunStream", "Worker"]
 
@@ -140,7 +132,7 @@ class Worker:
         self._slots = RunSlots()
         # The model is told about it on the next run (a Note is built only then: runs are cheap).
         self._interruption: Cause | Note | None = None
-        self._approved: set[str] = set()  # calls a hook paused on; resume() runs them unasked
+        self._tools = ToolRunner(self._commit)
         self._run_listeners: list[Callable[[RunBoundary], None]] = []
 
     # -- public surface ----------------------------------------------------------------------------
@@ -441,7 +433,7 @@ class Worker:
                 tools=self.toolset.specs(),
                 settings=self.settings,
             )
-            if self._pauses(run, await self._decide("before_llm_request", run, request)):
+            if run.pauses(await self._decide("before_llm_request", run, request)):
                 return "paused"
             new_items = await self._stream_turn(run, request)
             if run.observed:
@@ -449,7 +441,7 @@ class Worker:
             calls = [item for item in new_items if isinstance(item, ToolCall)]
             if not calls:
                 answer = next((i for i in new_items if isinstance(i, AssistantMessage)), None)
-                if self._pauses(run, await self._decide("on_turn_end", run, answer)):
+                if run.pauses(await self._decide("on_turn_end", run, answer)):
                     return "paused"
                 return "finished"
             status = await self._run_tools(run, calls)
@@ -489,104 +481,21 @@ class Worker:
         return items
 
     async def _run_tools(self, run: Run, calls: Sequence[ToolCall]) -> RunStatus | None:
-        """Check, approve and run ``calls`` concurrently; commit every result that exists."""
-        runnable: list[tuple[ToolCall, Tool[..., Any], dict[str, Any]]] = []
-        for call in calls:
-            tool = self.toolset.get(call.name)
-            rejection = history.refusal(call, tool_exists=tool is not None)
-            if rejection is not None:
-                self._commit(run, [rejection])
-                continue
-            assert tool is not None
-            try:
-                arguments = tool.validate(call.arguments if call.arguments is not None else "")
-            except ToolArgumentsError as exc:
-                self._commit(run, [history.invalid_arguments(call, str(exc))])
-                continue
-            except Exception as exc:  # Tool.validate promises not to; bad arguments never crash
-                logger.exception("validating the arguments of %s raised", call.name)
-                text = f"the arguments could not be validated ({type(exc).__name__})."
-                self._commit(run, [history.invalid_arguments(call, text)])
-                continue
-            if call.call_id not in self._approved:
-                decision = await self._decide("before_tool_call", run, call)
-                if isinstance(decision, Skip):
-                    self._commit(run, [history.skipped(call, decision.reason)])
-                    continue
-                if self._pauses(run, decision):
-                    self._approved.update(c.call_id for c, _, _ in runnable)
-                    self._approved.add(call.call_id)
-                    return "paused"
-            runnable.append((call, tool, arguments))
-        if not runnable:
-            return None
-
-        self._approved.difference_update(call.call_id for call, _, _ in runnable)
-        results: list[tuple[ToolCall, ToolResult]] = []
-
-        def started(outcome: Outcome[Any]) -> None:  # when it really starts (it got a slot)
-            if run.observed:
-                call, _, arguments = runnable[outcome.index]
-                run.emit(ToolStarted(call_id=call.call_id, name=call.name, arguments=arguments))
-
-        def finished(outcome: Outcome[Any]) -> None:
-            # Each result is committed the moment its tool ends: a slow sibling, a cancel or a
-            # crash can never take a finished result with it.
-            call, tool, _ = runnable[outcome.index]
-            result = _outcome_result(call, tool, outcome)
-            results.append((call, result))
-            self._commit(run, [result])
-            if run.observed:
-                run.emit(ToolFinished(result=result))
-
-        def overran(outcome: Outcome[Any]) -> None:  # it swallows even the hard cancellation
-            call, _, _ = runnable[outcome.index]
-            logger.warning("tool %s (%s) ignores cancellation", call.name, call.call_id)
-            if run.observed:
-                run.emit(ToolOverran(call_id=call.call_id, name=call.name))
-
-        tool_map: ConcurrentMap[Any] = ConcurrentMap(
-            [
-                tool.bind(
-                    arguments,
-                    call_id=call.call_id,
-                    turn=run.turn,
-                    deps=self.deps,
-                    grace=self.tool_grace,
-                )
-                for call, tool, arguments in runnable
-            ],
-            token=run.token,
-            limit=self.tool_concurrency,
+        return await self._tools.run(
+            run,
+            calls,
+            toolset=self.toolset,
+            hooks=self.hooks,
             grace=self.tool_grace,
-            cancel_on_failure=self.tool_errors == "raise",
-            on_start=started,
-            on_outcome=finished,
-            on_overrun=overran,
+            concurrency=self.tool_concurrency,
+            errors=self.tool_errors,
+            deps=self.deps,
         )
-        await tool_map.run()  # if interrupted, calls that never ended are answered in clean-up
-
-        run.token.raise_if_cancelled()
-        if self.tool_errors == "raise" and (cause := tool_map.cause) is not None:
-            failed = ", ".join(o.error.__class__.__name__ for o in tool_map.outcomes if o.error)
-            raise ToolFailed(f"tool call failed: {failed}", cause=cause)
-        paused = False
-        for call, result in results:
-            paused |= self._pauses(run, await self._decide("after_tool_call", run, call, result))
-        return "paused" if paused else None
 
     # -- hooks ---------------------------------------------------------------------------------
 
     async def _decide(self, point: HookPoint, run: Run, *args: Any) -> Decision:
         return await decide(self.hooks, point, run.ctx, *args)
-
-    @staticmethod
-    def _pauses(run: Run, decision: Decision) -> bool:
-        """True if ``decision`` pauses the run; its reason goes into the result."""
-        if not isinstance(decision, Pause):
-            return False
-        run.reason = run.reason or decision.reason
-        return True
 
     # -- history ---------------------------------------------------------------------------------
 
@@ -611,7 +520,7 @@ class Worker:
                     "tool call %s (%s) was cut off and not executed", call.call_id, call.name
                 )
         if cause is None:
-            self._approved.clear()
+            self._tools.approved.clear()
         self._commit(run, [history.unanswered(call, cause) for call in calls])
 
     def _commit_input(self, run: Run) -> None:
@@ -658,19 +567,3 @@ def _is_keyboard_interrupt(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return exc.subgroup(KeyboardInterrupt) is not None
     return isinstance(exc, KeyboardInterrupt)
-
-
-def _outcome_result(call: ToolCall, tool: Tool[..., Any], outcome: Outcome[Any]) -> ToolResult:
-    token = outcome.token
-    why = (token.reason if token is not None else None) or "cancelled"
-    if outcome.status == "ok":
-        return history.answer(call, tool.render_result(outcome.value), "ok")
-    if outcome.status == "interrupted":
-        partial = tool.render_result(outcome.value)
-        return history.partial_output(call, partial, why, overran=outcome.overran)
-    if outcome.status == "error":
-        assert outcome.error is not None
-        return history.tool_error(call, outcome.error)
-    if outcome.status == "abandoned":
-        return history.abandoned(call, why)
-    return history.stopped(call, why)

@@ -23,6 +23,7 @@ import sniffio
 
 from llm_worker import Hooks, ToolContext, Worker, tool
 from llm_worker import _runs as runs_module
+from llm_worker import _tool_runner as runner_module
 from llm_worker import worker as worker_module
 from llm_worker.cancel import Cause
 from llm_worker.errors import Cancelled
@@ -174,7 +175,7 @@ async def test_a_tools_partial_output_thrown_away_is_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The tool returned partial output on cancel; the worker keeps a bare "cancelled"."""
-    original = worker_module._outcome_result
+    original = runner_module._outcome_result
 
     def lose_partial_output(call: ToolCall, tool: Any, outcome: Any) -> ToolResult:
         if outcome.status == "interrupted":
@@ -183,7 +184,7 @@ async def test_a_tools_partial_output_thrown_away_is_reported(
             )
         return original(call, tool, outcome)
 
-    monkeypatch.setattr(worker_module, "_outcome_result", lose_partial_output)
+    monkeypatch.setattr(runner_module, "_outcome_result", lose_partial_output)
     assert_reported(await sweep(tool_scenario()), "tool-output")
 
 
@@ -191,7 +192,7 @@ async def test_partial_output_not_marked_interrupted_is_reported(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The partial output is kept but passed off as a finished result ("ok")."""
-    original = worker_module._outcome_result
+    original = runner_module._outcome_result
 
     def call_it_ok(call: ToolCall, tool: Any, outcome: Any) -> ToolResult:
         result = original(call, tool, outcome)
@@ -201,7 +202,7 @@ async def test_partial_output_not_marked_interrupted_is_reported(
             else result
         )
 
-    monkeypatch.setattr(worker_module, "_outcome_result", call_it_ok)
+    monkeypatch.setattr(runner_module, "_outcome_result", call_it_ok)
     assert_reported(await sweep(tool_scenario()), "tool-output")
 
 
@@ -414,7 +415,7 @@ async def test_an_abandoned_thread_reported_as_such_is_not_a_leak() -> None:
 
 async def test_a_leaked_tool_thread_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     """The thread is left running, but its result does not say it was abandoned."""
-    original = worker_module._outcome_result
+    original = runner_module._outcome_result
 
     def hide_abandonment(call: ToolCall, tool: Any, outcome: Any) -> ToolResult:
         result = original(call, tool, outcome)
@@ -422,7 +423,7 @@ async def test_a_leaked_tool_thread_is_reported(monkeypatch: pytest.MonkeyPatch)
             return result.model_copy(update={"status": "cancelled"})
         return result
 
-    monkeypatch.setattr(worker_module, "_outcome_result", hide_abandonment)
+    monkeypatch.setattr(runner_module, "_outcome_result", hide_abandonment)
     report = await sweep(stubborn_scenario, max_checkpoints=6, follow_up=None)
     assert_reported(report, "leak")
     assert any("is still running" in v for v in report.violations)
