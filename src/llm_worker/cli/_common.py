@@ -36,6 +36,8 @@ EXIT_TIMEOUT = 124
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 EXIT_TERMINATED = 143
+SIGTERM_REASON = "terminated (SIGTERM)"  # the runtime cancels with it; errors match it
+
 
 MODEL_HELP = (
     "offline (built in, no key), offline:reasoning, openai:MODEL, openai-responses:MODEL, "
@@ -126,7 +128,7 @@ def describe_error(error: RunError, timeout: float | None) -> tuple[str, int]:
             return f"timed out after {timeout:g}s" if timeout else "timed out", EXIT_TIMEOUT
         if error.kind == "keyboard_interrupt":
             return "interrupted", EXIT_INTERRUPTED
-        if error.reason == "terminated (SIGTERM)":
+        if error.reason == SIGTERM_REASON:
             return "terminated", EXIT_TERMINATED
         return f"stopped ({error.reason or error.kind})", EXIT_FAILED
     return f"error: {error}", EXIT_FAILED

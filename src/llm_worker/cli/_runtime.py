@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ._common import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE, PROG, CLIError
+from ._common import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    PROG,
+    SIGTERM_REASON,
+    CLIError,
+)
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
@@ -84,7 +91,7 @@ class Interrupts:
         self.count += 1
         if self.count == 1:
             if signum == signal.SIGTERM:
-                token.cancel("terminated (SIGTERM)", kind="explicit")
+                token.cancel(SIGTERM_REASON, kind="explicit")
             else:
                 token.cancel("interrupted by Ctrl-C", kind="keyboard_interrupt")
         elif self.count == 2:
