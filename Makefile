@@ -23,7 +23,7 @@ install: $(UV)
 	$(UV) sync --locked --extra test --python $(PYTHON) --quiet
 
 install-runtime: $(UV)
-	$(UV) sync --locked --inexact --python $(PYTHON) --quiet
+	$(UV) sync --locked --inexact --extra all --python $(PYTHON) --quiet
 
 install-bench: $(UV)
 	$(UV) sync --locked --extra test --extra bench --python $(PYTHON) --quiet
