@@ -2,6 +2,7 @@
 
 ::
 
+    LLMWorkerError           the root of every exception the library defines
     RunError                 .partial (RunResult), .cause (Cause)
     ├── Cancelled            stopped by worker.cancel, a token, a deadline, newer input, Ctrl-C
     ├── Aborted              a hook returned Abort(reason)
@@ -14,11 +15,12 @@
 
 from __future__ import annotations
 
+from ._error_base import LLMWorkerError as LLMWorkerError
 from .cancel import Cause
 from .result import RunResult
 
 
-class RunError(Exception):
+class RunError(LLMWorkerError):
     """A run that did not finish. ``partial`` holds everything it kept; ``cause`` says why."""
 
     def __init__(self, message: str, *, cause: Cause, partial: RunResult | None = None) -> None:
@@ -75,9 +77,9 @@ class HookFailed(RunError):
     """A hook raised an exception (the original is ``__cause__`` and in ``cause``)."""
 
 
-class WorkerBusy(RuntimeError):
+class WorkerBusy(LLMWorkerError, RuntimeError):
     """The worker is already running; pass ``supersede=True`` to replace the active run."""
 
 
-class CleanupOverran(TimeoutError):
+class CleanupOverran(LLMWorkerError, TimeoutError):
     """A clean-up step (an ``on_abort`` hook) hit its bound; reported in ``cleanup_errors``."""

@@ -18,6 +18,7 @@ from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._error_base import LLMWorkerError
 from ._text import check_json_value, valid_text
 from .events import (
     ReasoningDelta,
@@ -34,7 +35,7 @@ from .events import (
 from .items import AssistantMessage, AssistantPart, Item, ReasoningPart, TextPart, ToolCall, Usage
 
 
-class MalformedStream(ValueError):
+class MalformedStream(LLMWorkerError, ValueError):
     """The events do not form a valid response (a delta or end without its start)."""
 
 

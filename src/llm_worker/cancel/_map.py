@@ -32,6 +32,7 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from .._error_base import LLMWorkerError
 from ._cause import Cause
 from ._duration import checked_duration
 from ._loop import current_waker
@@ -67,7 +68,7 @@ class Outcome(Generic[T]):
     token: CancelToken | None = field(default=None, repr=False)
 
 
-class CancelledItself(RuntimeError):
+class CancelledItself(LLMWorkerError, RuntimeError):
     """A call raised the framework's cancellation although nothing cancelled it.
 
     On asyncio this is how a call reports awaiting a future that was cancelled elsewhere; it is an

@@ -42,6 +42,7 @@ from typing import TypeAlias
 import anyio
 import anyio.lowlevel
 
+from .._error_base import LLMWorkerError
 from ._cause import Cause, InterruptKind
 from ._duration import checked_duration
 from ._loop import current_waker
@@ -52,7 +53,7 @@ logger = logging.getLogger("llm_worker.cancel")
 _ids = itertools.count(1)
 
 
-class Interrupted(Exception):
+class Interrupted(LLMWorkerError):
     """Raised where cancellation has to surface as an exception; carries the `Cause`."""
 
     def __init__(self, cause: Cause) -> None:

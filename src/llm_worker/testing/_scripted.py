@@ -25,6 +25,7 @@ from typing import Any, TypeAlias
 
 import anyio
 
+from .._error_base import LLMWorkerError
 from ..cancel import checkpoint
 from ..events import (
     ReasoningDelta,
@@ -189,7 +190,7 @@ Response: TypeAlias = Script | str | Callable[[ModelRequest], Script | str]
 request returning either — for answers that depend on what the model was sent."""
 
 
-class ScriptExhausted(IndexError):
+class ScriptExhausted(LLMWorkerError, IndexError):
     """A `ScriptedModel` got more requests than it has responses."""
 
     def __init__(self, number: int) -> None:
