@@ -21,10 +21,10 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._runs import Run
-from .cancel import cancelled_exc_class, checkpoint_if_cancelled
 from .events import Event
 from .result import RunResult
 
@@ -108,7 +108,7 @@ class RunStream:
         A buffered event is handed out without a trip through the loop (a cancellation is still
         noticed first); the loop is entered only to wait for the next one.
         """
-        await checkpoint_if_cancelled()
+        await anyio.lowlevel.checkpoint_if_cancelled()
         try:
             return self._receive.receive_nowait()
         except anyio.WouldBlock:
@@ -129,7 +129,7 @@ class RunStream:
         """Cancellation: waits for the run's clean-up, shielded by the run's own clean-up rules."""
         if not self._finished:
             token = self._run.token
-            if isinstance(exc, cancelled_exc_class()):
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
                 token.cancel("the task consuming the event stream was cancelled", kind="external")
             elif exc is not None:
                 token.cancel(f"the event stream's block raised {type(exc).__name__}")

@@ -28,6 +28,8 @@ from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
+import anyio
+
 from . import history
 from ._runs import Run, RunCoroutine, RunSlots
 from ._text import valid_text
@@ -37,7 +39,6 @@ from .cancel import (
     Cause,
     Interrupted,
     InterruptKind,
-    cancelled_exc_class,
     checked_duration,
     move_on_cancel,
     run_cleanup,
@@ -335,7 +336,7 @@ class Worker:
         if exc is None or isinstance(exc, Interrupted):
             cause = token.cause or Cause.interrupt("explicit")
             return Cancelled(f"run cancelled: {cause}", cause=cause), None
-        if isinstance(exc, cancelled_exc_class()):
+        if isinstance(exc, anyio.get_cancelled_exc_class()):
             awaiting = "the task awaiting the run was cancelled"
             token.cancel(cause=Cause.interrupt("external", awaiting))
             cause = token.cause or Cause.interrupt("external")  # a cancel that came first wins

@@ -1,6 +1,7 @@
 """Cancellation primitives on anyio (asyncio and trio alike), with no LLM knowledge.
 
-The rest of the package reaches cancellation only through these names:
+anyio is the framework: any module may open its scopes and task groups. This package adds what
+anyio does not have, and only that:
 
 * `CancelToken` — a thread-safe, level-triggered request to stop, with a `Cause`, callbacks,
   ``wait()``, child and linked tokens, and deadlines (``cancel_after``).

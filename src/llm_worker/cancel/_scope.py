@@ -23,7 +23,7 @@ import anyio.lowlevel
 from ._cause import Cause
 from ._duration import checked_duration
 from ._loop import current_waker
-from ._token import CancelToken, Interrupted
+from ._token import CancelToken, Interrupted, _noop
 
 logger = logging.getLogger("llm_worker.cancel")
 
@@ -164,7 +164,3 @@ async def checkpoint_if_cancelled() -> None:
 def cancelled_exc_class() -> type[BaseException]:
     """The exception class the running framework uses for cancellation."""
     return anyio.get_cancelled_exc_class()
-
-
-def _noop() -> None:
-    return None

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import anyio
+import anyio.lowlevel
 
 from .._error_base import LLMWorkerError
-from ..cancel import checkpoint
 from ..events import (
     ReasoningDelta,
     ReasoningEnd,
@@ -260,7 +260,7 @@ class ScriptedModel:
     async def _serve(
         self, request: ModelRequest, number: int, response: Response | None
     ) -> AsyncGenerator[StreamEvent, None]:
-        await checkpoint()
+        await anyio.lowlevel.checkpoint()
         if response is None:
             raise ScriptExhausted(number)
         if callable(response):
