@@ -739,15 +739,13 @@ async def test_timeout_is_disarmed_when_the_tool_returns_in_time() -> None:
     assert not token.cancelled
 
 
-async def test_async_tool_ignoring_its_timeout_is_cancelled_hard_after_grace() -> None:
+async def test_async_tool_ignoring_its_timeout_is_cancelled_hard_after_the_maps_grace() -> None:
     @tool(timeout=0.05)
     async def stubborn() -> str:
         await anyio.sleep(30)
         return "never"
 
-    runner: ConcurrentMap[str] = ConcurrentMap(
-        [stubborn.bind({}, call_id="c1", grace=0.05)], grace=30
-    )
+    runner: ConcurrentMap[str] = ConcurrentMap([stubborn.bind({}, call_id="c1")], grace=0.05)
     start = time.monotonic()
     with anyio.fail_after(10):
         [outcome] = await runner.run()
@@ -757,6 +755,42 @@ async def test_async_tool_ignoring_its_timeout_is_cancelled_hard_after_grace() -
     assert outcome.token is not None
     assert outcome.token.cause is not None
     assert outcome.token.cause.kind == "deadline"
+
+
+async def test_sync_tool_ignoring_its_timeout_is_abandoned_after_the_maps_grace() -> None:
+    release = threading.Event()
+
+    @tool(timeout=0.05)
+    def stuck() -> str:
+        release.wait(10)
+        return "too late"
+
+    runner: ConcurrentMap[str] = ConcurrentMap([stuck.bind({}, call_id="c1")], grace=0.05)
+    try:
+        with anyio.fail_after(5):
+            [outcome] = await runner.run()
+    finally:
+        release.set()
+    assert (outcome.status, outcome.value) == ("abandoned", None)
+    assert outcome.token is not None
+    assert outcome.token.cause is not None
+    assert outcome.token.cause.kind == "deadline"
+
+
+async def test_only_the_maps_grace_decides_when_a_timed_out_tool_is_stopped_hard() -> None:
+    @tool(timeout=0.01)
+    async def winding_down(ctx: ToolContext) -> str:
+        await ctx.token.wait()
+        await anyio.sleep(0.2)  # winding down, well within the map's grace
+        return "partial"
+
+    # A grace given to bind (as the worker does) is no second, shorter hard stop.
+    call = winding_down.bind({}, call_id="c1", grace=0.01)
+    runner: ConcurrentMap[str] = ConcurrentMap([call], grace=30)
+    with anyio.fail_after(10):
+        [outcome] = await runner.run()
+
+    assert (outcome.status, outcome.value) == ("interrupted", "partial")
 
 
 async def test_sync_tool_sees_its_token_cancelled_from_the_loop() -> None:

@@ -3,7 +3,7 @@
 One job per module: `_tool` (Tool, @tool, Toolset, binding a call, rendering its result),
 `_context` (ToolContext), `_signature` (signature → arguments model, validation and its
 messages), `_schema` (JSON schema, strict mode, ToolSpec), `_docstring` (descriptions from
-docstrings).
+docstrings). What becomes of a call that ignores its token is `ConcurrentMap`'s policy alone.
 """
 
 from ._context import ToolContext

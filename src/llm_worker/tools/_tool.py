@@ -7,7 +7,8 @@ Invariants:
   `_signature` and `_schema` refuse) fails at decoration time, not in the middle of a run.
 * A call is made by `Tool.bind`, in the shape `ConcurrentMap` runs (``call(token)``): the tool sees
   its own token through `ToolContext`, and a per-tool timeout is just a deadline on that token, so
-  a timed-out tool stops the same way as a cancelled one: token first, partial output, then hard.
+  a timed-out tool stops the same way as a cancelled one. Grace, then the hard stop (or abandoning
+  a thread), is `ConcurrentMap`'s policy alone: nothing here arms a second timer.
 * `Tool.render_result` never raises: any value becomes text for the model.
 """
 
@@ -25,7 +26,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import pydantic_core
 from pydantic import BaseModel
 
-from ..cancel import CancelToken, Cause, Interrupted, checked_duration, move_on_cancel
+from ..cancel import CancelToken, checked_duration
 from ._context import ToolContext
 from ._docstring import parse_docstring
 from ._schema import ToolSpec, tool_schema
@@ -146,11 +147,13 @@ class Tool(Generic[P, R]):
         ``arguments`` is what `validate` returned. An async tool gives an async callable; a sync
         tool gives a sync one (the map runs it in a thread). With a ``timeout`` the call's token
         is cancelled (kind ``"deadline"``) after ``timeout`` seconds, and the timer is disarmed
-        when the call ends. An async tool that ignores its token is then cancelled hard ``grace``
-        seconds later (raising `Interrupted`; None or ``inf``: never); a sync one cannot be, so it
-        is the map's job. ``grace`` is checked here, like every duration (`checked_duration`).
+        when the call ends. What happens to a call that ignores its token is the map's policy
+        alone: it gets the map's grace, then an async call is cancelled hard and a sync one is
+        abandoned in its thread.
+        ``grace`` is accepted for compatibility and checked (`checked_duration`), so a bad value
+        still fails at once, but not used: the map's grace is the one that applies.
         """
-        grace = checked_duration(grace, f"tool {self.name!r}: grace period")
+        checked_duration(grace, f"tool {self.name!r}: grace period")
         fn: Callable[..., Any] = self.fn
         args = dict(arguments)
         name, timeout = self.name, self.timeout
@@ -163,27 +166,17 @@ class Tool(Generic[P, R]):
 
             async def call_async(token: CancelToken) -> Any:
                 positional, keywords = self._call_arguments(args, context(token))
-                if timeout is None:
-                    return await fn(*positional, **keywords)
                 disarm = token.cancel_after(timeout, reason=reason)
-                hard = CancelToken(f"{name} {call_id} hard stop")
-                hard_after = None if grace is None else timeout + grace
-                disarm_hard = hard.cancel_after(hard_after, reason=f"{reason}; grace over")
                 try:
-                    with move_on_cancel(hard):
-                        return await fn(*positional, **keywords)
-                    raise Interrupted(token.cause or Cause.interrupt("deadline", reason))
+                    return await fn(*positional, **keywords)
                 finally:
                     disarm()
-                    disarm_hard()
 
             call_async.__qualname__ = call_async.__name__ = f"{name}[{call_id}]"
             return call_async
 
         def call_sync(token: CancelToken) -> Any:
             positional, keywords = self._call_arguments(args, context(token))
-            if timeout is None:
-                return fn(*positional, **keywords)
             disarm = token.cancel_after(timeout, reason=reason)
             try:
                 return fn(*positional, **keywords)
