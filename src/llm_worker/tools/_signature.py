@@ -2,7 +2,7 @@
 
 Invariants:
 * Everything about a signature that can be wrong (``*args``, unresolvable or non-JSON types, two
-  context parameters, an undecorated ``self``) fails at decoration time, not in the middle of a run.
+  context parameters, an unbound ``self``) fails at decoration time, not in the middle of a run.
 * A model's arguments reach a tool only through `validate_arguments`, which raises nothing but
   `ToolArgumentsError` — for any text or JSON value — whose message is short enough to show to the
   model so that it can correct itself. Bad arguments are a result, never a crash.
