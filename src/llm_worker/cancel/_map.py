@@ -185,8 +185,9 @@ class ConcurrentMap(Generic[T]):
         wake = current_waker()
 
         def on_own_cancel() -> None:
-            # The call's own token was cancelled (e.g. its timeout) while the group goes on: it
-            # gets the same grace as in a group stop, then it alone is cancelled hard.
+            # The call's own token was cancelled (e.g. a tool's timeout) while the group goes on:
+            # it gets the same grace as in a group stop, then it alone is cancelled hard (a
+            # thread: abandoned). The only hard stop a timed-out tool gets: Tool.bind arms none.
             if not self.group_token.cancelled and self.grace is not None:
                 index = outcome.index
                 disarm[0] = call_later(self.grace, lambda: wake(lambda: self._hard_cancel(index)))
