@@ -33,7 +33,6 @@ import anyio
 from . import history
 from ._runs import Run, RunCoroutine, RunSlots
 from ._text import valid_text
-from ._tool_runner import ToolRunner
 from .cancel import (
     CancelToken,
     Cause,
@@ -87,6 +86,7 @@ from .result import RunResult, RunStatus
 from .run_stream import RunStream
 from .timeline import MalformedStream, Timeline
 from .tools import Tool, Toolset
+from .tools._runner import ToolRunner
 
 __all__ = ["RunStream", "Worker"]
 

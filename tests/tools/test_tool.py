@@ -284,8 +284,8 @@ async def test_only_the_maps_grace_decides_when_a_timed_out_tool_is_stopped_hard
         await anyio.sleep(0.2)  # winding down, well within the map's grace
         return "partial"
 
-    # A grace given to bind (as the worker does) is no second, shorter hard stop.
-    call = winding_down.bind({}, call_id="c1", grace=0.01)
+    # The tool's timeout is only a deadline on its token: nothing but the map stops it hard.
+    call = winding_down.bind({}, call_id="c1")
     runner: ConcurrentMap[str] = ConcurrentMap([call], grace=30)
     with anyio.fail_after(10):
         [outcome] = await runner.run()

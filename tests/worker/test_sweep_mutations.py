@@ -23,7 +23,6 @@ import sniffio
 
 from llm_worker import Hooks, ToolContext, Worker, tool
 from llm_worker import _runs as runs_module
-from llm_worker import _tool_runner as runner_module
 from llm_worker import worker as worker_module
 from llm_worker.cancel import Cause
 from llm_worker.errors import Cancelled
@@ -35,6 +34,7 @@ from llm_worker.result import RunResult
 from llm_worker.testing import INVARIANTS, Script, ScriptedModel, SweepReport, cancellation_sweep
 from llm_worker.testing._sweep import SweepMode
 from llm_worker.timeline import Timeline
+from llm_worker.tools import _runner as runner_module
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -140,7 +140,6 @@ class Tool(Generic[P, R]):
         call_id: str,
         turn: int = 0,
         deps: Any = None,
-        grace: float | None = 1.0,
     ) -> Callable[[CancelToken], Awaitable[Any] | Any]:
         """One call of this tool, as ``call(token)`` for `ConcurrentMap`.
 
@@ -150,10 +149,7 @@ class Tool(Generic[P, R]):
         when the call ends. What happens to a call that ignores its token is the map's policy
         alone: it gets the map's grace, then an async call is cancelled hard and a sync one is
         abandoned in its thread.
-        ``grace`` is accepted for compatibility and checked (`checked_duration`), so a bad value
-        still fails at once, but not used: the map's grace is the one that applies.
         """
-        checked_duration(grace, f"tool {self.name!r}: grace period")
         fn: Callable[..., Any] = self.fn
         args = dict(arguments)
         name, timeout = self.name, self.timeout

@@ -15,15 +15,16 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from . import history
-from ._runs import Run
-from .cancel import ConcurrentMap, Outcome
-from .errors import ToolFailed
-from .events import ToolFinished, ToolOverran, ToolStarted
-from .hooks import Hooks, Skip, decide
-from .items import Item, ToolCall, ToolResult
-from .result import RunStatus
-from .tools import Tool, ToolArgumentsError, Toolset
+from .. import history
+from .._runs import Run
+from ..cancel import ConcurrentMap, Outcome
+from ..errors import ToolFailed
+from ..events import ToolFinished, ToolOverran, ToolStarted
+from ..hooks import Hooks, Skip, decide
+from ..items import Item, ToolCall, ToolResult
+from ..result import RunStatus
+from ._signature import ToolArgumentsError
+from ._tool import Tool, Toolset
 
 logger = logging.getLogger("llm_worker")
 
@@ -116,7 +117,6 @@ class ToolRunner:
                     call_id=call.call_id,
                     turn=run.turn,
                     deps=deps,
-                    grace=grace,
                 )
                 for call, tool, arguments in runnable
             ],
