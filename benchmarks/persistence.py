@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 
+from llm_worker import Worker
 from llm_worker.items import AssistantMessage, TextPart
 from llm_worker.models.offline import OfflineModel
 from llm_worker.store import SQLiteStore
@@ -61,7 +62,8 @@ async def _worker_runs(directory: Path, runs: int) -> dict[str, Any]:
         SQLiteStore(directory / "worker.db") as store,
         store.open_session("bench", model="offline") as session,
     ):
-        worker = session.worker(OfflineModel(pace=0))
+        worker = Worker(OfflineModel(pace=0), history=session.history)
+        session.attach(worker)
         await worker.run("warm up")
         store.append_stats.count, store.append_stats.total = 0, 0.0
         started = time.perf_counter()

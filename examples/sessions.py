@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 
-from llm_worker import Cancelled
+from llm_worker import Cancelled, Worker
 from llm_worker.models import OfflineModel
 from llm_worker.store import SessionLocked, SQLiteStore
 
@@ -18,7 +18,8 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, SQLiteStore(Path(tmp) / "sessions.db") as store:
         # 1. Open (create) a session and bind a worker to it; the run is stopped by its deadline.
         with store.open_session("trip-planning", model="offline", system="Be brief.") as session:
-            worker = session.worker(OfflineModel(pace=0.02))
+            worker = Worker(OfflineModel(pace=0.02), history=session.history, system=session.system)
+            session.attach(worker)  # from now on every commit is written before the worker goes on
             try:
                 await worker.run("Tell me about lighthouses.", timeout=0.5)
             except Cancelled as stopped:
@@ -41,7 +42,8 @@ async def main() -> None:
             for item in session.history:
                 interrupted = " (interrupted)" if getattr(item, "interrupted", False) else ""
                 print(f"   {item.type}{interrupted}")
-            worker = session.worker(OfflineModel(pace=0))
+            worker = Worker(OfflineModel(pace=0), history=session.history, system=session.system)
+            session.attach(worker)
             result = await worker.resume()  # no new input: the model goes on from its last turn
             print(f"resumed: {result.status}: {result.output[:60]}...")
 

@@ -136,7 +136,7 @@ def check(db: Path, session: str, reported: list[str], tally: Tally) -> None:
     integrity = "ok"
     if db.exists():  # a process killed during start-up may not have created it
         with SQLiteStore(db, create=False) as store:
-            integrity = store._conn.execute("PRAGMA integrity_check").fetchone()[0]
+            integrity = store._file.conn.execute("PRAGMA integrity_check").fetchone()[0]
             with contextlib.suppress(SessionNotFound):
                 items = store.load_history(session)
     stored = [item.id for item in items]

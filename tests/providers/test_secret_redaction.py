@@ -221,7 +221,8 @@ async def test_a_session_database_never_stores_an_echoed_key(
     fake_server.enqueue(Reply.error(401, echo_body(protocol, 401)), path=PATHS[protocol])
     path = tmp_path / "sessions.db"
     with SQLiteStore(path) as store, store.open_session("s") as session:
-        worker = session.worker(models(protocol, fake_server.base_url))
+        worker = Worker(models(protocol, fake_server.base_url), history=session.history)
+        session.attach(worker)
         with pytest.raises(ModelError):
             await worker.run("hi")
         await assert_next_request_has_no_key(worker, fake_server, protocol)

@@ -12,12 +12,14 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from llm_worker import ToolContext, tool
+from llm_worker import ToolContext, Worker, tool
 from llm_worker.items import AssistantMessage, Item, ToolResult, UserMessage, load_item
-from llm_worker.store import PersistenceFailed, SQLiteStore, StoreError
+from llm_worker.models import Model
+from llm_worker.store import PersistenceFailed, Session, SQLiteStore, StoreError
 from llm_worker.testing._scripted import Script, ScriptedModel
 
 
@@ -94,6 +96,13 @@ def test_a_split_surrogate_pair_is_joined_back_when_stored(tmp_path: Path) -> No
         assert texts(store.load_history("t")) == ["smile \U0001f600"]
 
 
+def attached(session: Session, model: Model, **kwargs: Any) -> Worker:
+    """A worker on the session's history and system prompt, attached to it (as callers do)."""
+    worker = Worker(model, history=session.history, system=session.system, **kwargs)
+    session.attach(worker)
+    return worker
+
+
 @tool
 def list_files(ctx: ToolContext) -> str:
     """Stands for ``os.listdir`` of a directory holding a name that is not UTF-8."""
@@ -105,7 +114,7 @@ async def test_a_session_survives_a_tool_result_with_a_lone_surrogate(tmp_path: 
     model = ScriptedModel([Script.tool_calls(("list_files", {})), "There is one report."])
     with SQLiteStore(path) as store:
         session = store.open_session("t")
-        worker = session.worker(model, tools=[list_files])
+        worker = attached(session, model, tools=[list_files])
         result = await worker.run("what files are there?")  # the commit listener never raises
         assert result.output == "There is one report."
         assert session.unsaved == 0
@@ -176,7 +185,7 @@ async def test_a_run_while_the_database_is_locked_finishes_and_loses_nothing(
     path = tmp_path / "s.db"
     with SQLiteStore(path, busy_timeout=0.05) as store:
         session = store.open_session("t")
-        worker = session.worker(ScriptedModel(["first answer", "second answer"]))
+        worker = attached(session, ScriptedModel(["first answer", "second answer"]))
         with write_locked(path):
             result = await worker.run("first")  # neither the run nor its markers raise
             assert result.output == "first answer"

@@ -21,9 +21,10 @@ from llm_worker import Cancelled, Pause, ToolContext, Worker, tool
 from llm_worker.events import ItemCommitted
 from llm_worker.hooks import HookContext, Hooks
 from llm_worker.items import AssistantMessage, Note, ToolCall, ToolResult, UserMessage
+from llm_worker.models import Model
 from llm_worker.models.offline import OfflineModel
-from llm_worker.store import SessionLocked, SQLiteStore
-from llm_worker.store._sqlite import CRASH_RESULT
+from llm_worker.store import Session, SessionLocked, SQLiteStore
+from llm_worker.store._recovery import CRASH_RESULT
 from llm_worker.testing._scripted import Script, ScriptedModel
 from llm_worker.testing._sweep import cancellation_sweep, history_violations
 
@@ -83,6 +84,13 @@ def wait_for_line(proc: subprocess.Popen[str], expected: str, timeout: float = 2
     raise AssertionError(f"no {expected!r} within {timeout}s")
 
 
+def attached(session: Session, model: Model, **kwargs: Any) -> Worker:
+    """A worker on the session's history and system prompt, attached to it (as callers do)."""
+    worker = Worker(model, history=session.history, system=session.system, **kwargs)
+    session.attach(worker)
+    return worker
+
+
 def kill9(proc: subprocess.Popen[str]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
@@ -102,7 +110,7 @@ HOLDER = """
 
 CRASHER = """
     import sys, anyio
-    from llm_worker import tool
+    from llm_worker import Worker, tool
     from llm_worker.store import SQLiteStore
     from llm_worker.testing._scripted import ScriptedModel
     from llm_worker.testing._scripted import Script
@@ -119,7 +127,8 @@ CRASHER = """
         script = Script.tool_calls(("hang", {}, "call_h"), text="Calling hang.")
     store = SQLiteStore(sys.argv[1])
     session = store.open_session(sys.argv[2], model="scripted")
-    worker = session.worker(ScriptedModel([script]), tools=[hang])
+    worker = Worker(ScriptedModel([script]), tools=[hang], history=session.history)
+    session.attach(worker)
     worker.on_commit(lambda items: print("committed", *[i.type for i in items], flush=True))
 
     async def main():
@@ -250,7 +259,7 @@ async def test_crash_mid_stream_is_recovered_with_a_note(
             assert [i.type for i in session.history] == ["user", "note"]
             assert session.resumable
             model = ScriptedModel(["Here is the whole answer."])
-            worker = session.worker(model)
+            worker = attached(session, model)
             result = await worker.resume()
             assert result.output == "Here is the whole answer."
             assert model.requests[0].history[-1] == note  # the model was told
@@ -270,7 +279,7 @@ async def test_crash_during_tools_resume_runs_the_calls_again(
         assert [c.call_id for c in session.recovery.pending_calls] == ["call_h"]
         assert session.recovery.note is None  # a note may not come before the results
         assert history_violations(session.history) != []  # as left by the crash
-        worker = session.worker(ScriptedModel(["done"]), tools=[hang])
+        worker = attached(session, ScriptedModel(["done"]), tools=[hang])
         result = await worker.resume()
         assert result.status == "finished"
         results = [i for i in session.history if isinstance(i, ToolResult)]
@@ -291,7 +300,7 @@ async def test_crash_during_tools_then_new_input_settles_the_calls(
         assert [i.type for i in added] == ["tool_result", "note"]
         assert isinstance(added[0], ToolResult)
         assert added[0].content == CRASH_RESULT
-        worker = session.worker(ScriptedModel(["new answer"]), tools=[hang])
+        worker = attached(session, ScriptedModel(["new answer"]), tools=[hang])
         await worker.run("something else")
         history = store.load_history("s")
         assert history_violations(history) == []
@@ -305,7 +314,7 @@ async def test_every_commit_is_on_disk_before_it_is_reported(tmp_path: Path) -> 
     db = tmp_path / "s.db"
     with SQLiteStore(db) as store, SQLiteStore(db) as reader:
         session = store.open_session("s")
-        worker = session.worker(OfflineModel(pace=0), tools=[count])
+        worker = attached(session, OfflineModel(pace=0), tools=[count])
         checked = 0
         async with worker.stream("count to 3") as run:
             async for event in run:
@@ -321,7 +330,7 @@ async def test_interrupted_run_is_restored_and_the_model_told(tmp_path: Path) ->
     db = tmp_path / "s.db"
     with SQLiteStore(db) as store:
         with store.open_session("s", model="offline") as session:
-            worker = session.worker(OfflineModel(pace=0.01))
+            worker = attached(session, OfflineModel(pace=0.01))
             async with anyio.create_task_group() as group:
 
                 async def stop_soon() -> None:
@@ -348,7 +357,7 @@ async def test_interrupted_run_is_restored_and_the_model_told(tmp_path: Path) ->
             assert session.recovery.outcome == "cancelled"
             assert isinstance(session.history[-1], Note)
             assert "keyboard_interrupt: interrupted by Ctrl-C" in session.history[-1].text
-            result = await session.worker(OfflineModel(pace=0)).run("go on")
+            result = await attached(session, OfflineModel(pace=0)).run("go on")
             assert result.output.startswith("(My previous answer was interrupted.)")
             notes = [i for i in session.history if isinstance(i, Note)]
             assert len(notes) == 1  # the fresh worker did not add a second one
@@ -363,13 +372,15 @@ async def test_a_paused_run_is_resumed_after_reopening(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     with SQLiteStore(db) as store:
         with store.open_session("s") as session:
-            worker = session.worker(OfflineModel(pace=0), tools=[count], hooks=[PauseBeforeTools()])
+            worker = attached(
+                session, OfflineModel(pace=0), tools=[count], hooks=[PauseBeforeTools()]
+            )
             assert (await worker.run("count to 2")).status == "paused"
         assert store.session_info("s").status == "paused"
         with store.open_session("s") as session:
             assert session.recovery is None  # a pause is a normal end
             assert [c.name for c in session.pending_calls] == ["count"]
-            result = await session.worker(OfflineModel(pace=0), tools=[count]).resume()
+            result = await attached(session, OfflineModel(pace=0), tools=[count]).resume()
             assert result.status == "finished"
             assert "1 2" in result.output
         history = store.load_history("s")
@@ -379,7 +390,7 @@ async def test_a_paused_run_is_resumed_after_reopening(tmp_path: Path) -> None:
 
 async def test_external_cancellation_is_recorded(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "s.db") as store, store.open_session("s") as session:
-        worker = session.worker(OfflineModel(pace=0.01))
+        worker = attached(session, OfflineModel(pace=0.01))
         with anyio.move_on_after(0.05):
             await worker.run("a long answer")
         run = store.runs("s")[-1]
@@ -395,7 +406,7 @@ async def test_attach_checks(tmp_path: Path) -> None:
         worker = Worker(OfflineModel(pace=0), history=session.history)
         detach = session.attach(worker)
         with pytest.raises(RuntimeError, match="already has a worker"):
-            session.worker()
+            session.attach(Worker(OfflineModel(pace=0), history=session.history))
         with pytest.raises(RuntimeError, match="before attaching"):
             session.extend([UserMessage(text="no")])
         detach()
@@ -416,7 +427,7 @@ async def test_store_matches_memory_at_every_cancellation_point(tmp_path: Path) 
         model = ScriptedModel(
             [Script.tool_calls(("tick", {"to": 3}), text="Counting."), "Counted."]
         )
-        return session.worker(model, tools=[tick])
+        return attached(session, model, tools=[tick])
 
     def check(worker: Worker, outcome: object) -> None:
         session = open_sessions[-1]
@@ -453,7 +464,7 @@ async def test_a_failed_runs_error_text_is_never_in_the_note_after_reopening(
     db = tmp_path / "leak.db"
     leak = ModelError("401: invalid key sk-live-SECRET for this org", status_code=401)
     with SQLiteStore(db) as store, store.open_session("s") as session:
-        worker = session.worker(ScriptedModel([Script.error(leak, after=1)]))
+        worker = attached(session, ScriptedModel([Script.error(leak, after=1)]))
         with pytest.raises(ModelError):
             await worker.run("go")
     with SQLiteStore(db) as store, store.open_session("s") as session:

@@ -98,9 +98,9 @@ def test_every_item_type_round_trips(tmp_path: Path) -> None:
 def test_wal_mode_and_synchronous(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "s.db") as store:
         assert store.journal_mode == "wal"
-        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        assert store._file.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     with SQLiteStore(tmp_path / "f.db", synchronous="FULL") as store:
-        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert store._file.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_database_file_is_private(tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def test_database_file_is_private(tmp_path: Path) -> None:
 def test_new_database_is_at_latest_version(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "s.db") as store:
         assert store.schema_version == len(MIGRATIONS)
-        assert store._conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert store._file.conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
 
 def test_migrations_apply_in_order_from_an_older_version(tmp_path: Path) -> None:
@@ -225,9 +225,9 @@ def test_an_unreadable_item_is_a_store_error(tmp_path: Path) -> None:
 def test_each_append_is_one_transaction(tmp_path: Path) -> None:
     statements: list[str] = []
     with SQLiteStore(tmp_path / "s.db") as store, store.open_session("t") as session:
-        store._conn.set_trace_callback(statements.append)
+        store._file.conn.set_trace_callback(statements.append)
         session.extend(every_item()[:5])
-        store._conn.set_trace_callback(None)
+        store._file.conn.set_trace_callback(None)
     verbs = [s.split()[0].upper() for s in statements]
     assert verbs.count("BEGIN") == 1
     assert verbs.count("COMMIT") == 1
@@ -274,7 +274,7 @@ def test_close_reports_items_it_could_not_save(tmp_path: Path) -> None:
         with pytest.raises(StoreError, match="could not be saved"):
             session.close()
         assert session.closed
-        store._conn.execute("DELETE FROM items")
+        store._file.conn.execute("DELETE FROM items")
         store.open_session("t").close()  # the lock was released anyway
 
 
@@ -332,7 +332,7 @@ def test_metadata_is_merged_when_given(tmp_path: Path) -> None:
 def test_unreadable_metadata_is_ignored(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "s.db") as store:
         store.open_session("a").close()
-        store._conn.execute("UPDATE sessions SET metadata = '[1, 2]'")
+        store._file.conn.execute("UPDATE sessions SET metadata = '[1, 2]'")
         assert store.session_info("a").metadata == {}
         with store.open_session("a", metadata={"tools": "demo"}) as session:
             assert session.metadata == {"tools": "demo"}

@@ -139,7 +139,7 @@ def _chat_loop(
         if worker is None:
             if prompt is not None:
                 session.settle_pending()
-            worker = session.worker(model, tools=tools)
+            worker = _config.session_worker(session, model, tools)
         view: View = TerminalView(say.console) if say.terminal else PlainView(sys.stdout)
         try:
             turn = run_turn(portal, interrupts, worker, prompt, args.timeout, view)

@@ -1,8 +1,10 @@
-"""From flags, environment and the session's stored settings to a store, a session and a model.
+"""From flags, environment and the session's stored settings to a store, a session, a model and
+the worker attached to the session.
 
 Invariants:
-* Everything here runs in the main thread, before the event loop starts; nothing awaits, so a
-  Ctrl-C here is a plain `KeyboardInterrupt` (``main`` reports it; nothing was said yet).
+* Everything here runs in the main thread and nothing awaits; all but `session_worker` run
+  before the event loop starts, so a Ctrl-C there is a plain `KeyboardInterrupt` (``main``
+  reports it; nothing was said yet).
 * A bad model spec, a missing key or a bad environment variable is a usage `CLIError` raised
   *before* the session is opened or written: a mistake changes nothing on disk.
 * A session remembers its model spec and its toolset (``--tools``, kept in the session's
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
     from ..models import Model
     from ..store import Session, SQLiteStore
     from ..tools import Tool
+    from ..worker import Worker
 
 TOOLSETS = ("demo", "none")
 TOOLS_KEY = "tools"  # the session metadata key of the toolset name
@@ -170,6 +173,16 @@ def _open_session(store: SQLiteStore, args: argparse.Namespace, kind: str) -> Op
     else:
         session = _fresh_session(store, kind, spec, args.system, metadata)
     return Opened(session, model, spec, tools)
+
+
+def session_worker(session: Session, model: Model, tools: list[Tool[..., Any]]) -> Worker:
+    """A worker on the session's history and system prompt, attached to the session: from now
+    on every item it commits is in the database before it goes on."""
+    from ..worker import Worker
+
+    worker = Worker(model, tools=tools, system=session.system, history=session.history)
+    session.attach(worker)
+    return worker
 
 
 def _fresh_session(

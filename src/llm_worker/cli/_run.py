@@ -86,7 +86,7 @@ def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: st
             raise CLIError(f"session {session.name!r} has nothing to resume")
     else:
         session.settle_pending()
-    worker = session.worker(model, tools=opened.tools)
+    worker = _config.session_worker(session, model, opened.tools)
     view: View
     if args.json:
         view = JsonView(sys.stdout)

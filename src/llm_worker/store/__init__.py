@@ -2,16 +2,25 @@
 
 ::
 
+    from llm_worker import Worker
     from llm_worker.store import SQLiteStore
 
     with SQLiteStore("chat.db") as store, store.open_session("support-42") as session:
-        worker = session.worker("offline")   # seeded with the stored history, attached
+        worker = Worker("offline", history=session.history, system=session.system)
+        session.attach(worker)               # from now on every commit is written at once
         await worker.run("hello")            # every committed item is in the file already
         ...
         if session.recovery:                 # the last run was interrupted or crashed
             await worker.resume()
 
-Invariants (details in `_sqlite`, `_lock` and `_schema`):
+Layout: `_database` (`SQLiteStore`: the SQL, what a session may write), `_connection` (the file,
+its one connection, transactions, file identity), `_session` (`Session`: the unsaved queue,
+retries, the worker's listeners), `_records` (the values handed out, rows → records),
+`_recovery` (what a crashed or interrupted last run left, and the texts the model is told),
+`_schema`, `_lock`, `_errors`. The store never builds or imports a worker: callers build one on
+``session.history`` and `Session.attach` it.
+
+Invariants (details in the modules):
 
 * Each history append is one SQLite transaction, written synchronously in the worker's commit
   listener (no await: a cancellation cannot split it). A killed process loses at most the block
@@ -29,6 +38,7 @@ Invariants (details in `_sqlite`, `_lock` and `_schema`):
   while some are still unsaved. Every error the store raises is a `StoreError`.
 """
 
+from ._database import SQLiteStore
 from ._errors import (
     PersistenceFailed,
     SchemaTooNew,
@@ -36,15 +46,10 @@ from ._errors import (
     SessionNotFound,
     StoreError,
 )
+from ._records import AppendStats, RunRecord, SessionInfo
+from ._recovery import Recovery
 from ._schema import MIGRATIONS, Migration
-from ._sqlite import (
-    AppendStats,
-    Recovery,
-    RunRecord,
-    Session,
-    SessionInfo,
-    SQLiteStore,
-)
+from ._session import Session
 
 __all__ = [
     "MIGRATIONS",

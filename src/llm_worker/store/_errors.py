@@ -1,4 +1,11 @@
-"""Errors of the session store: each says what is wrong in one line a person can act on."""
+"""Errors of the session store: each says what is wrong in one line a person can act on.
+
+Invariants:
+* Whatever goes wrong with the database (SQLite errors, a locked, read-only, removed, replaced
+  or corrupt file, text that cannot be encoded) reaches callers as a `StoreError`; only
+  arguments that can never work are a `ValueError` or `TypeError`.
+* `SessionNotFound` is also a `KeyError`, and prints as its message, not its repr.
+"""
 
 from __future__ import annotations
 
