@@ -37,7 +37,7 @@ NEVER_FINISHED = "Not executed: its arguments never finished streaming."
 MOVED_ON = "Not executed: the run was paused and the user moved on."
 CRASH_RESULT = (
     "Not executed: the process running the previous turn stopped (crash or kill) before this "
-    "call had a result."
+    "call finished; it may have run in part."
 )
 
 

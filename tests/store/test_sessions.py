@@ -19,12 +19,12 @@ import pytest
 
 from llm_worker import Cancelled, Pause, ToolContext, Worker, tool
 from llm_worker.events import ItemCommitted
+from llm_worker.history import CRASH_RESULT
 from llm_worker.hooks import HookContext, Hooks
 from llm_worker.items import AssistantMessage, Note, ToolCall, ToolResult, UserMessage
 from llm_worker.models import Model
 from llm_worker.models.offline import OfflineModel
 from llm_worker.store import Session, SessionLocked, SQLiteStore
-from llm_worker.store._recovery import CRASH_RESULT
 from llm_worker.testing._scripted import Script, ScriptedModel
 from llm_worker.testing._sweep import cancellation_sweep, history_violations
 

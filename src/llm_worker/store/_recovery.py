@@ -9,14 +9,14 @@ Invariants:
   does not already end with an interruption note.
 * A failure's reason is an error message, which may quote a server's response: it is never put
   into a text the model is told.
-* This module is the one spot of the store holding texts the model is told (`note_text`,
-  `CRASH_RESULT`, `MOVED_ON_RESULT`).
+* The texts the model is told come from `llm_worker.history`, like every other such text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..history import recovery_note
 from ..items import Item, Note, ToolCall, unanswered_calls
 from ._records import RunRecord
 
@@ -69,29 +69,5 @@ def recover(history: list[Item], ran: set[str], last_run: RunRecord | None) -> R
     note: Note | None = None
     already = bool(history) and isinstance(history[-1], Note) and history[-1].kind == "interrupted"
     if last_run.run_id in ran and not pending and not already:
-        note = Note(kind="interrupted", text=note_text(outcome, last_run.kind, last_run.reason))
+        note = recovery_note(outcome, last_run.kind, last_run.reason)
     return Recovery(outcome, last_run.kind, last_run.reason, pending, note)
-
-
-# -- the texts the model is told ------------------------------------------------------------------
-
-CRASH_RESULT = (
-    "Not executed: the process running the previous turn stopped (crash or kill) before this "
-    "call finished; it may have run in part."
-)
-MOVED_ON_RESULT = "Not executed: the run was paused and the user moved on."
-
-
-def note_text(outcome: str, kind: str | None, reason: str | None) -> str:
-    """The interruption note's text for a run that ended with ``outcome``."""
-    # A failure's reason is an error message, which may quote a server's response: never told.
-    if outcome == "crashed":
-        why = "crash: the process running it stopped before the turn ended"
-    elif outcome == "failed":
-        why = "it failed"
-    else:
-        why = f"{kind}: {reason}" if kind and reason else (kind or reason or outcome)
-    return (
-        f"[The previous turn was interrupted ({why}). The last assistant message and tool "
-        "results above may be incomplete.]"
-    )

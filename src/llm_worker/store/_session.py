@@ -23,11 +23,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from ..events import RunBoundary, RunCancelled, RunFinished, RunStarted
+from ..history import CRASH_RESULT, MOVED_ON, recovery_note
 from ..items import AssistantMessage, Item, Note, ToolCall, ToolResult, unanswered_calls
 from ._errors import PersistenceFailed, StoreError
 from ._lock import SessionLock
 from ._records import RunRecord, now
-from ._recovery import CRASH_RESULT, MOVED_ON_RESULT, Recovery, note_text
+from ._recovery import Recovery
 
 if TYPE_CHECKING:
     from ._database import SQLiteStore
@@ -204,8 +205,9 @@ class Session:
         if recovery is not None and recovery.note is None and unanswered_calls(self._history):
             # A note may not come between calls and their results: the worker adds it after
             # them, when ``resume()`` has run them again (or before the next input).
-            text = note_text(recovery.outcome, recovery.kind, recovery.reason)
-            worker.note_interruption(Note(kind="interrupted", text=text))
+            worker.note_interruption(
+                recovery_note(recovery.outcome, recovery.kind, recovery.reason)
+            )
 
         def detach() -> None:
             if self._worker is worker:
@@ -230,13 +232,13 @@ class Session:
         if not pending:
             return []
         crashed = self.recovery is not None and self.recovery.outcome == "crashed"
-        text = CRASH_RESULT if crashed else MOVED_ON_RESULT
+        text = CRASH_RESULT if crashed else MOVED_ON
         added: list[Item] = [
             ToolResult(call_id=call.call_id, name=call.name, content=text, status="cancelled")
             for call in pending
         ]
         if crashed:
-            added.append(Note(kind="interrupted", text=note_text("crashed", None, None)))
+            added.append(recovery_note("crashed", None, None))
         self._on_commit(added)
         return added
 
