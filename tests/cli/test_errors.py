@@ -6,6 +6,8 @@ import io
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,16 @@ def test_bad_environment(
     env = cli_env(tmp_path / "s.db", LLM_WORKER_ASYNC_BACKEND="curio")
     assert main_in_process(["run", "hi"], env, monkeypatch) == 2
     assert "LLM_WORKER_ASYNC_BACKEND" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_missing_cli_extra_is_named_not_a_traceback() -> None:
+    blocked = (
+        "import sys; sys.modules['rich'] = None; sys.modules['platformdirs'] = None; "
+        "from llm_worker.cli import main; sys.exit(main(['sessions', '--db', ':memory:']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", blocked], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "pip install 'llm-worker[cli]'" in done.stderr
+    assert "Traceback" not in done.stderr

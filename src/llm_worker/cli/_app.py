@@ -190,6 +190,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return EXIT_OK
+    missing = _missing_cli_dependencies()
+    if missing:
+        error_line(
+            f"the command line needs {' and '.join(missing)}: pip install 'llm-worker[cli]' "
+            "(or 'llm-worker[all]' for every provider too)"
+        )
+        return EXIT_USAGE
     from ..store import StoreError
 
     try:
@@ -212,3 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         error_line(f"unexpected {type(exc).__name__}: {exc} (LLM_WORKER_DEBUG=1 shows a traceback)")
         return EXIT_FAILED
+
+
+def _missing_cli_dependencies() -> list[str]:
+    """The `cli` extra's packages that cannot be imported (the core library needs neither)."""
+    import importlib
+
+    missing = []
+    for name in ("rich", "platformdirs"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
