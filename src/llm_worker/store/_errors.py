@@ -9,8 +9,10 @@ Invariants:
 
 from __future__ import annotations
 
+from .._error_base import LLMWorkerError
 
-class StoreError(Exception):
+
+class StoreError(LLMWorkerError):
     """The database cannot be used: not SQLite, another program's, corrupt, or unwritable."""
 
 

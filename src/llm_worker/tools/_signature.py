@@ -25,6 +25,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic.fields import FieldInfo
 
+from .._error_base import LLMWorkerError
 from ._context import ToolContext
 
 __all__ = [
@@ -39,7 +40,7 @@ __all__ = [
 _MAX_ERRORS_SHOWN = 5
 
 
-class ToolArgumentsError(ValueError):
+class ToolArgumentsError(LLMWorkerError, ValueError):
     """A model's arguments for a tool were not valid JSON or did not match its parameters.
 
     ``str()`` is meant for the model (it is sent back as the tool's error result); ``problems``
