@@ -12,7 +12,9 @@ from ._base import Model, ModelRequest, ModelSettings
 from ._registry import UnknownModelSpec, resolve_model
 
 if TYPE_CHECKING:
-    from ._http import EventTooLarge, MissingCredentials, RetryPolicy, Timeouts
+    from ._errors import MissingCredentials
+    from ._sse import EventTooLarge
+    from ._transport import RetryPolicy, Timeouts
     from .anthropic import AnthropicModel
     from .offline import OfflineModel
     from .openai_chat import OpenAIChatModel
@@ -40,10 +42,10 @@ _LAZY = {
     "OpenAIResponsesModel": ".openai_responses",
     "AnthropicModel": ".anthropic",
     # The HTTP providers' settings and errors (loading them loads the HTTP client).
-    "EventTooLarge": "._http",
-    "MissingCredentials": "._http",
-    "RetryPolicy": "._http",
-    "Timeouts": "._http",
+    "EventTooLarge": "._sse",
+    "MissingCredentials": "._errors",
+    "RetryPolicy": "._transport",
+    "Timeouts": "._transport",
 }
 
 
