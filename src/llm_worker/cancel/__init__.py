@@ -12,7 +12,6 @@ The rest of the package reaches cancellation only through these names:
   the caller cannot cut.
 * `ConcurrentMap` / `concurrent_map` — run calls concurrently; stop them token-first, with grace,
   then hard; abandon (and report) a thread that ignores its token.
-* `BufferedReader` / `SSEReader` — readers that lose no byte when a read is cancelled.
 * `checked_duration` — the one check for every timeout, deadline and grace period the package
   accepts: None or ``inf`` is no limit, a bad value raises at the call that accepted it.
 """
@@ -21,7 +20,6 @@ from ._cause import INTERRUPT_KINDS, Cause, InterruptKind
 from ._cleanup import CleanupOutcome, run_cleanup
 from ._duration import checked_duration
 from ._map import CancelledItself, ConcurrentMap, Outcome, OutcomeStatus, concurrent_map
-from ._reader import BufferedReader, ServerSentEvent, SSEReader
 from ._scope import (
     Shielded,
     TokenScope,
@@ -36,7 +34,6 @@ from ._token import CancelToken, Interrupted
 
 __all__ = [
     "INTERRUPT_KINDS",
-    "BufferedReader",
     "CancelToken",
     "CancelledItself",
     "Cause",
@@ -46,8 +43,6 @@ __all__ = [
     "Interrupted",
     "Outcome",
     "OutcomeStatus",
-    "SSEReader",
-    "ServerSentEvent",
     "Shielded",
     "TokenScope",
     "cancelled_exc_class",
