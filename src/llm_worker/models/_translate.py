@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 from ..errors import ModelError
-from ..events import StreamEvent
+from ..events import StreamEvent, UsageUpdate
 from ..items import ToolCall, Usage
 
 logger = logging.getLogger("llm_worker.models")
@@ -109,6 +109,22 @@ def usage_increment(previous: Usage, total: Usage) -> tuple[Usage | None, Usage]
 
 
 _USAGE_FIELDS = tuple(Usage.model_fields)
+
+
+class UsageTotals:
+    """The one usage accounting of the providers whose servers report running totals (and
+    repeat them): each `update` with the totals so far gives the `UsageUpdate` of what they
+    add (None when they add nothing), so the timeline, which adds increments, never counts a
+    token twice; a count the server never gave stays unknown (None), never zero."""
+
+    __slots__ = ("running",)
+
+    def __init__(self) -> None:
+        self.running = Usage()
+
+    def update(self, total: Usage) -> UsageUpdate | None:
+        increment, self.running = usage_increment(self.running, total)
+        return None if increment is None else UsageUpdate(usage=increment)
 
 
 def tool_arguments(call: ToolCall) -> str:

@@ -77,10 +77,10 @@ from ._client import HTTPModel
 from ._sse import MAX_EVENT_BYTES
 from ._translate import (
     MalformedStream,
+    UsageTotals,
     token_count,
     translate,
     unique_call_id,
-    usage_increment,
 )
 from ._transport import RetryPolicy, Timeouts
 
@@ -239,7 +239,7 @@ class StreamTranslation:
         self._blocks: dict[int, str] = {}  # open content blocks: index -> kind
         self._signatures: dict[int, str] = {}
         self._call_ids: set[str] = set()  # tool-use ids of this message, each made unique
-        self._totals = _UsageTotals()
+        self._totals = UsageTotals()
         self._text_seen = self._gap = False  # some text was sent; an ignored block came after
         self._stopped = False  # message_stop came: nothing after it counts
         #: The server stated the end: ``message_stop``, or a ``stop_reason``.
@@ -328,11 +328,11 @@ class StreamTranslation:
             if reason:
                 self.complete = True
                 out.append(StopReason(reason=_STOP_REASONS.get(reason, reason)))
-            if update := self._totals.update(payload.get("usage")):
+            if update := _update(self._totals, payload.get("usage")):
                 out.append(update)
             return out
         if kind == "message_start":
-            update = self._totals.update(payload["message"].get("usage"))
+            update = _update(self._totals, payload["message"].get("usage"))
             return (update,) if update else _NOTHING
         if kind == "message_stop":
             self._stopped = self.complete = True
@@ -348,10 +348,10 @@ class MalformedEvent(ValueError):
     """An event that breaks the protocol (a delta for a block that was never started, …)."""
 
 
-def _whole_message(message: dict[str, Any], totals: _UsageTotals) -> list[StreamEvent]:
+def _whole_message(message: dict[str, Any], totals: UsageTotals) -> list[StreamEvent]:
     """The events of a complete (non-streamed) Message: what its stream would have said."""
     events: list[StreamEvent] = []
-    if update := totals.update(message.get("usage")):
+    if update := _update(totals, message.get("usage")):
         events.append(update)
     blocks: dict[int, str] = {}
     signatures: dict[int, str] = {}
@@ -408,32 +408,26 @@ def _block_start(
     return []
 
 
-@dataclass
-class _UsageTotals:
-    """Anthropic reports running totals; the timeline adds increments: this turns one into the
-    other. ``input_tokens`` counts cached prompt tokens too (as OpenAI's do). A count the
-    server never gave stays unknown (None), never zero."""
-
-    running: Usage = field(default_factory=Usage)
-
-    def update(self, usage: dict[str, Any] | None) -> UsageUpdate | None:
-        if not usage:
-            return None
-        prompt_parts = [
-            token_count(usage.get(key))
-            for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
-        ]
-        known = [part for part in prompt_parts if part is not None]
-        details = usage.get("output_tokens_details")
-        thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
-        total = Usage(
+def _update(totals: UsageTotals, usage: dict[str, Any] | None) -> UsageUpdate | None:
+    """Anthropic's running totals as what they add (`UsageTotals`). ``input_tokens`` counts
+    cached prompt tokens too (as OpenAI's do); a count the server never gave stays unknown."""
+    if not usage:
+        return None
+    prompt_parts = [
+        token_count(usage.get(key))
+        for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    ]
+    known = [part for part in prompt_parts if part is not None]
+    details = usage.get("output_tokens_details")
+    thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
+    return totals.update(
+        Usage(
             input_tokens=sum(known) if known else None,  # None: a delta that repeats no input
             output_tokens=token_count(usage.get("output_tokens")),
             reasoning_tokens=token_count(thinking),
             cache_read_tokens=prompt_parts[1],
         )
-        increment, self.running = usage_increment(self.running, total)
-        return None if increment is None else UsageUpdate(usage=increment)
+    )
 
 
 # -- the request ----------------------------------------------------------------------------------

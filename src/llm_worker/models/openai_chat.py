@@ -61,7 +61,6 @@ from ..events import (
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
-    UsageUpdate,
 )
 from ..items import (
     AssistantMessage,
@@ -76,7 +75,7 @@ from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._client import HTTPModel
 from ._sse import MAX_EVENT_BYTES, SSE_DONE
-from ._translate import token_count, tool_arguments, translate, usage_increment
+from ._translate import UsageTotals, token_count, tool_arguments, translate
 from ._transport import RetryPolicy, Timeouts
 
 __all__ = [
@@ -314,7 +313,7 @@ class StreamTranslation:
         self._slots: dict[int, int] = {}  # the server's index → ours
         self._given: dict[int, str] = {}  # our index → the id the server gave the call
         self._ids: set[str] = set()  # call ids used in this response
-        self._usage = Usage()
+        self._usage = UsageTotals()
         self._refused = False
         self._latest = -1  # our index of the latest call delta
         self._done = False  # [DONE] came
@@ -458,8 +457,8 @@ class StreamTranslation:
             reasoning_tokens=token_count(completion_details.get("reasoning_tokens")),
             cache_read_tokens=token_count(prompt_details.get("cached_tokens")),
         )
-        increment, self._usage = usage_increment(self._usage, total)
-        return _NOTHING if increment is None else (UsageUpdate(usage=increment),)
+        update = self._usage.update(total)
+        return _NOTHING if update is None else (update,)
 
 
 def _text(value: Any) -> str:
