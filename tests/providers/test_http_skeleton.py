@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import anthropic
@@ -11,8 +12,10 @@ import pytest
 
 from llm_worker import Worker
 from llm_worker.errors import ModelError
-from llm_worker.models import RetryPolicy
+from llm_worker.models import RetryPolicy, openai_responses
+from llm_worker.models import anthropic as anthropic_module
 from llm_worker.models._client import HTTPModel
+from llm_worker.models._translate import MalformedStream
 from llm_worker.models.anthropic import AnthropicModel
 from llm_worker.models.openai_chat import OpenAIChatModel
 from llm_worker.models.openai_responses import OpenAIResponsesModel
@@ -89,3 +92,28 @@ async def test_every_http_model_closes_the_client_it_built_when_its_async_with_e
         assert isinstance(model, HTTPModel)
         assert not model.client.is_closed()
     assert model.client.is_closed()
+
+
+async def _translated(translate_stream: Any, payloads: list[dict[str, Any]]) -> list[Any]:
+    async def source() -> AsyncIterator[dict[str, Any]]:
+        for payload in payloads:
+            yield payload
+
+    async with aclosing(source()) as chunks, aclosing(translate_stream(chunks)) as events:
+        return [event async for event in events]
+
+
+async def test_a_terminal_event_of_the_wrong_shape_is_an_error_not_a_complete_answer() -> None:
+    """`response.completed` without its response: a malformed stream, never an answer that
+    "stands" with no stop reason (one loop, `translate`, decides how every stream ends)."""
+    with pytest.raises(MalformedStream, match="malformed stream event"):
+        await _translated(openai_responses.translate_stream, [{"type": "response.completed"}])
+
+
+async def test_a_malformed_event_after_the_stop_reason_is_still_an_error() -> None:
+    payloads = [
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}},
+        {"type": "content_block_stop", "index": 3},
+    ]
+    with pytest.raises(MalformedStream, match="not open"):
+        await _translated(anthropic_module.translate_stream, payloads)
