@@ -70,3 +70,42 @@ def test_importing_the_package_does_not_load_the_provider_sdks() -> None:
     code = "import sys, llm_worker; print('openai' in sys.modules, 'anthropic' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_a_missing_provider_sdk_names_the_extra_that_brings_it() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['openai'] = None\n"
+        "from llm_worker.models import MissingDependency, resolve_model\n"
+        "try:\n"
+        "    resolve_model('openai:gpt-4o-mini')\n"
+        "except MissingDependency as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert "pip install 'llm-worker[openai]'" in done.stdout, done.stderr
+
+
+def test_every_exception_the_library_defines_is_an_llm_worker_error() -> None:
+    import inspect
+    import pkgutil
+
+    from llm_worker import LLMWorkerError
+
+    internal = {"BadRequest", "PeerClosed", "StreamErrorEvent", "RedactedError", "CLIError"}
+    strays = []
+    for info in pkgutil.walk_packages(llm_worker.__path__, "llm_worker."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == module.__name__
+                and not name.startswith("_")
+                and name not in internal
+                and not issubclass(value, LLMWorkerError)
+            ):
+                strays.append(f"{module.__name__}.{name}")
+    assert strays == []

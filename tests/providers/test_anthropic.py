@@ -58,13 +58,19 @@ from llm_worker.items import (
     Usage,
     UserMessage,
 )
-from llm_worker.models import ModelRequest, ModelSettings, resolve_model
-from llm_worker.models._http import MissingCredentials, RetryPolicy, Timeouts
+from llm_worker.models import (
+    MissingCredentials,
+    ModelRequest,
+    ModelSettings,
+    RetryPolicy,
+    Timeouts,
+    resolve_model,
+)
 from llm_worker.models.anthropic import (
     CONVERSATION_START,
     MISSING_RESULT,
     AnthropicModel,
-    anthropic_messages,
+    convert_history,
 )
 from llm_worker.testing import FakeProviderServer, Reply
 from llm_worker.testing._sweep import cancellation_sweep
@@ -1015,7 +1021,7 @@ async def test_structural_garbage_gives_typed_errors() -> None:
 
 
 def convert(*items: Item) -> list[dict[str, Any]]:
-    messages = anthropic_messages(list(items))
+    messages = convert_history(list(items))
     assert_valid({"model": "m", "max_tokens": 1, "stream": True, "messages": messages})
     return messages
 
@@ -1174,7 +1180,7 @@ def test_consecutive_assistant_messages_merge_thinking_first() -> None:
 def test_the_history_is_not_modified() -> None:
     history: list[Item] = [UserMessage(text="hi"), said(TextPart(text="x ")), call("c")]
     copy = [item.model_copy(deep=True) for item in history]
-    anthropic_messages(history)
+    convert_history(history)
     assert history == copy
 
 
@@ -1219,7 +1225,7 @@ _items = st.one_of(
 def test_any_history_converts_to_a_valid_request(history: list[Item]) -> None:
     """Not only what the worker writes: any sequence of items gives a request the API accepts
     (a history that says nothing gives no messages at all)."""
-    messages = anthropic_messages(history)
+    messages = convert_history(history)
     if messages:
         assert_valid({"model": "m", "max_tokens": 1, "stream": True, "messages": messages})
 

@@ -22,7 +22,8 @@ import pytest
 from llm_worker import ModelError, Worker, tool
 from llm_worker.events import Retrying, StreamError
 from llm_worker.items import AssistantMessage, ToolCall, ToolResult, Usage
-from llm_worker.models._http import RetryPolicy, retry_after
+from llm_worker.models import RetryPolicy
+from llm_worker.models._errors import retry_after
 from llm_worker.models.anthropic import AnthropicModel
 from llm_worker.models.openai_chat import OpenAIChatModel
 from llm_worker.models.openai_responses import OpenAIResponsesModel

@@ -27,7 +27,7 @@ import openai
 import pytest
 
 from llm_worker import Cancelled, RunError, Worker
-from llm_worker.models._http import RetryPolicy, Timeouts
+from llm_worker.models import RetryPolicy, Timeouts
 from llm_worker.models.openai_chat import OpenAIChatModel
 from llm_worker.testing import FakeProviderServer, Reply
 

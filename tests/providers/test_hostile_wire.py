@@ -21,8 +21,7 @@ import pytest
 from llm_worker import ModelError, Worker, tool
 from llm_worker.events import Retrying
 from llm_worker.items import AssistantMessage, ToolCall, ToolResult
-from llm_worker.models import EventTooLarge
-from llm_worker.models._http import RetryPolicy
+from llm_worker.models import EventTooLarge, RetryPolicy
 from llm_worker.models.anthropic import AnthropicModel
 from llm_worker.models.openai_chat import OpenAIChatModel
 from llm_worker.models.openai_responses import OpenAIResponsesModel

@@ -43,9 +43,20 @@ from llm_worker.items import (
     Usage,
     UserMessage,
 )
-from llm_worker.models import ModelRequest, ModelSettings, resolve_model
-from llm_worker.models._http import MissingCredentials, RetryPolicy, Timeouts
-from llm_worker.models.openai_chat import ChunkConverter, OpenAIChatModel, to_messages, to_tools
+from llm_worker.models import (
+    MissingCredentials,
+    ModelRequest,
+    ModelSettings,
+    RetryPolicy,
+    Timeouts,
+    resolve_model,
+)
+from llm_worker.models.openai_chat import (
+    OpenAIChatModel,
+    StreamTranslation,
+    convert_history,
+    convert_tools,
+)
 from llm_worker.testing import FakeProviderServer, Reply
 from llm_worker.testing._sweep import cancellation_sweep
 from llm_worker.tools import ToolContext, ToolSpec
@@ -259,7 +270,7 @@ def test_request_params() -> None:
     assert "tools" not in bare
     assert "max_tokens" not in bare
     assert "temperature" not in bare
-    assert to_tools([]) == []
+    assert convert_tools([]) == []
 
 
 # --- history conversion -------------------------------------------------------------------------
@@ -290,7 +301,7 @@ def test_assistant_message_and_its_calls_become_one_message() -> None:
         result("a", "A"),
         AssistantMessage(parts=(TextPart(text="Done."),)),
     ]
-    assert to_messages(history, "sys") == [
+    assert convert_history(history, "sys") == [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "go"},
         {
@@ -329,7 +340,7 @@ def test_interruptions_convert_to_valid_messages() -> None:
         ToolResult(call_id="c1", name="f", content="Not executed.", status="cancelled"),
         UserMessage(text="four"),
     ]
-    messages = to_messages(history)
+    messages = convert_history(history)
     assert messages == [
         {"role": "user", "content": "one"},
         {"role": "assistant", "content": "The answ"},
@@ -363,7 +374,7 @@ def test_broken_histories_are_repaired_not_sent() -> None:
         result("c"),  # a second answer: dropped
         UserMessage(text="z"),
     ]
-    messages = to_messages(history)
+    messages = convert_history(history)
     assert_valid_messages(messages)
     assert [m["role"] for m in messages] == [
         "user",
@@ -410,7 +421,7 @@ def test_history_reproduces_recorded_requests(name: str) -> None:
         elif role == "tool":
             history.append(result(message["tool_call_id"], message["content"]))
     normalise = lambda ms: [{k: v for k, v in m.items() if v is not None} for m in ms]  # noqa: E731
-    assert normalise(to_messages(history, system)) == normalise(recorded)
+    assert normalise(convert_history(history, system)) == normalise(recorded)
 
 
 # --- stream conversion (no network) -------------------------------------------------------------
@@ -421,7 +432,7 @@ def choice(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
 
 
 def test_converter_handles_odd_but_legal_chunks() -> None:
-    converter = ChunkConverter()
+    converter = StreamTranslation()
     feed = lambda data: list(converter.feed(data))  # noqa: E731
     assert feed({"choices": []}) == []
     assert feed({"choices": [choice({"role": "assistant", "content": ""})], "x_vendor": 1}) == []
@@ -447,7 +458,7 @@ def test_converter_handles_odd_but_legal_chunks() -> None:
     events = feed({"choices": [choice({"tool_calls": [{"function": {"arguments": "{}"}}]})]})
     assert events == [ToolCallDelta(index=1, arguments="{}")]
     # no id at all: one is made up, unique
-    lax = ChunkConverter()
+    lax = StreamTranslation()
     data = {"choices": [choice({"tool_calls": [{"function": {"name": "h", "arguments": "{}"}}]})]}
     [start, _] = lax.feed(data)
     assert isinstance(start, ToolCallStart)
@@ -491,7 +502,7 @@ def test_converter_handles_odd_but_legal_chunks() -> None:
     ],
 )
 def test_finish_reasons(finish: str, reason: str) -> None:
-    events = ChunkConverter().feed({"choices": [choice({"content": "x"}, finish)]})
+    events = StreamTranslation().feed({"choices": [choice({"content": "x"}, finish)]})
     assert list(events) == [TextDelta(text="x"), StopReason(reason=reason)]
 
 

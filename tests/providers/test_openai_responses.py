@@ -59,14 +59,20 @@ from llm_worker.items import (
     Usage,
     UserMessage,
 )
-from llm_worker.models import ModelRequest, ModelSettings, resolve_model
-from llm_worker.models._http import MissingCredentials, RetryPolicy, Timeouts
+from llm_worker.models import (
+    MissingCredentials,
+    ModelRequest,
+    ModelSettings,
+    RetryPolicy,
+    Timeouts,
+    resolve_model,
+)
 from llm_worker.models.openai_responses import (
     OpenAIResponsesModel,
-    convert_stream,
+    convert_history,
+    convert_tools,
     is_reasoning_model,
-    to_responses_input,
-    tool_param,
+    translate_stream,
 )
 from llm_worker.result import RunResult
 from llm_worker.testing import FakeProviderServer, Reply
@@ -266,7 +272,7 @@ async def test_client_settings_and_spec(monkeypatch: pytest.MonkeyPatch) -> None
     await own.close()
 
 
-def test_request_body() -> None:
+def test_request_params() -> None:
     spec = ToolSpec("lookup", "Find it.", {"type": "object", "properties": {}}, strict=True)
     request = ModelRequest(
         history=(UserMessage(text="hi"),),
@@ -275,7 +281,7 @@ def test_request_body() -> None:
         settings=ModelSettings(max_tokens=50, temperature=0.2),
     )
     reasoning = {"effort": "low", "summary": "auto"}
-    body = OpenAIResponsesModel("gpt-5", api_key="k", reasoning=reasoning).request_body(request)
+    body = OpenAIResponsesModel("gpt-5", api_key="k", reasoning=reasoning).request_params(request)
     assert body == {
         "model": "gpt-5",
         "input": [{"role": "user", "content": "hi"}],
@@ -296,12 +302,12 @@ def test_request_body() -> None:
         "max_output_tokens": 50,
         "temperature": 0.2,
     }
-    assert tool_param(spec) == body["tools"][0]
+    assert convert_tools([spec]) == body["tools"]
     # OpenAI answers 400 when a model that does not reason is asked for encrypted reasoning.
-    bare = OpenAIResponsesModel("gpt-4o", api_key="k").request_body(ModelRequest(history=()))
+    bare = OpenAIResponsesModel("gpt-4o", api_key="k").request_params(ModelRequest(history=()))
     assert bare == {"model": "gpt-4o", "input": [], "stream": True, "store": False}
     forced = OpenAIResponsesModel("my-deployment", api_key="k", include_encrypted_reasoning=True)
-    assert forced.request_body(ModelRequest(history=()))["include"] == [
+    assert forced.request_params(ModelRequest(history=()))["include"] == [
         "reasoning.encrypted_content"
     ]
 
@@ -392,7 +398,7 @@ def test_history_conversion() -> None:
         UserMessage(text="more"),
     ]
     frozen = tuple(history)
-    assert to_responses_input(frozen) == [
+    assert convert_history(frozen) == [
         user("go"),
         reasoning_item("plan"),
         assistant("Let me look."),
@@ -473,7 +479,7 @@ def test_history_conversion() -> None:
 def test_conversion_after_interruptions(
     history: list[Item], expected: list[dict[str, Any]]
 ) -> None:
-    converted = to_responses_input([UserMessage(text="go"), *history, UserMessage(text="next")])
+    converted = convert_history([UserMessage(text="go"), *history, UserMessage(text="next")])
     assert converted == [user("go"), *expected, user("next")]
     assert_valid_input(converted)
 
@@ -488,7 +494,7 @@ async def convert(events: Iterable[Any]) -> list[StreamEvent] | ModelError:
 
     async with contextlib.aclosing(chunks()) as source:
         try:
-            return [event async for event in convert_stream(source)]
+            return [event async for event in translate_stream(source)]
         except ModelError as exc:
             return exc
 
@@ -640,7 +646,7 @@ async def test_cassette_replays_into_items(
     assert first["store"] is False
     assert first["instructions"] == "Be brief."
     assert first["input"] == [user(prompt)]
-    assert first["tools"] == [tool_param(t.spec) for t in TOOLS]
+    assert first["tools"] == convert_tools(t.spec for t in TOOLS)
     assert ("include" in first) is is_reasoning_model(recorded_model)
     if calls:  # the worker answered the calls and asked again: the follow-up carries it all back
         assert outcome.output == "Carrying on."
@@ -994,7 +1000,7 @@ def split_sse(body: bytes) -> list[bytes]:
 
 def check_next_request(worker: Worker, outcome: RunResult | BaseException) -> None:
     """After any cancellation, the request the worker would send next is valid."""
-    assert_valid_input(to_responses_input([*worker.history, UserMessage(text="next")]))
+    assert_valid_input(convert_history([*worker.history, UserMessage(text="next")]))
 
 
 def where_cut(history: Sequence[Item]) -> set[str]:

@@ -22,7 +22,8 @@ import pytest
 from llm_worker import ModelError, Worker
 from llm_worker.events import Retrying, StreamError
 from llm_worker.items import dump_history
-from llm_worker.models._http import REDACTED, Redactor, RetryPolicy, client_secrets
+from llm_worker.models import RetryPolicy
+from llm_worker.models._redact import REDACTED, Redactor, client_secrets
 from llm_worker.models.anthropic import AnthropicModel
 from llm_worker.models.openai_chat import OpenAIChatModel
 from llm_worker.models.openai_responses import OpenAIResponsesModel

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llm_worker.errors import ModelError
-from llm_worker.models._http import EventTooLarge, SSEDecoder
+from llm_worker.models._sse import EventTooLarge, SSEDecoder
 
 Event = tuple[str, str]
 

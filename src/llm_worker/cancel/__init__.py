@@ -13,7 +13,6 @@ anyio does not have, and only that:
   the caller cannot cut.
 * `ConcurrentMap` / `concurrent_map` — run calls concurrently; stop them token-first, with grace,
   then hard; abandon (and report) a thread that ignores its token.
-* `BufferedReader` / `SSEReader` — readers that lose no byte when a read is cancelled.
 * `checked_duration` — the one check for every timeout, deadline and grace period the package
   accepts: None or ``inf`` is no limit, a bad value raises at the call that accepted it.
 """
@@ -22,13 +21,9 @@ from ._cause import INTERRUPT_KINDS, Cause, InterruptKind
 from ._cleanup import CleanupOutcome, run_cleanup
 from ._duration import checked_duration
 from ._map import CancelledItself, ConcurrentMap, Outcome, OutcomeStatus, concurrent_map
-from ._reader import BufferedReader, ServerSentEvent, SSEReader
 from ._scope import (
     Shielded,
     TokenScope,
-    cancelled_exc_class,
-    checkpoint,
-    checkpoint_if_cancelled,
     fail_on_cancel,
     move_on_cancel,
     shielded,
@@ -37,7 +32,6 @@ from ._token import CancelToken, Interrupted
 
 __all__ = [
     "INTERRUPT_KINDS",
-    "BufferedReader",
     "CancelToken",
     "CancelledItself",
     "Cause",
@@ -47,14 +41,9 @@ __all__ = [
     "Interrupted",
     "Outcome",
     "OutcomeStatus",
-    "SSEReader",
-    "ServerSentEvent",
     "Shielded",
     "TokenScope",
-    "cancelled_exc_class",
     "checked_duration",
-    "checkpoint",
-    "checkpoint_if_cancelled",
     "concurrent_map",
     "fail_on_cancel",
     "move_on_cancel",

@@ -146,21 +146,3 @@ def shielded(timeout: float | None, what: str = "clean-up") -> Shielded:
     ``timeout`` is checked here (`checked_duration`): a negative, NaN or non-number raises.
     """
     return Shielded(timeout, what)
-
-
-async def checkpoint() -> None:
-    """Let other tasks run, and raise the framework's cancellation if this task is cancelled."""
-    await anyio.lowlevel.checkpoint()
-
-
-async def checkpoint_if_cancelled() -> None:
-    """Raise the framework's cancellation if an enclosing scope is cancelled; otherwise continue.
-
-    Use it after a shielded clean-up to let a pending outer cancellation propagate.
-    """
-    await anyio.lowlevel.checkpoint_if_cancelled()
-
-
-def cancelled_exc_class() -> type[BaseException]:
-    """The exception class the running framework uses for cancellation."""
-    return anyio.get_cancelled_exc_class()

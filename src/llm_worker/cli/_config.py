@@ -74,7 +74,7 @@ def build_model(spec: str, base_url: str | None) -> Model:
 
         return OfflineModel(pace=_offline_pace(), reasoning=variant == "reasoning")
     from ..models import UnknownModelSpec, resolve_model
-    from ..models._http import MissingCredentials  # imports the HTTP stack: only for providers
+    from ..models._errors import MissingCredentials  # imports the HTTP stack: only for providers
 
     try:
         return resolve_model(spec, base_url=base_url)

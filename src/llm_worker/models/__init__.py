@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._base import Model, ModelRequest, ModelSettings
-from ._registry import UnknownModelSpec, resolve_model
+from ._registry import MissingDependency, UnknownModelSpec, load_provider, resolve_model
 
 if TYPE_CHECKING:
-    from ._http import EventTooLarge, MissingCredentials, RetryPolicy, Timeouts
+    from ._errors import MissingCredentials
+    from ._sse import EventTooLarge
+    from ._transport import RetryPolicy, Timeouts
     from .anthropic import AnthropicModel
     from .offline import OfflineModel
     from .openai_chat import OpenAIChatModel
@@ -22,6 +24,7 @@ __all__ = [
     "AnthropicModel",
     "EventTooLarge",
     "MissingCredentials",
+    "MissingDependency",
     "Model",
     "ModelRequest",
     "ModelSettings",
@@ -40,10 +43,10 @@ _LAZY = {
     "OpenAIResponsesModel": ".openai_responses",
     "AnthropicModel": ".anthropic",
     # The HTTP providers' settings and errors (loading them loads the HTTP client).
-    "EventTooLarge": "._http",
-    "MissingCredentials": "._http",
-    "RetryPolicy": "._http",
-    "Timeouts": "._http",
+    "EventTooLarge": "._sse",
+    "MissingCredentials": "._errors",
+    "RetryPolicy": "._transport",
+    "Timeouts": "._transport",
 }
 
 
@@ -51,6 +54,4 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    return getattr(import_module(module, __name__), name)
+    return getattr(load_provider(module), name)

@@ -1,7 +1,7 @@
 """Anthropic Messages API: the worker's history in, Anthropic's stream out as `StreamEvent`s.
 
 Invariants:
-* The request is a pure function of the history (`anthropic_messages`) and is valid after every
+* The request is a pure function of the history (`convert_history`) and is valid after every
   kind of interruption: messages alternate user/assistant and start with a user message; every
   ``tool_use`` is answered by a ``tool_result`` in the immediately next user message, where
   ``tool_result`` blocks come first (a call with no recorded result gets a synthetic error
@@ -13,7 +13,7 @@ Invariants:
   by an interruption) or from another provider is dropped — the API rejects unsigned thinking,
   and it strips earlier turns' thinking from the context anyway. Redacted thinking goes back as
   it came.
-* Stream conversion (`convert_stream`) never crashes on what the server sends: block, delta and
+* Stream translation (`StreamTranslation`) never crashes on what the server sends: block, delta and
   event types it does not know (server tool use and results, citations, ``ping``) are ignored; an
   event that breaks the protocol is a `ModelError`, and so is a body that ends before the server
   stated the answer's end — ``message_stop``, or a ``message_delta`` with its ``stop_reason`` —
@@ -24,12 +24,13 @@ Invariants:
   ``application/json`` despite ``stream: true``) is read as the events its stream would have
   carried.
 * Retries, timeouts and leak-free closing are `provider_stream`'s; the SDK's own retries are off
-  on the client built here. Cancellation: at any await the HTTP response is closed (shielded,
+  for every request (`HTTPModel`). Cancellation: at any await the HTTP response is closed (shielded,
   bounded) and the cancellation propagates; nothing else is held.
 
 The SDK builds and sends the request (auth, headers, HTTP errors as its typed exceptions); the
-body is read by the shared `SSEResponseStream`, not by the SDK's ``AsyncStream``, which builds a
-pydantic object per event and leaves its readers to the garbage collector. Measured (CPU time
+body is read by the shared `SSEResponseStream` (`HTTPModel.stream`), not by the SDK's
+``AsyncStream``, which builds a pydantic object per event and leaves its readers to the garbage
+collector. Measured (CPU time
 per event, a 22k-event stream over an in-memory transport): the SDK's ``AsyncStream`` iteration
 alone 17 µs; this module's whole path (parse, convert, retry wrapper) 5.6 µs; the
 ``MessageStream`` helper 43 µs (it also re-parses the whole partial JSON of a tool call on each
@@ -39,13 +40,9 @@ of its deltas: quadratic), and the worker assembles messages in its timeline any
 from __future__ import annotations
 
 import json
-import logging
-import os
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import anthropic
@@ -76,26 +73,26 @@ from ..items import (
 )
 from ..tools import ToolSpec
 from ._base import ModelRequest
-from ._http import (
-    MAX_EVENT_BYTES,
-    MissingCredentials,
-    RetryPolicy,
-    SDKStream,
-    SSEResponseStream,
-    Timeouts,
-    client_secrets,
-    http_client_options,
-    provider_stream,
+from ._client import HTTPModel
+from ._sse import MAX_EVENT_BYTES
+from ._translate import (
+    MalformedStream,
+    UsageTotals,
     token_count,
+    translate,
     unique_call_id,
-    usage_increment,
 )
+from ._transport import RetryPolicy, Timeouts
 
-__all__ = ["AnthropicModel", "anthropic_messages", "anthropic_tools"]
+__all__ = [
+    "AnthropicModel",
+    "StreamTranslation",
+    "convert_history",
+    "convert_tools",
+    "translate_stream",
+]
 
 PROVIDER = "anthropic"
-
-logger = logging.getLogger("llm_worker.models")
 
 #: Stop reasons whose meaning another provider's name says better; the rest pass unchanged
 #: (``end_turn``, ``tool_use``, ``max_tokens``, ``stop_sequence``, ``refusal``, ``pause_turn``).
@@ -111,15 +108,15 @@ _SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 
 
-class AnthropicModel:
+class AnthropicModel(HTTPModel):
     """A `Model` for the Anthropic Messages API (streaming), through the official SDK.
 
-    ``client``: a configured ``anthropic.AsyncAnthropic`` used as it is (its own retry setting
-    included — give it ``max_retries=0`` so that retries are not doubled); otherwise one is built
-    from ``api_key`` / ``ANTHROPIC_API_KEY`` and ``base_url`` / ``ANTHROPIC_BASE_URL``, with the
-    SDK's retries off and ``timeouts``' connect and idle limits. ``max_tokens`` is always sent
-    (the API requires it; a request's ``settings.max_tokens`` wins). ``thinking`` is passed as
-    the API's ``thinking`` parameter, e.g. ``{"type": "enabled", "budget_tokens": 2048}``.
+    ``client``: a configured ``anthropic.AsyncAnthropic``, used with its retries off (our
+    retries run instead; see `HTTPModel`) and never closed here; otherwise one is built from
+    ``api_key`` / ``ANTHROPIC_API_KEY`` and ``base_url`` / ``ANTHROPIC_BASE_URL``, with
+    ``timeouts``' connect and idle limits. ``max_tokens`` is always sent (the API requires it;
+    a request's ``settings.max_tokens`` wins). ``thinking`` is passed as the API's ``thinking``
+    parameter, e.g. ``{"type": "enabled", "budget_tokens": 2048}``.
 
     Raises `MissingCredentials` at construction when no client and no key is given.
 
@@ -127,6 +124,8 @@ class AnthropicModel:
     (`EventTooLarge`). Error texts never carry the client's key (`Redactor`); a client built
     here also knows an HTTP error whose body was cut from an unreachable server (`note_status`).
     """
+
+    provider = PROVIDER
 
     def __init__(
         self,
@@ -149,25 +148,17 @@ class AnthropicModel:
         self.max_tokens = max_tokens
         self.thinking = thinking
         self.max_event_bytes = max_event_bytes
-        self._owns_client = client is None
-        if client is None:
-            key = api_key or os.environ.get("ANTHROPIC_API_KEY")
-            if not key:
-                raise MissingCredentials(
-                    "AnthropicModel needs an API key: pass api_key=... or set ANTHROPIC_API_KEY"
-                )
-            client = anthropic.AsyncAnthropic(
-                api_key=key,
-                base_url=base_url or os.environ.get("ANTHROPIC_BASE_URL") or None,
-                max_retries=0,
-                timeout=timeouts.for_httpx(),
-                http_client=anthropic.DefaultAsyncHttpxClient(**http_client_options(timeouts)),
-            )
-        self.client = client
-
-    @property
-    def name(self) -> str:
-        return f"{PROVIDER}:{self.model}"
+        self._connect(
+            client,
+            api_key=api_key,
+            base_url=base_url,
+            sdk_client=anthropic.AsyncAnthropic,
+            sdk_http_client=anthropic.DefaultAsyncHttpxClient,
+            key_variable="ANTHROPIC_API_KEY",
+            base_url_variable="ANTHROPIC_BASE_URL",
+            missing_key="AnthropicModel needs an API key: pass api_key=... or set "
+            "ANTHROPIC_API_KEY",
+        )
 
     def __repr__(self) -> str:
         return f"AnthropicModel({self.model!r}, base_url={str(self.client.base_url)!r})"
@@ -178,66 +169,27 @@ class AnthropicModel:
         params: dict[str, Any] = {
             "model": self.model,
             "max_tokens": settings.max_tokens or self.max_tokens,
-            "messages": anthropic_messages(request.history),
+            "messages": convert_history(request.history),
             "stream": True,
         }
         if request.system:
             params["system"] = request.system
         if request.tools:
-            params["tools"] = anthropic_tools(request.tools)
+            params["tools"] = convert_tools(request.tools)
         if self.thinking is not None:
             params["thinking"] = self.thinking
         if settings.temperature is not None:
             params["temperature"] = settings.temperature
         return params
 
-    def stream(
-        self, request: ModelRequest
-    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
-        """Stream one response as `StreamEvent`s (see the module invariants).
+    def _create(self) -> Any:
+        return self._requests.messages.with_raw_response.create
 
-        Nothing is sent before the first ``__anext__``. Cancellation: at any await (opening,
-        back-off, between events) the response is closed, shielded and bounded, before the
-        cancellation propagates; leaving the ``async with`` early closes it the same way.
-        """
-        params = self.request_params(request)
-        create = self.client.messages.with_raw_response.create
-
-        async def open_stream() -> SDKStream[Any]:
-            raw = await create(**params)  # returns once the response headers arrived
-            return SSEResponseStream(raw.http_response, max_event_bytes=self.max_event_bytes)
-
-        return provider_stream(
-            open_stream,
-            convert_stream,
-            provider=PROVIDER,
-            retry=self.retry,
-            timeouts=self.timeouts,
-            secrets=lambda: client_secrets(self.client),
-        )
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this model built it (a client given to it is left open)."""
-        if self._owns_client:
-            await self.client.close()
-
-    async def __aenter__(self) -> AnthropicModel:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    def _translate(self, payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
+        return translate_stream(payloads)
 
 
 # -- the stream -----------------------------------------------------------------------------------
-
-
-class MalformedEvent(ValueError):
-    """An event that breaks the protocol (a delta for a block that was never started, …)."""
 
 
 # Kinds of open content blocks, by the block's stream index.
@@ -247,118 +199,159 @@ _REDACTED = "redacted_thinking"
 _TOOL = "tool_use"
 _IGNORED = "ignored"  # server tool use, search results, anything newer than this module
 
+_NOTHING: tuple[StreamEvent, ...] = ()
+_PARAGRAPH = TextDelta(text="\n\n")
 
-async def convert_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
-    """Map Anthropic's stream payloads (parsed JSON) to `StreamEvent`s.
+
+def translate_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
+    """Map Anthropic's stream payloads (parsed JSON) to `StreamEvent`s (`StreamTranslation`).
+
+    Raises `ModelError` for an event that breaks the protocol, or a body that ends before the
+    server stated the answer's end. Cancellation: safe at every await (it only reads
+    ``payloads``).
+    """
+    return translate(payloads, StreamTranslation())
+
+
+class StreamTranslation:
+    """One response's Anthropic stream payloads as `StreamEvent`s, one payload at a time.
 
     A dictionary lookup and a few item reads per event; nothing is accumulated but the signature
     of an open thinking block, the usage totals and the tool-use ids (one repeated within the
     message is made unique, so every call runs and is answered). Blocks of unknown types are
     ignored with their deltas; text blocks split by such blocks (a server tool's call and
-    result) are joined with a blank line. Raises `ModelError` for an event that breaks the
-    protocol. Cancellation: safe at every await (it only reads ``payloads``).
+    result) are joined with a blank line. `feed` raises `MalformedStream` for an event that
+    breaks the protocol.
     """
-    blocks: dict[int, str] = {}  # open content blocks: index -> kind
-    signatures: dict[int, str] = {}
-    call_ids: set[str] = set()  # tool-use ids of this message, each made unique
-    totals = _UsageTotals()
-    text_seen = gap = False  # some text was sent; an ignored block came after it
-    stopped = False  # message_stop came: nothing after it counts
-    ended = False  # the server stated the end: message_stop, or a stop_reason
-    payload: Any = None
-    try:
-        async for payload in payloads:
-            if stopped:
-                continue  # the rest of the body is read (the connection is reused), not used
-            kind = payload["type"]
-            if kind == "content_block_delta":
-                index = payload["index"]
-                block = blocks.get(index)
-                delta = payload["delta"]
-                if block == _TEXT:
-                    if delta["type"] == "text_delta" and (text := delta["text"]):
-                        if gap:
-                            gap = False
-                            yield TextDelta(text="\n\n")
-                        text_seen = True
-                        yield TextDelta(text=text)
-                elif block == _TOOL:
-                    if delta["type"] == "input_json_delta" and (arguments := delta["partial_json"]):
-                        yield ToolCallDelta(index=index, arguments=arguments)
-                elif block == _THINKING:
-                    delta_type = delta["type"]
-                    if delta_type == "thinking_delta":
-                        if thinking := delta["thinking"]:
-                            yield ReasoningDelta(text=thinking)
-                    elif delta_type == "signature_delta":
-                        signatures[index] = signatures.get(index, "") + delta["signature"]
-                elif block is None:
-                    raise MalformedEvent(f"a delta for content block {index}, which is not open")
-            elif kind == "content_block_start":
-                index = payload["index"]
-                if not isinstance(index, int) or index in blocks:
-                    raise MalformedEvent(f"content block {index!r} started twice or unnumbered")
-                block_start = payload["content_block"]
-                started = _block_start(index, block_start, blocks, signatures, call_ids)
-                if blocks[index] == _IGNORED:
-                    gap = text_seen
-                for event in started:
-                    if gap and isinstance(event, TextDelta):
-                        gap = False
-                        yield TextDelta(text="\n\n")
-                    yield event
-            elif kind == "content_block_stop":
-                index = payload["index"]
-                block = blocks.pop(index, None)
-                if block == _TOOL:
-                    yield ToolCallEnd(index=index)
-                elif block == _THINKING:
-                    yield ReasoningEnd(signature=signatures.pop(index, None) or None)
-                elif block == _REDACTED:
-                    yield ReasoningEnd()
-                elif block is None:
-                    raise MalformedEvent(f"the end of content block {index}, which is not open")
-            elif kind == "message_delta":
-                reason = payload["delta"].get("stop_reason")
-                if reason:
-                    ended = True
-                    yield StopReason(reason=_STOP_REASONS.get(reason, reason))
-                if update := totals.update(payload.get("usage")):
-                    yield update
-            elif kind == "message_start" and (
-                update := totals.update(payload["message"].get("usage"))
-            ):
-                yield update
-            elif kind == "message_stop":
-                stopped = ended = True
-            elif kind == "message" and not blocks:  # a whole Message: the server did not stream
-                for event in _whole_message(payload, totals):
-                    yield event
-                stopped = ended = True
-            # ping and event types newer than this module carry nothing for us.
-    except ModelError as exc:
-        if not ended:
-            raise
-        # The answer's end was stated: a connection that breaks now loses nothing of it.
-        cause = type(exc.__cause__ or exc).__name__
-        logger.info("the stream broke (%s) after the message ended; the answer stands", cause)
-        return
-    except (MalformedEvent, AttributeError, KeyError, TypeError, ValueError) as exc:
-        kind = payload.get("type") if isinstance(payload, dict) else None
-        what = f"a {kind!r} event" if isinstance(kind, str) else f"event {payload!r:.80}"
-        raise ModelError(f"{PROVIDER} sent a malformed stream: {what}: {exc!r}") from exc
-    if not ended:
-        raise ModelError(
-            f"{PROVIDER}: the stream ended before message_stop (and before any stop_reason): it "
-            "was cut off",
-            retryable=True,
-        )
+
+    __slots__ = (
+        "_blocks",
+        "_call_ids",
+        "_gap",
+        "_signatures",
+        "_stopped",
+        "_text_seen",
+        "_totals",
+        "complete",
+    )
+
+    def __init__(self) -> None:
+        self._blocks: dict[int, str] = {}  # open content blocks: index -> kind
+        self._signatures: dict[int, str] = {}
+        self._call_ids: set[str] = set()  # tool-use ids of this message, each made unique
+        self._totals = UsageTotals()
+        self._text_seen = self._gap = False  # some text was sent; an ignored block came after
+        self._stopped = False  # message_stop came: nothing after it counts
+        #: The server stated the end: ``message_stop``, or a ``stop_reason``.
+        self.complete = False
+
+    def feed(self, payload: Any) -> Sequence[StreamEvent]:
+        """The events of one payload (see the class docstring)."""
+        if self._stopped:
+            return _NOTHING  # the rest of the body is read (the connection is reused), not used
+        try:
+            return self._events(payload)
+        except (_MalformedEvent, AttributeError, KeyError, TypeError, ValueError) as exc:
+            kind = payload.get("type") if isinstance(payload, dict) else None
+            what = f"a {kind!r} event" if isinstance(kind, str) else f"event {payload!r:.80}"
+            raise MalformedStream(f"{PROVIDER} sent a malformed stream: {what}: {exc!r}") from exc
+
+    def finish(self) -> Sequence[StreamEvent]:
+        """The body ended: nothing is owed if the server stated the end; else it was cut."""
+        if not self.complete:
+            raise ModelError(
+                f"{PROVIDER}: the stream ended before message_stop (and before any "
+                "stop_reason): it was cut off",
+                retryable=True,
+            )
+        return _NOTHING
+
+    def _events(self, payload: Any) -> Sequence[StreamEvent]:
+        kind = payload["type"]
+        blocks = self._blocks
+        if kind == "content_block_delta":
+            index = payload["index"]
+            block = blocks.get(index)
+            delta = payload["delta"]
+            if block == _TEXT:
+                if delta["type"] == "text_delta" and (text := delta["text"]):
+                    self._text_seen = True
+                    if self._gap:
+                        self._gap = False
+                        return (_PARAGRAPH, TextDelta(text=text))
+                    return (TextDelta(text=text),)
+            elif block == _TOOL:
+                if delta["type"] == "input_json_delta" and (arguments := delta["partial_json"]):
+                    return (ToolCallDelta(index=index, arguments=arguments),)
+            elif block == _THINKING:
+                delta_type = delta["type"]
+                if delta_type == "thinking_delta":
+                    if thinking := delta["thinking"]:
+                        return (ReasoningDelta(text=thinking),)
+                elif delta_type == "signature_delta":
+                    signatures = self._signatures
+                    signatures[index] = signatures.get(index, "") + delta["signature"]
+            elif block is None:
+                raise _MalformedEvent(f"a delta for content block {index}, which is not open")
+            return _NOTHING
+        if kind == "content_block_start":
+            index = payload["index"]
+            if not isinstance(index, int) or index in blocks:
+                raise _MalformedEvent(f"content block {index!r} started twice or unnumbered")
+            started = _block_start(
+                index, payload["content_block"], blocks, self._signatures, self._call_ids
+            )
+            if blocks[index] == _IGNORED:
+                self._gap = self._text_seen
+            events: list[StreamEvent] = []
+            for event in started:
+                if self._gap and isinstance(event, TextDelta):
+                    self._gap = False
+                    events.append(_PARAGRAPH)
+                events.append(event)
+            return events
+        if kind == "content_block_stop":
+            index = payload["index"]
+            block = blocks.pop(index, None)
+            if block == _TOOL:
+                return (ToolCallEnd(index=index),)
+            if block == _THINKING:
+                return (ReasoningEnd(signature=self._signatures.pop(index, None) or None),)
+            if block == _REDACTED:
+                return (ReasoningEnd(),)
+            if block is None:
+                raise _MalformedEvent(f"the end of content block {index}, which is not open")
+            return _NOTHING
+        if kind == "message_delta":
+            out: list[StreamEvent] = []
+            reason = payload["delta"].get("stop_reason")
+            if reason:
+                self.complete = True
+                out.append(StopReason(reason=_STOP_REASONS.get(reason, reason)))
+            if update := _update(self._totals, payload.get("usage")):
+                out.append(update)
+            return out
+        if kind == "message_start":
+            update = _update(self._totals, payload["message"].get("usage"))
+            return (update,) if update else _NOTHING
+        if kind == "message_stop":
+            self._stopped = self.complete = True
+            return _NOTHING
+        if kind == "message" and not blocks:  # a whole Message: the server did not stream
+            whole = _whole_message(payload, self._totals)
+            self._stopped = self.complete = True
+            return whole
+        return _NOTHING  # ping and event types newer than this module carry nothing for us
 
 
-def _whole_message(message: dict[str, Any], totals: _UsageTotals) -> list[StreamEvent]:
+class _MalformedEvent(ValueError):
+    """An event that breaks the protocol (a delta for a block that was never started, …)."""
+
+
+def _whole_message(message: dict[str, Any], totals: UsageTotals) -> list[StreamEvent]:
     """The events of a complete (non-streamed) Message: what its stream would have said."""
     events: list[StreamEvent] = []
-    if update := totals.update(message.get("usage")):
+    if update := _update(totals, message.get("usage")):
         events.append(update)
     blocks: dict[int, str] = {}
     signatures: dict[int, str] = {}
@@ -415,38 +408,32 @@ def _block_start(
     return []
 
 
-@dataclass
-class _UsageTotals:
-    """Anthropic reports running totals; the timeline adds increments: this turns one into the
-    other. ``input_tokens`` counts cached prompt tokens too (as OpenAI's do). A count the
-    server never gave stays unknown (None), never zero."""
-
-    running: Usage = field(default_factory=Usage)
-
-    def update(self, usage: dict[str, Any] | None) -> UsageUpdate | None:
-        if not usage:
-            return None
-        prompt_parts = [
-            token_count(usage.get(key))
-            for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
-        ]
-        known = [part for part in prompt_parts if part is not None]
-        details = usage.get("output_tokens_details")
-        thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
-        total = Usage(
+def _update(totals: UsageTotals, usage: dict[str, Any] | None) -> UsageUpdate | None:
+    """Anthropic's running totals as what they add (`UsageTotals`). ``input_tokens`` counts
+    cached prompt tokens too (as OpenAI's do); a count the server never gave stays unknown."""
+    if not usage:
+        return None
+    prompt_parts = [
+        token_count(usage.get(key))
+        for key in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+    ]
+    known = [part for part in prompt_parts if part is not None]
+    details = usage.get("output_tokens_details")
+    thinking = details.get("thinking_tokens") if isinstance(details, dict) else None
+    return totals.update(
+        Usage(
             input_tokens=sum(known) if known else None,  # None: a delta that repeats no input
             output_tokens=token_count(usage.get("output_tokens")),
             reasoning_tokens=token_count(thinking),
             cache_read_tokens=prompt_parts[1],
         )
-        increment, self.running = usage_increment(self.running, total)
-        return None if increment is None else UsageUpdate(usage=increment)
+    )
 
 
 # -- the request ----------------------------------------------------------------------------------
 
 
-def anthropic_tools(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:
+def convert_tools(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:
     """Tool definitions in the Messages API's shape."""
     return [
         {"name": spec.name, "description": spec.description, "input_schema": spec.parameters}
@@ -468,7 +455,7 @@ class _Turn:
         return [*self.reasoning, *self.texts, *(block for _, block in self.calls)]
 
 
-def anthropic_messages(history: Sequence[Item]) -> list[dict[str, Any]]:
+def convert_history(history: Sequence[Item]) -> list[dict[str, Any]]:
     """The Messages API ``messages`` for ``history``, valid for any history the worker keeps.
 
     Each run of user-side items (user messages, notes) becomes one user message; an assistant

@@ -32,8 +32,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 
-from ..cancel import checkpoint, shielded
+from ..cancel import shielded
 from ..events import (
     ReasoningDelta,
     ReasoningEnd,
@@ -112,7 +113,7 @@ class OfflineModel:
             if paced:
                 await anyio.sleep(self.pace)
             else:
-                await checkpoint()
+                await anyio.lowlevel.checkpoint()
             yield make()
 
 

@@ -1,24 +1,24 @@
 """OpenAI Chat Completions — and every server that speaks it (Ollama, vLLM, llama.cpp, LM Studio,
 OpenRouter, Groq, …) — through the official ``openai`` SDK.
 
-This module only translates: the worker's history into ``messages`` (`to_messages`), tool specs
-into ``tools`` (`to_tools`), and the stream's chunks into `StreamEvent`s (`ChunkConverter`). The
-SDK builds, authenticates and sends the request and raises its typed HTTP errors; the streamed
-body is read by `SSEResponseStream`, and opening, retrying, timeouts and closing are
-`provider_stream`'s job (``_http.py``).
+This module only translates: the worker's history into ``messages`` (`convert_history`), tool
+specs into ``tools`` (`convert_tools`), and the stream's chunks into `StreamEvent`s
+(`StreamTranslation`). The SDK builds, authenticates and sends the request and raises its typed
+HTTP errors; the client, reading SSE, opening, retrying, timeouts and closing are the shared
+skeleton's (`HTTPModel`, ``_client.py``).
 
 Invariants:
-* `to_messages` is pure and total: for any history the worker can produce — after any kind of
+* `convert_history` is pure and total: for any history the worker can produce — after any kind of
   interruption — it returns messages the API accepts: every assistant ``tool_calls`` entry is
   answered by a ``tool`` message before the next user or assistant message (a synthetic answer if
   the history lacks one; a result whose call is unknown is dropped), and no assistant message is
   sent with neither content nor tool calls. Reasoning is not sent: Chat Completions has no field
   for it.
-* `ChunkConverter.feed` never awaits and validates nothing beyond building our own event; chunks
+* `StreamTranslation.feed` never awaits and validates nothing beyond building our own event; chunks
   are plain parsed JSON (no SDK object per chunk); unknown fields and ``choices: []`` / ``null``
   chunks are ignored (Azure's prompt-filter chunk, usage-only chunks), and reasoning deltas of
   compatible servers (``reasoning`` / ``reasoning_content``) become `ReasoningDelta`s. Tool-call
-  deltas are assembled however compatible servers number and split them (see `ChunkConverter`).
+  deltas are assembled however compatible servers number and split them (see `StreamTranslation`).
   A tool call is announced (`ToolCallStart`) once its name is known, and ended (`ToolCallEnd`)
   only when the response is complete — its ``finish_reason`` arrived.
 * A stream is complete when, and only when, a ``finish_reason`` came (``[DONE]`` after it is
@@ -39,12 +39,9 @@ Invariants:
 from __future__ import annotations
 
 import json
-import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import openai
 from openai.types.chat import (
@@ -64,7 +61,6 @@ from ..events import (
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
-    UsageUpdate,
 )
 from ..items import (
     AssistantMessage,
@@ -77,23 +73,19 @@ from ..items import (
 )
 from ..tools import ToolSpec
 from ._base import ModelRequest
-from ._http import (
-    MAX_EVENT_BYTES,
-    SSE_DONE,
-    MissingCredentials,
-    RetryPolicy,
-    SSEResponseStream,
-    Timeouts,
-    client_secrets,
-    http_client_options,
-    provider_stream,
-    token_count,
-    usage_increment,
-)
+from ._client import HTTPModel
+from ._sse import MAX_EVENT_BYTES, SSE_DONE
+from ._translate import UsageTotals, token_count, tool_arguments, translate
+from ._transport import RetryPolicy, Timeouts
 
-__all__ = ["STOP_REASONS", "ChunkConverter", "OpenAIChatModel", "to_messages", "to_tools"]
-
-logger = logging.getLogger("llm_worker.models")
+__all__ = [
+    "STOP_REASONS",
+    "OpenAIChatModel",
+    "StreamTranslation",
+    "convert_history",
+    "convert_tools",
+    "translate_stream",
+]
 
 #: ``finish_reason`` → the worker's stop reason; anything else passes through unchanged.
 STOP_REASONS = {
@@ -109,15 +101,13 @@ _NOTHING: tuple[StreamEvent, ...] = ()
 _EMPTY: dict[str, Any] = {}
 
 
-class OpenAIChatModel:
+class OpenAIChatModel(HTTPModel):
     """A `Model` for the Chat Completions API (``POST /chat/completions``, streamed).
 
     The key comes from ``api_key`` or ``OPENAI_API_KEY``, the endpoint from ``base_url`` or
-    ``OPENAI_BASE_URL`` (the SDK's own defaults). The client is created with ``max_retries=0``:
-    `provider_stream` retries instead, so that back-off is a cancellation point of the run,
-    every retry is reported as a `Retrying` event, and a request is never retried twice over (SDK
-    retries nested in ours). A ``client`` you pass is used as it is (its own retry setting
-    included) and is not closed by `aclose`.
+    ``OPENAI_BASE_URL`` (the SDK's own defaults). Requests go out with the SDK's retries off
+    (``max_retries=0``, on a ``client`` you pass too; see `HTTPModel`): `provider_stream`
+    retries instead. A ``client`` you pass is not closed by `aclose`.
 
     ``max_event_bytes`` caps one stream event, one line of it, or a whole JSON body
     (`EventTooLarge`). Error texts never carry the client's key (`Redactor`); a client built
@@ -126,6 +116,8 @@ class OpenAIChatModel:
     Cancellation: ``stream()`` does no I/O; everything happens while iterating, and leaving the
     ``async with`` closes the HTTP response (shielded, bounded) so the connection is released.
     """
+
+    _sse_options: ClassVar[dict[str, Any]] = {"report_done": True}
 
     def __init__(
         self,
@@ -146,67 +138,31 @@ class OpenAIChatModel:
         self.retry = retry
         self.timeouts = timeouts
         self.extra_body = dict(extra_body) if extra_body else None
-        self._owns_client = client is None
-        if client is None:
-            key = api_key or os.environ.get("OPENAI_API_KEY")
-            if not key:
-                raise MissingCredentials(
-                    "OPENAI_API_KEY is not set; set it or pass api_key=... (local servers such "
-                    "as Ollama accept any non-empty key)"
-                )
-            client = openai.AsyncOpenAI(
-                api_key=key,
-                base_url=base_url,
-                max_retries=0,
-                timeout=timeouts.for_httpx(),
-                http_client=openai.DefaultAsyncHttpxClient(**http_client_options(timeouts)),
-            )
-        self.client = client
-
-    @property
-    def name(self) -> str:
-        return f"{self.provider}:{self.model}"
+        self._connect(
+            client,
+            api_key=api_key,
+            base_url=base_url,
+            sdk_client=openai.AsyncOpenAI,
+            sdk_http_client=openai.DefaultAsyncHttpxClient,
+            key_variable="OPENAI_API_KEY",
+            base_url_variable="OPENAI_BASE_URL",
+            missing_key="OPENAI_API_KEY is not set; set it or pass api_key=... (local servers "
+            "such as Ollama accept any non-empty key)",
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIChatModel({self.model!r}, provider={self.provider!r})"
-
-    def stream(
-        self, request: ModelRequest
-    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
-        """Stream one turn (see `Model.stream`); the request body is built now, sent lazily.
-
-        The SDK builds and sends the request and raises its typed errors for an HTTP error
-        status; the body is read by `SSEResponseStream` rather than the SDK's ``AsyncStream``
-        (which leaves its readers to the garbage collector and costs ~75 µs per chunk).
-        """
-        params = self.request_params(request)
-        create = self.client.chat.completions.with_raw_response.create
-
-        async def open_stream() -> SSEResponseStream:
-            raw = await create(**params)  # returns once the response headers arrived
-            return SSEResponseStream(
-                raw.http_response, report_done=True, max_event_bytes=self.max_event_bytes
-            )
-
-        return provider_stream(
-            open_stream,
-            _convert,
-            provider=self.provider,
-            retry=self.retry,
-            timeouts=self.timeouts,
-            secrets=lambda: client_secrets(self.client),
-        )
 
     def request_params(self, request: ModelRequest) -> dict[str, Any]:
         """The keyword arguments for ``chat.completions.create`` (the JSON body, mostly)."""
         params: dict[str, Any] = {
             "model": self.model,
-            "messages": to_messages(request.history, request.system),
+            "messages": convert_history(request.history, request.system),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         if request.tools:
-            params["tools"] = to_tools(request.tools)
+            params["tools"] = convert_tools(request.tools)
         settings = request.settings
         if settings.max_tokens is not None:
             params["max_tokens"] = settings.max_tokens
@@ -216,16 +172,17 @@ class OpenAIChatModel:
             params["extra_body"] = self.extra_body
         return params
 
-    async def aclose(self) -> None:
-        """Close the HTTP client if this model created it (a client you passed stays open)."""
-        if self._owns_client:
-            await self.client.close()
+    def _create(self) -> Any:
+        return self._requests.chat.completions.with_raw_response.create
+
+    def _translate(self, payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
+        return translate_stream(payloads)
 
 
 # -- request -----------------------------------------------------------------------------------
 
 
-def to_tools(specs: Iterable[ToolSpec]) -> list[ChatCompletionFunctionToolParam]:
+def convert_tools(specs: Iterable[ToolSpec]) -> list[ChatCompletionFunctionToolParam]:
     """Tool specs as Chat Completions ``tools`` (``strict`` only where the spec asks for it)."""
     tools: list[ChatCompletionFunctionToolParam] = []
     for spec in specs:
@@ -240,7 +197,7 @@ def to_tools(specs: Iterable[ToolSpec]) -> list[ChatCompletionFunctionToolParam]
     return tools
 
 
-def to_messages(
+def convert_history(
     history: Sequence[Item], system: str | None = None
 ) -> list[ChatCompletionMessageParam]:
     """The history as Chat Completions ``messages``, valid after any interruption.
@@ -278,7 +235,7 @@ def to_messages(
                 {
                     "id": item.call_id,
                     "type": "function",
-                    "function": {"name": item.name, "arguments": _arguments(item)},
+                    "function": {"name": item.name, "arguments": tool_arguments(item)},
                 }
             )
             open_calls.append(item.call_id)
@@ -302,64 +259,26 @@ def to_messages(
     ]
 
 
-def _arguments(call: ToolCall) -> str:
-    """The call's raw arguments if they parsed as a JSON object, else ``"{}"`` (the API wants one).
-
-    Never parses again: the timeline already did, safely, and cut-off or hostile text (too deep,
-    too long a number) must not make every later request fail to build.
-    """
-    return call.raw_arguments if call.arguments is not None and call.raw_arguments else "{}"
-
-
 # -- stream ------------------------------------------------------------------------------------
 
 
-async def _convert(chunks: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
-    """The events of one response (see the module invariants on how a stream ends).
+def translate_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
+    """The events of one response's chunks (see the module invariants on how a stream ends).
 
     Once a ``finish_reason`` has come the response is complete: a connection that breaks after
     it (before the usage chunk or ``[DONE]``) loses at most the usage, never the answer.
     """
-    converter = ChunkConverter()
-    feed = converter.feed
-    done = False
-    try:
-        async for chunk in chunks:
-            if chunk is SSE_DONE:
-                done = True
-                break
-            for event in feed(chunk):
-                yield event
-    except ModelError as exc:
-        if not converter.finished:
-            raise
-        cause = type(exc.__cause__ or exc).__name__
-        logger.info("the stream broke (%s) after a complete answer; the answer stands", cause)
-        return
-    if not converter.finished:
-        if done:
-            raise ModelError(
-                "the stream ended without a finish reason ([DONE] before any finish_reason): "
-                "the server cut the answer off (a request that replaced it, a crash)",
-                retryable=True,
-            )
-        raise ModelError(
-            "the stream ended before the model finished (no finish_reason, no [DONE]): the "
-            "server or the connection cut it off",
-            retryable=True,
-        )
-    for event in converter.end():  # calls a server opened after its finish_reason
-        yield event
+    return translate(payloads, StreamTranslation())
 
 
-class ChunkConverter:
+class StreamTranslation:
     """Turns Chat Completions stream chunks (parsed JSON objects) into `StreamEvent`s.
 
     One instance per response. `feed` returns the events of one chunk; any field may be missing,
     null or unknown; a whole ``chat.completion`` object (a server that ignored ``stream``) is
     read as one chunk whose ``message`` is the delta. It keeps only what a chunk cannot tell on
     its own: which tool calls are open (or waiting for their name), the last usage, whether the
-    model refused, whether a ``finish_reason`` came (`finished`).
+    model refused, whether a ``finish_reason`` came (`complete`), whether ``[DONE]`` came.
 
     Tool calls get indexes of our own, 0, 1, 2… in order of appearance (the server's when it
     numbers them properly). What compatible servers really send is mapped sensibly:
@@ -376,6 +295,7 @@ class ChunkConverter:
     """
 
     __slots__ = (
+        "_done",
         "_given",
         "_ids",
         "_latest",
@@ -384,7 +304,7 @@ class ChunkConverter:
         "_refused",
         "_slots",
         "_usage",
-        "finished",
+        "complete",
     )
 
     def __init__(self) -> None:
@@ -393,15 +313,19 @@ class ChunkConverter:
         self._slots: dict[int, int] = {}  # the server's index → ours
         self._given: dict[int, str] = {}  # our index → the id the server gave the call
         self._ids: set[str] = set()  # call ids used in this response
-        self._usage = Usage()
+        self._usage = UsageTotals()
         self._refused = False
         self._latest = -1  # our index of the latest call delta
+        self._done = False  # [DONE] came
         #: A ``finish_reason`` arrived: the response is complete even if the stream has no
         #: ``[DONE]`` after it.
-        self.finished = False
+        self.complete = False
 
-    def feed(self, chunk: dict[str, Any]) -> Sequence[StreamEvent]:
+    def feed(self, chunk: Any) -> Sequence[StreamEvent]:
         """The events in ``chunk`` (most often a single text delta), in stream order."""
+        if chunk is SSE_DONE:
+            self._done = True
+            return _NOTHING
         choices = chunk.get("choices")
         usage = chunk.get("usage")
         if not choices:
@@ -426,8 +350,8 @@ class ChunkConverter:
         if tool_calls:
             self._tool_calls(tool_calls, events)
         if finish:
-            self.finished = True
-            events.extend(self.end())
+            self.complete = True
+            events.extend(self._end_calls())
             reason = STOP_REASONS.get(finish, finish)
             if self._refused and reason == "end_turn":
                 reason = "refusal"
@@ -436,7 +360,24 @@ class ChunkConverter:
             events.extend(self._usage_update(usage))
         return events
 
-    def end(self) -> list[StreamEvent]:
+    def finish(self) -> Sequence[StreamEvent]:
+        """The body ended: end the calls a server opened after its ``finish_reason``; a body
+        that ended before one was cut off (a retryable `ModelError`)."""
+        if self.complete:
+            return self._end_calls()
+        if self._done:
+            raise ModelError(
+                "the stream ended without a finish reason ([DONE] before any finish_reason): "
+                "the server cut the answer off (a request that replaced it, a crash)",
+                retryable=True,
+            )
+        raise ModelError(
+            "the stream ended before the model finished (no finish_reason, no [DONE]): the "
+            "server or the connection cut it off",
+            retryable=True,
+        )
+
+    def _end_calls(self) -> list[StreamEvent]:
         """End every open call: the response is complete (its ``finish_reason`` came)."""
         events: list[StreamEvent] = [ToolCallEnd(index=index) for index in self._open]
         self._open.clear()
@@ -516,8 +457,8 @@ class ChunkConverter:
             reasoning_tokens=token_count(completion_details.get("reasoning_tokens")),
             cache_read_tokens=token_count(prompt_details.get("cached_tokens")),
         )
-        increment, self._usage = usage_increment(self._usage, total)
-        return _NOTHING if increment is None else (UsageUpdate(usage=increment),)
+        update = self._usage.update(total)
+        return _NOTHING if update is None else (update,)
 
 
 def _text(value: Any) -> str:

@@ -5,7 +5,7 @@ statelessly every turn (``store=False``), and reasoning comes back as encrypted 
 carried into the next request, so no server-side state is ever needed.
 
 Invariants:
-* `to_responses_input` is pure and total: for any history it returns input the API accepts. Every
+* `convert_history` is pure and total: for any history it returns input the API accepts. Every
   ``function_call`` is followed by exactly one ``function_call_output`` (synthetic if the history
   lacks one); an output with no call before it is dropped; a ``reasoning`` item is sent only when
   this provider produced it with encrypted content, and only if the item it preceded (text or a
@@ -22,18 +22,17 @@ Invariants:
   ``output_item.done``, text or a reasoning summary only in its item's ``done`` event, calls never
   closed by ``output_item.done`` (closed by ``response.completed``), and a whole ``response`` object
   (a server that answered ``application/json`` despite ``stream``).
-* Cancellation and clean-up come from `provider_stream`: the SDK's retries are off for every
-  request (``max_retries=0``, even on a client passed in), retries are ours, and the HTTP response
-  is closed in a shielded, bounded block whatever ends the stream.
+* Cancellation and clean-up come from the shared skeleton (`HTTPModel`, `provider_stream`): the
+  SDK's retries are off for every request (``max_retries=0``, even on a client passed in),
+  retries are ours, and the HTTP response is closed in a shielded, bounded block whatever ends
+  the stream. This module only translates (`request_params`, `convert_tools`,
+  `convert_history`, `StreamTranslation`).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, ClassVar
 
 import openai
 
@@ -64,33 +63,29 @@ from ..items import (
 )
 from ..tools import ToolSpec
 from ._base import ModelRequest
-from ._http import (
-    MAX_EVENT_BYTES,
-    TRANSIENT_ERROR_CODES,
-    MissingCredentials,
-    RetryPolicy,
-    SSEResponseStream,
-    Timeouts,
-    client_secrets,
-    http_client_options,
-    provider_stream,
+from ._client import HTTPModel
+from ._errors import TRANSIENT_ERROR_CODES, transient_error
+from ._sse import MAX_EVENT_BYTES
+from ._translate import (
+    MalformedStream,
     token_count,
-    transient_error,
+    tool_arguments,
+    translate,
     unique_call_id,
 )
+from ._transport import RetryPolicy, Timeouts
 
 __all__ = [
     "PROVIDER",
     "OpenAIResponsesModel",
-    "convert_stream",
+    "StreamTranslation",
+    "convert_history",
+    "convert_tools",
     "is_reasoning_model",
-    "to_responses_input",
-    "tool_param",
+    "translate_stream",
 ]
 
 PROVIDER = "openai-responses"
-
-logger = logging.getLogger("llm_worker.models")
 
 #: Error codes of ``response.failed`` / ``error`` events worth trying again later.
 RETRYABLE_CODES = TRANSIENT_ERROR_CODES
@@ -107,7 +102,7 @@ _UNANSWERED = "Not executed: no result was recorded for this call."
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
-class OpenAIResponsesModel:
+class OpenAIResponsesModel(HTTPModel):
     """A `Model` for the OpenAI Responses API (and servers that speak it).
 
     ``reasoning`` is sent as the request's ``reasoning`` (e.g. ``{"effort": "low", "summary":
@@ -126,6 +121,8 @@ class OpenAIResponsesModel:
     """
 
     provider = PROVIDER
+    # Error events become `StreamError`s that UIs see: `StreamTranslation` reports them.
+    _sse_options: ClassVar[dict[str, Any]] = {"raise_errors": False}
 
     def __init__(
         self,
@@ -148,50 +145,32 @@ class OpenAIResponsesModel:
         if include_encrypted_reasoning is None:
             include_encrypted_reasoning = reasoning is not None or is_reasoning_model(model)
         self.include_encrypted_reasoning = include_encrypted_reasoning
-        if client is None:
-            key = api_key or os.environ.get("OPENAI_API_KEY")
-            if not key:
-                raise MissingCredentials(
-                    f"{PROVIDER}:{model} needs an API key: set OPENAI_API_KEY or pass api_key="
-                )
-            client = openai.AsyncOpenAI(
-                api_key=key,
-                base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
-                max_retries=0,
-                timeout=timeouts.for_httpx(),
-                http_client=openai.DefaultAsyncHttpxClient(**http_client_options(timeouts)),
-            )
-            self._owns_client = True
-        else:
-            self._owns_client = False
-        self.client = client
-        # The same client (connection pool and all) with its retries off: ours run instead.
-        self._requests = client.with_options(max_retries=0)
-
-    @property
-    def name(self) -> str:
-        return f"{PROVIDER}:{self.model}"
+        self._connect(
+            client,
+            api_key=api_key,
+            base_url=base_url,
+            sdk_client=openai.AsyncOpenAI,
+            sdk_http_client=openai.DefaultAsyncHttpxClient,
+            key_variable="OPENAI_API_KEY",
+            base_url_variable="OPENAI_BASE_URL",
+            missing_key=f"{PROVIDER}:{model} needs an API key: set OPENAI_API_KEY or pass api_key=",
+        )
 
     def __repr__(self) -> str:
         return f"OpenAIResponsesModel({self.model!r}, base_url={str(self.client.base_url)!r})"
 
-    async def aclose(self) -> None:
-        """Close the HTTP client if this model created it (a client passed in is the caller's)."""
-        if self._owns_client:
-            await self.client.close()
-
-    def request_body(self, request: ModelRequest) -> dict[str, Any]:
+    def request_params(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body of ``POST /responses`` for ``request`` (pure; ``stream`` is set)."""
         body: dict[str, Any] = {
             "model": self.model,
-            "input": to_responses_input(request.history),
+            "input": convert_history(request.history),
             "stream": True,
             "store": False,
         }
         if request.system:
             body["instructions"] = request.system
         if request.tools:
-            body["tools"] = [tool_param(spec) for spec in request.tools]
+            body["tools"] = convert_tools(request.tools)
         if self.include_encrypted_reasoning:
             body["include"] = ["reasoning.encrypted_content"]
         if self.reasoning is not None:
@@ -203,30 +182,11 @@ class OpenAIResponsesModel:
             body["temperature"] = settings.temperature
         return body
 
-    def stream(
-        self, request: ModelRequest
-    ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
-        """Stream one response; entering does no I/O (the request goes out on the first event)."""
-        body = self.request_body(request)
-        create = self._requests.responses.with_raw_response.create
+    def _create(self) -> Any:
+        return self._requests.responses.with_raw_response.create
 
-        async def open_stream() -> SSEResponseStream:
-            # The SDK builds and sends the request (auth, headers, HTTP errors as its typed
-            # exceptions); the body is read by `SSEResponseStream`, which leaves error events to
-            # `convert_stream` (they become `StreamError`s that UIs see).
-            raw = await create(**body)  # returns once the response headers arrived
-            return SSEResponseStream(
-                raw.http_response, raise_errors=False, max_event_bytes=self.max_event_bytes
-            )
-
-        return provider_stream(
-            open_stream,
-            convert_stream,
-            provider=PROVIDER,
-            retry=self.retry,
-            timeouts=self.timeouts,
-            secrets=lambda: client_secrets(self.client),
-        )
+    def _translate(self, payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
+        return translate_stream(payloads)
 
 
 def is_reasoning_model(model: str) -> bool:
@@ -237,21 +197,24 @@ def is_reasoning_model(model: str) -> bool:
     return name.startswith(("o1", "o3", "o4", "gpt-5", "codex", "gpt-oss"))
 
 
-def tool_param(spec: ToolSpec) -> dict[str, Any]:
-    """A tool as the Responses API wants it (a flat ``function`` tool)."""
-    return {
-        "type": "function",
-        "name": spec.name,
-        "description": spec.description,
-        "parameters": spec.parameters,
-        "strict": spec.strict,
-    }
+def convert_tools(specs: Iterable[ToolSpec]) -> list[dict[str, Any]]:
+    """Tools as the Responses API wants them (flat ``function`` tools)."""
+    return [
+        {
+            "type": "function",
+            "name": spec.name,
+            "description": spec.description,
+            "parameters": spec.parameters,
+            "strict": spec.strict,
+        }
+        for spec in specs
+    ]
 
 
 # -- history → input ------------------------------------------------------------------------------
 
 
-def to_responses_input(history: Iterable[Item]) -> list[dict[str, Any]]:
+def convert_history(history: Iterable[Item]) -> list[dict[str, Any]]:
     """The Responses ``input`` for ``history``; valid however the history was interrupted.
 
     User messages and notes are user messages; an assistant message becomes its (encrypted)
@@ -292,7 +255,7 @@ def to_responses_input(history: Iterable[Item]) -> list[dict[str, Any]]:
                     "type": "function_call",
                     "call_id": item.call_id,
                     "name": item.name,
-                    "arguments": _arguments(item),
+                    "arguments": tool_arguments(item),
                 }
             )
             continue
@@ -358,30 +321,35 @@ def _reasoning_item(part: ReasoningPart) -> dict[str, Any]:
     return item
 
 
-def _arguments(call: ToolCall) -> str:
-    """The call's raw arguments if they parsed as a JSON object, else ``"{}"`` (the API wants one).
-
-    Never parses again: the timeline already did, safely, and cut-off or hostile text (too deep,
-    too long a number) must not make every later request fail to build.
-    """
-    return call.raw_arguments if call.arguments is not None and call.raw_arguments else "{}"
-
-
 # -- stream → events ------------------------------------------------------------------------------
 
 
-class _State:
-    """What the conversion must remember between events of one response."""
+def translate_stream(payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
+    """Map the decoded SSE payloads (dicts) to normalised `StreamEvent`s (`StreamTranslation`).
+
+    Raises `ModelError` for a payload of the wrong shape or a stream that ends before its
+    terminal event. Cancellation: nothing is held here; the caller closes the HTTP stream.
+    """
+    return translate(payloads, StreamTranslation())
+
+
+class StreamTranslation:
+    """One response's Responses stream payloads as `StreamEvent`s, one payload at a time.
+
+    It remembers what the translation needs between events; a ``call_id`` repeated within the
+    response is made unique, so every call runs and is answered. After the terminal event
+    (`complete`) every payload is ignored.
+    """
 
     __slots__ = (
         "args_sent",
         "call_ids",
         "calls",
+        "complete",
         "from_done",
         "refused",
         "streamed",
         "summary_parts",
-        "terminal",
     )
 
     def __init__(self) -> None:
@@ -392,10 +360,46 @@ class _State:
         self.streamed = False  # the current text/reasoning item sent a delta
         self.from_done = False  # ... or sent its text by the parts' ``*.done`` events
         self.summary_parts = 0  # summary parts seen in the current reasoning item
-        self.terminal = False  # completed, incomplete or failed arrived
+        self.complete = False  # completed, incomplete or failed arrived (or an error event)
+
+    def feed(self, data: Any) -> Sequence[StreamEvent]:
+        """The events of one payload (the three hot deltas inline: one dict lookup, one event)."""
+        if self.complete:
+            return ()  # nothing counts after the response's last word
+        try:
+            kind = data.get("type")
+            if kind == "response.output_text.delta":
+                self.streamed = True
+                return (TextDelta(text=data["delta"]),)
+            if kind == "response.function_call_arguments.delta":
+                index = data["output_index"]
+                delta = data["delta"]
+                event = ToolCallDelta(index=index, arguments=delta)
+                self.args_sent[index] = self.args_sent.get(index, 0) + len(delta)
+                return (event,)
+            if (
+                kind == "response.reasoning_summary_text.delta"
+                or kind == "response.reasoning_text.delta"
+            ):
+                event_ = ReasoningDelta(text=data["delta"])
+                self.streamed = True
+                return (event_,)
+            return self.handle(kind, data) if kind else self.untyped(data)
+        except _MALFORMED as exc:
+            raise _malformed(data, exc) from exc
+
+    def finish(self) -> Sequence[StreamEvent]:
+        """The body ended: nothing is owed after the terminal event; before it, it was cut."""
+        if not self.complete:
+            raise ModelError(
+                f"{PROVIDER}: the stream ended before the response was complete (no "
+                "response.completed, incomplete or failed event): it was cut off",
+                retryable=True,
+            )
+        return ()
 
     def handle(self, kind: str, data: dict[str, Any]) -> tuple[StreamEvent, ...]:
-        """Events for anything but the three hot deltas (handled inline by `convert_stream`)."""
+        """Events for anything but the three hot deltas (handled inline by `feed`)."""
         if kind == "response.output_item.added":
             return self._added(data["output_index"], data["item"])
         if kind == "response.output_item.done":
@@ -421,24 +425,24 @@ class _State:
             self.refused = self.streamed = True
             return (TextDelta(text=data["delta"]),)
         if kind == "response.completed":
-            self.terminal = True
+            self.complete = True
             response = data["response"]
             reason = "tool_use" if self.calls else "refusal" if self.refused else "end_turn"
             return (*self._close_calls(response), *_usage(response), StopReason(reason=reason))
         if kind == "response.incomplete":
-            self.terminal = True
+            self.complete = True
             response = data["response"]
             details = response.get("incomplete_details") or {}
             why = details.get("reason") or "incomplete"
             reason = _INCOMPLETE_REASONS.get(why, str(why))
             return (*_usage(response), StopReason(reason=reason))
         if kind == "response.failed":
-            self.terminal = True
+            self.complete = True
             response = data["response"]
             error = response.get("error") or {}
             return (*_usage(response), _stream_error(error, "the response failed"))
         if kind == "error":
-            self.terminal = True
+            self.complete = True
             nested = data.get("error")
             error = nested if isinstance(nested, dict) else data
             return (_stream_error(error, "the provider reported an error"),)
@@ -449,7 +453,7 @@ class _State:
         or a whole ``response`` object — the events its stream would have carried."""
         error = data.get("error")
         if error:
-            self.terminal = True
+            self.complete = True
             if not isinstance(error, dict):
                 error = {"message": str(error)}
             return (_stream_error(error, "the provider reported an error"),)
@@ -534,61 +538,6 @@ class _State:
         return ()
 
 
-async def convert_stream(chunks: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
-    """Map the SDK's decoded SSE payloads (dicts) to normalised `StreamEvent`s.
-
-    Raises `ModelError` for a payload of the wrong shape or a stream that ends before its
-    terminal event. A ``call_id`` repeated within the response is made unique, so every call
-    runs and is answered. Cancellation: nothing is held here; the caller closes the HTTP stream.
-    """
-    state = _State()
-    events: tuple[StreamEvent, ...] = ()
-    try:
-        async for data in chunks:
-            if state.terminal:
-                continue  # nothing counts after the response's last word
-            try:
-                kind = data.get("type")
-                # The hot path: one dict lookup and one event per delta.
-                if kind == "response.output_text.delta":
-                    event: StreamEvent | None = TextDelta(text=data["delta"])
-                    state.streamed = True
-                elif kind == "response.function_call_arguments.delta":
-                    index = data["output_index"]
-                    delta = data["delta"]
-                    event = ToolCallDelta(index=index, arguments=delta)
-                    state.args_sent[index] = state.args_sent.get(index, 0) + len(delta)
-                elif (
-                    kind == "response.reasoning_summary_text.delta"
-                    or kind == "response.reasoning_text.delta"
-                ):
-                    event = ReasoningDelta(text=data["delta"])
-                    state.streamed = True
-                else:
-                    event = None
-                    events = state.handle(kind, data) if kind else state.untyped(data)
-            except _MALFORMED as exc:
-                raise _malformed(data, exc) from exc
-            if event is not None:
-                yield event
-            else:
-                for each in events:
-                    yield each
-    except ModelError as exc:
-        if not state.terminal:
-            raise
-        # The response had said its last word: a connection that breaks now loses nothing.
-        cause = type(exc.__cause__ or exc).__name__
-        logger.info("the stream broke (%s) after its terminal event; the answer stands", cause)
-        return
-    if not state.terminal:
-        raise ModelError(
-            f"{PROVIDER}: the stream ended before the response was complete (no "
-            "response.completed, incomplete or failed event): it was cut off",
-            retryable=True,
-        )
-
-
 def _usage(response: dict[str, Any]) -> tuple[StreamEvent, ...]:
     usage = response.get("usage")
     if not usage:
@@ -617,8 +566,10 @@ def _stream_error(error: dict[str, Any], fallback: str) -> StreamError:
     )
 
 
-def _malformed(data: object, exc: BaseException) -> ModelError:
+def _malformed(data: object, exc: BaseException) -> MalformedStream:
     shown = repr(data)
     if len(shown) > 200:
         shown = shown[:197] + "..."
-    return ModelError(f"{PROVIDER}: malformed stream event ({type(exc).__name__}: {exc}): {shown}")
+    return MalformedStream(
+        f"{PROVIDER}: malformed stream event ({type(exc).__name__}: {exc}): {shown}"
+    )
