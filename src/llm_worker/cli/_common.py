@@ -21,6 +21,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
+from ..models._registry import SPEC_HELP
 from ._safe import visible
 
 if TYPE_CHECKING:
@@ -39,10 +40,7 @@ EXIT_TERMINATED = 143
 SIGTERM_REASON = "terminated (SIGTERM)"  # the runtime cancels with it; errors match it
 
 
-MODEL_HELP = (
-    "offline (built in, no key), offline:reasoning, openai:MODEL, openai-responses:MODEL, "
-    "anthropic:MODEL, ollama:MODEL"
-)
+MODEL_HELP = SPEC_HELP  # one list of model specs, the registry's
 
 
 class CLIError(Exception):

@@ -65,32 +65,29 @@ def model_spec(args: argparse.Namespace, stored: str | None) -> str:
 
 
 def build_model(spec: str, base_url: str | None) -> Model:
-    """The model a spec names; bad specs and missing keys become a usage `CLIError`."""
-    provider, _, variant = spec.partition(":")
-    if provider == "offline":
-        if variant not in ("", "reasoning"):
-            raise CLIError(f"unknown model spec {spec!r}; expected one of: {MODEL_HELP}", 2)
-        from ..models.offline import OfflineModel
-
-        return OfflineModel(pace=_offline_pace(), reasoning=variant == "reasoning")
+    """The model a spec names (parsed by the registry alone); problems become a `CLIError`."""
     from ..models import UnknownModelSpec, resolve_model
-    from ..models._errors import MissingCredentials  # imports the HTTP stack: only for providers
 
     try:
-        return resolve_model(spec, base_url=base_url)
+        model = resolve_model(spec, base_url=base_url)
     except UnknownModelSpec:
         raise CLIError(f"unknown model spec {spec!r}; expected one of: {MODEL_HELP}", 2) from None
-    except MissingCredentials:
-        variable = "ANTHROPIC_API_KEY" if provider == "anthropic" else "OPENAI_API_KEY"
-        raise CLIError(
-            f"{spec} needs an API key: set {variable} (keys are read from the environment and "
-            "never stored)",
-            EXIT_USAGE,
-        ) from None
-    except ImportError as exc:
-        raise CLIError(f"the provider of {spec!r} cannot be loaded: {exc}", EXIT_USAGE) from None
-    except ValueError as exc:  # e.g. a malformed base URL
+    except ImportError as exc:  # a provider's extra is not installed (MissingDependency)
         raise CLIError(f"cannot use model {spec!r}: {exc}", EXIT_USAGE) from None
+    except ValueError as exc:
+        variable = getattr(exc, "variable", None)  # MissingCredentials names its variable
+        if variable:
+            raise CLIError(
+                f"{spec} needs an API key: set {variable} (keys are read from the environment "
+                "and never stored)",
+                EXIT_USAGE,
+            ) from None
+        raise CLIError(f"cannot use model {spec!r}: {exc}", EXIT_USAGE) from None  # a bad URL
+    from ..models.offline import OfflineModel
+
+    if isinstance(model, OfflineModel):
+        model.pace = _offline_pace()  # the CLI streams the offline model at a readable pace
+    return model
 
 
 def _check_model_flag(args: argparse.Namespace) -> None:

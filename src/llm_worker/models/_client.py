@@ -90,7 +90,7 @@ class HTTPModel:
         if client is None:
             key = api_key or os.environ.get(key_variable)
             if not key:
-                raise MissingCredentials(missing_key)
+                raise MissingCredentials(missing_key, variable=key_variable)
             client = sdk_client(
                 api_key=key,
                 base_url=base_url or os.environ.get(base_url_variable) or None,

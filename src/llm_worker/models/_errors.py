@@ -56,6 +56,10 @@ STREAM_ERROR_STATUS = {
 class MissingCredentials(LLMWorkerError, ValueError):
     """A provider needs an API key that is neither given nor in its environment variable."""
 
+    def __init__(self, message: str, *, variable: str | None = None) -> None:
+        super().__init__(message)
+        self.variable = variable  # the environment variable that would hold the key
+
 
 class StreamErrorEvent(Exception):
     """An error the server reported inside a stream that began with HTTP 200 (``body``: what it

@@ -13,8 +13,8 @@ from .._error_base import LLMWorkerError
 from ._base import Model
 
 SPEC_HELP = (
-    '"offline", "offline:reasoning", "openai:<model>", "openai-responses:<model>", '
-    '"anthropic:<model>", "ollama:<model>"'
+    '"offline" (built in, no key), "offline:reasoning", "openai:<model>", '
+    '"openai-responses:<model>", "anthropic:<model>", "ollama:<model>"'
 )
 
 

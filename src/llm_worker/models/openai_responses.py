@@ -64,7 +64,7 @@ from ..items import (
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._client import HTTPModel
-from ._errors import TRANSIENT_ERROR_CODES, transient_error
+from ._errors import transient_error
 from ._sse import MAX_EVENT_BYTES
 from ._translate import (
     MalformedStream,
@@ -87,8 +87,6 @@ __all__ = [
 
 PROVIDER = "openai-responses"
 
-#: Error codes of ``response.failed`` / ``error`` events worth trying again later.
-RETRYABLE_CODES = TRANSIENT_ERROR_CODES
 
 #: The ``*.done`` events that repeat a part's whole text, and the field that holds it.
 _PART_DONE = {
