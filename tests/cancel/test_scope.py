@@ -12,13 +12,11 @@ import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from anyio import wait_all_tasks_blocked
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from llm_worker.cancel import (
     CancelToken,
     Interrupted,
-    cancelled_exc_class,
-    checkpoint,
-    checkpoint_if_cancelled,
     fail_on_cancel,
     move_on_cancel,
     shielded,
@@ -164,7 +162,7 @@ async def test_a_swallowed_cancellation_still_counts_as_interrupted() -> None:
     with move_on_cancel(token) as scope:
         try:
             await anyio.sleep_forever()
-        except cancelled_exc_class():
+        except anyio.get_cancelled_exc_class():
             pass  # user code that swallows the cancellation and returns normally
 
     assert scope.interrupted
@@ -180,7 +178,7 @@ async def test_a_swallowed_cancellation_does_not_let_fail_on_cancel_succeed() ->
         with fail_on_cancel(token):
             try:
                 await anyio.sleep_forever()
-            except cancelled_exc_class():
+            except anyio.get_cancelled_exc_class():
                 steps.append("swallowed")
         steps.append("after the block")  # never
 
@@ -198,7 +196,7 @@ async def test_a_swallowed_cancellation_is_delivered_again_at_the_next_await() -
     with anyio.fail_after(5), move_on_cancel(token) as scope:
         try:
             await anyio.sleep_forever()
-        except cancelled_exc_class():
+        except anyio.get_cancelled_exc_class():
             steps.append("swallowed")
         await anyio.sleep_forever()  # level-triggered: cancelled again
         steps.append("never")
@@ -512,7 +510,7 @@ async def test_a_shielded_region_that_swallows_its_own_deadline_still_reports_th
     with anyio.fail_after(5), shielded(0.02, "stubborn clean-up") as region:
         try:
             await anyio.sleep_forever()
-        except cancelled_exc_class():
+        except anyio.get_cancelled_exc_class():
             pass  # swallowed: the region still ran over its bound
 
     assert region.overran
@@ -535,9 +533,9 @@ async def test_cancelled_exc_class_is_the_running_framework_s(anyio_backend_name
     if anyio_backend_name == "trio":
         import trio
 
-        assert cancelled_exc_class() is trio.Cancelled
+        assert anyio.get_cancelled_exc_class() is trio.Cancelled
     else:
-        assert cancelled_exc_class() is asyncio.CancelledError
+        assert anyio.get_cancelled_exc_class() is asyncio.CancelledError
 
 
 async def test_checkpoint_raises_in_a_cancelled_scope() -> None:
