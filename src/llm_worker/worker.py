@@ -25,18 +25,15 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
 
-import anyio
-
 from . import history
+from ._ending import Cleanup, classify, end_event
 from ._runs import Run, RunCoroutine, RunSlots
 from ._text import valid_text
 from .cancel import (
     CancelToken,
     Cause,
-    Interrupted,
     InterruptKind,
     checked_duration,
     move_on_cancel,
@@ -48,13 +45,10 @@ from .errors import (
     CleanupOverran,
     HookFailed,
     ModelError,
-    RunError,
 )
 from .events import (
     ItemCommitted,
     RunBoundary,
-    RunCancelled,
-    RunFailed,
     RunFinished,
     RunStarted,
     StreamError,
@@ -316,55 +310,26 @@ class Worker:
         awaiting task, Ctrl-C, an exception from inside the worker or a tool's ``SystemExit`` —
         comes out as itself, after the same clean-up.
         """
-        error, outer = self._classify(run, exc)
+        error, outer = classify(run, exc)
         cleanup = await self._clean_up(run, error.cause)
         error.cleanup_errors = cleanup.errors
         error.partial = run.result("interrupted")
         run.error = error
-        self._boundary(run, _end_event(run, error, outer, cleanup.errors))
+        self._boundary(run, end_event(run, error, outer, cleanup.errors))
         if outer is not None:
             raise outer
         if cleanup.deferred is not None:  # the caller's task was cancelled during clean-up
             raise cleanup.deferred
         raise error
 
-    def _classify(
-        self, run: Run, exc: BaseException | None
-    ) -> tuple[RunError, BaseException | None]:
-        """The run's `RunError`, and the exception to raise instead of it (or None)."""
-        token = run.token
-        if exc is None or isinstance(exc, Interrupted):
-            cause = token.cause or Cause.interrupt("explicit")
-            return Cancelled(f"run cancelled: {cause}", cause=cause), None
-        if isinstance(exc, anyio.get_cancelled_exc_class()):
-            awaiting = "the task awaiting the run was cancelled"
-            token.cancel(cause=Cause.interrupt("external", awaiting))
-            cause = token.cause or Cause.interrupt("external")  # a cancel that came first wins
-            return Cancelled(f"run cancelled: {cause}", cause=cause), exc
-        if _is_keyboard_interrupt(exc):
-            token.cancel(cause=Cause.interrupt("keyboard_interrupt", "Ctrl-C"))
-            cause = token.cause or Cause.interrupt("keyboard_interrupt")
-            return Cancelled(f"run cancelled: {cause}", cause=cause), exc
-        if isinstance(exc, RunError):
-            if token.cause is None:
-                return exc, None
-            cause = Cause.sequential(token.cause, exc.cause)
-            error = Cancelled(f"run cancelled: {cause}", cause=cause)
-            error.__cause__ = exc
-            return error, None
-        # A bug in the worker or a hook's helper, or a tool's SystemExit: clean up, then let it
-        # out unchanged; its RunError twin only carries what was kept (``stream().error``).
-        cause = Cause.failure(exc, origin="worker")
-        return RunError(f"the run failed: {exc!r}", cause=cause), exc
-
-    async def _clean_up(self, run: Run, cause: Cause) -> _Cleanup:
+    async def _clean_up(self, run: Run, cause: Cause) -> Cleanup:
         """Close the open block, keep the input, answer every call, run ``on_abort``: once.
 
         The history part has no await (nothing can cut it); each ``on_abort`` hook runs in its
         own shielded region bounded by ``cleanup_timeout`` (`run_cleanup`), so a hook that hangs
         delays but never silences the ones after it.
         """
-        cleanup = _Cleanup()
+        cleanup = Cleanup()
         if run.cleaned_up:
             return cleanup
         run.cleaned_up = True
@@ -536,35 +501,3 @@ class Worker:
         if told is not None:
             note = told if isinstance(told, Note) else history.interruption_note(told)
             self._commit(run, [note])
-
-
-@dataclass
-class _Cleanup:
-    errors: list[BaseException] = field(default_factory=list)  # raised or overran: reported
-    deferred: BaseException | None = None  # a cancellation of the caller that came meanwhile
-
-
-def _end_event(
-    run: Run, error: RunError, outer: BaseException | None, cleanup_errors: list[BaseException]
-) -> RunBoundary:
-    """The one end event of an interrupted run: `RunCancelled` or `RunFailed`."""
-    cause = error.cause
-    problems = [f"{type(e).__name__}: {e}" for e in cleanup_errors]
-    if isinstance(error, Cancelled):
-        return RunCancelled(
-            kind=cause.kind,
-            reason=cause.reason,
-            cause=str(cause),
-            run_id=run.id,
-            cleanup_errors=problems,
-        )
-    described = repr(outer) if outer is not None else str(error)
-    return RunFailed(
-        error=described, cause=str(cause), kind=cause.kind, run_id=run.id, cleanup_errors=problems
-    )
-
-
-def _is_keyboard_interrupt(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return exc.subgroup(KeyboardInterrupt) is not None
-    return isinstance(exc, KeyboardInterrupt)
