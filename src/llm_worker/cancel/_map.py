@@ -292,14 +292,27 @@ class ConcurrentMap(Generic[T]):
         ):
             return cast("T", await call(token))
 
+        # A thread that only gets to run after the map gave up on it (cancelled hard before the
+        # worker thread picked it up) must not start the call: nobody would wait for it.
+        gate = threading.Lock()
+        given_up = False
+
         def in_thread() -> tuple[object]:
-            outcome.thread = f"{threading.current_thread().name} #{threading.get_ident()}"
+            with gate:
+                if given_up:
+                    return (None,)
+                outcome.thread = f"{threading.current_thread().name} #{threading.get_ident()}"
             try:
                 return (call(token),)  # boxed: trio refuses a thread function returning a coroutine
             finally:
                 self._threads_done.add(outcome.index)
 
-        (value,) = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+        try:
+            (value,) = await anyio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
+        except BaseException:
+            with gate:
+                given_up = True  # a thread that has not started yet never will
+            raise
         if inspect.isawaitable(value):  # e.g. ``lambda token: fetch(url, token)``
             value = await value
         return cast("T", value)
