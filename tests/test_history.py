@@ -77,10 +77,51 @@ def test_repair_answers_missing_results_and_drops_orphans_and_second_answers() -
     )
 )
 def test_any_sequence_of_items_is_repaired_into_a_valid_history(items: list[Item]) -> None:
-    calls = [i for i in items if isinstance(i, ToolCall)]
-    if len({c.call_id for c in calls}) != len(calls):
-        return  # ids are unique in a history (the timeline makes them so)
-    assert history_violations(list(repair(items))) == []
+    repaired = repair(items)
+    assert history_violations(list(repaired)) == []
+    kept = [i for i in repaired if not isinstance(i, ToolResult)]
+    assert len(kept) == len([i for i in items if not isinstance(i, ToolResult)])
+
+
+def test_a_reused_call_id_gets_a_fresh_one_and_its_result_follows_it() -> None:
+    repaired = repair([call("a"), result("a", "first"), call("a"), result("a", "second")])
+    assert [(i.type, i.call_id) for i in repaired] == [
+        ("tool_call", "a"),
+        ("tool_result", "a"),
+        ("tool_call", "a_2"),
+        ("tool_result", "a_2"),
+    ]
+    assert [i.content for i in repaired if isinstance(i, ToolResult)] == ["first", "second"]
+
+
+def test_results_that_came_after_a_note_are_moved_up_to_their_calls() -> None:
+    """A result is never lost because something was written before it: it joins its call."""
+    items: list[Item] = [
+        UserMessage(text="hi"),
+        call("a"),
+        call("b"),
+        Note(kind="interrupted", text="[interrupted]"),
+        result("b", "b done"),
+        result("a", "a done"),
+    ]
+    repaired = repair(items)
+    assert history_violations(list(repaired)) == []
+    assert [getattr(i, "content", i.type) for i in repaired[3:]] == ["b done", "a done", "note"]
+
+
+def test_a_later_response_does_not_start_before_the_earlier_calls_are_answered() -> None:
+    items: list[Item] = [call("a"), call("b"), result("a"), call("c"), result("b"), result("c")]
+    repaired = repair(items)
+    assert history_violations(list(items)) != []
+    assert history_violations(list(repaired)) == []
+    assert [i.call_id for i in repaired if isinstance(i, ToolCall | ToolResult)] == [
+        "a",
+        "b",
+        "a",
+        "b",
+        "c",
+        "c",
+    ]
 
 
 async def test_the_worker_sends_a_repaired_history_whatever_it_was_given() -> None:

@@ -130,3 +130,16 @@ def test_parallel_calls_interleaved_by_index_are_assembled_separately() -> None:
     assert isinstance(second, ToolCall)
     assert (first.name, first.arguments) == ("x", {"q": 1})
     assert (second.name, second.arguments) == ("y", {"q": 2})
+
+
+def test_call_ids_are_made_unique_and_missing_ones_invented_for_every_provider() -> None:
+    """One owner for call ids: repeats (in the response or the history) get a suffix, and a call
+    the server gave no id gets a fresh one."""
+    timeline = Timeline(taken_call_ids={"a"})
+    for index, call_id in enumerate(["a", "b", "b", "", ""]):
+        timeline.feed(ToolCallStart(index=index, call_id=call_id, name="f"))
+        timeline.feed(ToolCallEnd(index=index))
+    ids = [item.call_id for item in timeline.items() if isinstance(item, ToolCall)]
+    assert ids[:3] == ["a_2", "b", "b_2"]
+    assert all(i.startswith("call_") for i in ids[3:])
+    assert len(set(ids)) == 5

@@ -5,9 +5,10 @@ Invariants:
   half an item or half a commit, and every listener sees each committed item exactly once.
 * ``History`` keeps, as items are appended, the calls still without a result and every call id
   ever used, so clean-up and id checks never rescan the history.
-* `repair` is the one place that makes a history valid for every provider: each call answered
-  exactly once, by a result before the next message; results without a call (or a second result)
-  left out. The worker applies it once before each request; providers translate, never repair.
+* `repair` is the one place that makes a history valid for every provider: call ids unique; each
+  run of calls answered exactly once, by results right after it; results without a call (or a
+  second result) left out. The worker applies it once before each request; providers translate,
+  never repair.
 * Every text the model is told about a stop, a failure or a call that did not run is built here
   and nowhere else: notes, synthetic results, tool-outcome wordings. None of them ever quotes an
   error's message from a server (it may echo a key), only what kind of thing went wrong.
@@ -35,6 +36,9 @@ MISSING_RESULT = "Not executed: no result was recorded for this call."
 CUT_OFF = "Not executed: its arguments were cut off when the turn was interrupted."
 NEVER_FINISHED = "Not executed: its arguments never finished streaming."
 MOVED_ON = "Not executed: the run was paused and the user moved on."
+#: Fillers for a provider that accepts no empty user text, or no history that starts with the model.
+EMPTY_USER_TEXT = "(empty message)"
+CONVERSATION_START = "(The conversation so far follows.)"
 CRASH_RESULT = (
     "Not executed: the process running the previous turn stopped (crash or kill) before this "
     "call finished; it may have run in part."
@@ -201,37 +205,92 @@ class History:
 def repair(items: Sequence[Item]) -> Sequence[Item]:
     """``items`` made valid for every provider; ``items`` itself when nothing needs repair.
 
-    Each call is answered, before the next message, by exactly one result (a missing one gets
-    `MISSING_RESULT`); a result whose call is not waiting for it (an orphan, or a second answer)
-    is left out. Calls and results keep their order otherwise.
+    * Call ids are unique: a call reusing an earlier call's id gets a fresh one (``id_2``, ...),
+      and the results that answer it follow it.
+    * A run of calls is answered right after its last call, before anything else: by the first
+      result that names each call (wherever it was, in the order the results came), then
+      `MISSING_RESULT` for calls nobody answered, in call order.
+    * A result that answers no call (an orphan, or a second answer) is left out.
     """
     if _is_valid(items):
         return items
+    answers, renamed = _match_results(items)
     repaired: list[Item] = []
-    waiting: dict[str, ToolCall] = {}
+    group: list[ToolCall] = []
 
-    def answer_waiting() -> None:
-        repaired.extend(answer(call, MISSING_RESULT, "cancelled") for call in waiting.values())
-        waiting.clear()
+    def close_group() -> None:
+        found = sorted(
+            (answers[call.call_id] for call in group if call.call_id in answers),
+            key=lambda pair: pair[0],
+        )
+        repaired.extend(result for _, result in found)
+        repaired.extend(
+            answer(call, MISSING_RESULT, "cancelled")
+            for call in group
+            if call.call_id not in answers
+        )
+        group.clear()
 
-    for item in items:
+    after_result = False
+    for position, item in enumerate(items):
         if isinstance(item, ToolCall):
-            waiting[item.call_id] = item
+            if after_result:  # a call after results belongs to a later response
+                close_group()
+            call = renamed.get(position, item)
+            group.append(call)
+            repaired.append(call)
+        elif not isinstance(item, ToolResult):  # results are placed with their calls
+            close_group()
             repaired.append(item)
-        elif isinstance(item, ToolResult):
-            if waiting.pop(item.call_id, None) is not None:
-                repaired.append(item)
-        else:
-            answer_waiting()
-            repaired.append(item)
-    answer_waiting()
+        after_result = isinstance(item, ToolResult)
+    close_group()
     return repaired
 
 
+def _match_results(
+    items: Sequence[Item],
+) -> tuple[dict[str, tuple[int, ToolResult]], dict[int, ToolCall]]:
+    """Each call's answer (keyed by its final id, with the answer's position) and the calls
+    that needed a fresh id (keyed by position). A result answers the latest call of its id."""
+    used = {item.call_id for item in items if isinstance(item, ToolCall)}
+    seen: set[str] = set()
+    latest: dict[str, str] = {}  # id as written -> final id of the latest call written so
+    renamed: dict[int, ToolCall] = {}
+    answers: dict[str, tuple[int, ToolResult]] = {}
+    for position, item in enumerate(items):
+        if isinstance(item, ToolCall):
+            final = item.call_id
+            if final in seen:
+                final = _fresh_id(item.call_id, used)
+                used.add(final)
+                renamed[position] = item.model_copy(update={"call_id": final})
+            seen.add(final)
+            latest[item.call_id] = final
+        elif isinstance(item, ToolResult):
+            final = latest.get(item.call_id, "")
+            if final and final not in answers:
+                if final != item.call_id:
+                    item = item.model_copy(update={"call_id": final})
+                answers[final] = (position, item)
+    return answers, renamed
+
+
+def _fresh_id(call_id: str, used: set[str]) -> str:
+    suffix = 2
+    while f"{call_id}_{suffix}" in used:
+        suffix += 1
+    return f"{call_id}_{suffix}"
+
+
 def _is_valid(items: Sequence[Item]) -> bool:
+    seen: set[str] = set()
     waiting: set[str] = set()
+    after_result = False
     for item in items:
         if isinstance(item, ToolCall):
+            if item.call_id in seen or (after_result and waiting):
+                return False
+            seen.add(item.call_id)
             waiting.add(item.call_id)
         elif isinstance(item, ToolResult):
             if item.call_id not in waiting:
@@ -239,4 +298,5 @@ def _is_valid(items: Sequence[Item]) -> bool:
             waiting.discard(item.call_id)
         elif waiting and isinstance(item, AssistantMessage | UserMessage | Note):
             return False
+        after_result = isinstance(item, ToolResult)
     return not waiting

@@ -14,6 +14,7 @@ cancellation can never leave a block half-updated.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import Literal
@@ -196,11 +197,14 @@ class Timeline:
     # -- internals ------------------------------------------------------------------------------
 
     def _distinct_call_id(self, call_id: str) -> str:
-        """``call_id``, or a fresh variant if the history or this response already has it.
+        """``call_id``, or a fresh variant if the history or this response already has it; a
+        call the server gave no id gets a new one.
 
-        Some compatible servers reuse one id for every call; providers pair calls and results by
-        id, so ids must be unique within a history as it is sent.
+        Some compatible servers reuse one id for every call, or send none; providers pair calls
+        and results by id, so ids must be unique within a history as it is sent.
         """
+        if not call_id:
+            return f"call_{uuid.uuid4().hex[:24]}"
         mine = {block.call_id for block in self.blocks if block.kind == "tool_call"}
         candidate, n = call_id, 1
         while candidate in mine or candidate in self._taken_call_ids:

@@ -46,6 +46,7 @@ from llm_worker.events import (
     ToolStarted,
     UsageUpdate,
 )
+from llm_worker.history import CONVERSATION_START, MISSING_RESULT, repair
 from llm_worker.hooks import Abort, Decision, HookContext, Hooks
 from llm_worker.items import (
     AssistantMessage,
@@ -67,8 +68,6 @@ from llm_worker.models import (
     resolve_model,
 )
 from llm_worker.models.anthropic import (
-    CONVERSATION_START,
-    MISSING_RESULT,
     AnthropicModel,
     convert_history,
 )
@@ -1021,7 +1020,8 @@ async def test_structural_garbage_gives_typed_errors() -> None:
 
 
 def convert(*items: Item) -> list[dict[str, Any]]:
-    messages = convert_history(list(items))
+    """What the worker sends for ``items``: repaired (`history.repair`), then translated."""
+    messages = convert_history(list(repair(items)))
     assert_valid({"model": "m", "max_tokens": 1, "stream": True, "messages": messages})
     return messages
 
@@ -1043,7 +1043,8 @@ def said(*parts: TextPart | ReasoningPart, interrupted: bool = False) -> Assista
 
 
 def test_user_side_items_merge_with_tool_results_first() -> None:
-    """A note that precedes results in the history still comes after them: results first."""
+    """A note that precedes results in the history still comes after them: results first, as
+    they came."""
     messages = convert(
         UserMessage(text="hi"),
         said(TextPart(text="Let me look.")),
@@ -1056,13 +1057,13 @@ def test_user_side_items_merge_with_tool_results_first() -> None:
     )
     assert [m["role"] for m in messages] == ["user", "assistant", "user"]
     assert messages[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "b", "content": "done"},
         {
             "type": "tool_result",
             "tool_use_id": "a",
             "content": "Cancelled: stop.",
             "is_error": True,
         },
-        {"type": "tool_result", "tool_use_id": "b", "content": "done"},
         {"type": "text", "text": "[interrupted]"},
         {"type": "text", "text": "next"},
     ]
@@ -1155,10 +1156,15 @@ def test_reused_and_unsafe_call_ids_are_made_unique_and_stay_paired() -> None:
         answer("call.1", "first"),
         call("call.1"),
         answer("call.1", "second"),
+        call("call_1"),
+        answer("call_1", "third"),
     )
-    ids = [messages[i]["content"][0]["id"] for i in (1, 3)]
-    assert ids == ["call_1", "call_1_2"]
-    assert [messages[i]["content"][0]["content"] for i in (2, 4)] == ["first", "second"]
+    ids = [messages[i]["content"][0]["id"] for i in (1, 3, 5)]
+    assert len(set(ids)) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids)
+    results = [messages[i]["content"][0] for i in (2, 4, 6)]
+    assert [r["tool_use_id"] for r in results] == ids
+    assert [r["content"] for r in results] == ["first", "second", "third"]
 
 
 def test_a_history_that_starts_with_the_model_gets_a_user_message_first() -> None:
@@ -1225,7 +1231,7 @@ _items = st.one_of(
 def test_any_history_converts_to_a_valid_request(history: list[Item]) -> None:
     """Not only what the worker writes: any sequence of items gives a request the API accepts
     (a history that says nothing gives no messages at all)."""
-    messages = convert_history(history)
+    messages = convert_history(list(repair(history)))
     if messages:
         assert_valid({"model": "m", "max_tokens": 1, "stream": True, "messages": messages})
 

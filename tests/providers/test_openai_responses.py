@@ -48,6 +48,7 @@ from llm_worker.events import (
     ToolCallStart,
     ToolStarted,
 )
+from llm_worker.history import repair
 from llm_worker.items import (
     AssistantMessage,
     Item,
@@ -466,7 +467,12 @@ def test_history_conversion() -> None:
                 call("a"),
                 result("b"),
             ],
-            [fc("a"), out("a", "Not executed: no result was recorded for this call.")],
+            [
+                fc("a"),
+                fc("a_2"),
+                out("a", "Not executed: no result was recorded for this call."),
+                out("a_2", "Not executed: no result was recorded for this call."),
+            ],
             id="repaired",
         ),
         pytest.param(  # arguments that are not JSON are sent as an empty object
@@ -479,7 +485,9 @@ def test_history_conversion() -> None:
 def test_conversion_after_interruptions(
     history: list[Item], expected: list[dict[str, Any]]
 ) -> None:
-    converted = convert_history([UserMessage(text="go"), *history, UserMessage(text="next")])
+    converted = convert_history(
+        repair([UserMessage(text="go"), *history, UserMessage(text="next")])
+    )
     assert converted == [user("go"), *expected, user("next")]
     assert_valid_input(converted)
 

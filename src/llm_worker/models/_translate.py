@@ -73,17 +73,10 @@ async def translate(
         yield event
 
 
-def unique_call_id(call_id: Any, used: set[str]) -> str:
-    """``call_id`` made unique among the ``used`` ids of one response (and added to them): a
-    server that gives several calls one id (or none) still gets each call run and answered on
-    its own. A repeat gets a suffix (``call_0_2``); a missing id becomes ``call_<n>``."""
-    base = call_id if isinstance(call_id, str) and call_id else f"call_{len(used)}"
-    unique, suffix = base, 1
-    while unique in used:
-        suffix += 1
-        unique = f"{base}_{suffix}"
-    used.add(unique)
-    return unique
+def given_call_id(value: Any) -> str:
+    """The call id a server gave, or "" when it gave none (or not a string): the timeline owns
+    making ids unique and inventing missing ones, for every provider alike."""
+    return value if isinstance(value, str) else ""
 
 
 def token_count(value: Any) -> int | None:

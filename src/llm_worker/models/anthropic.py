@@ -4,11 +4,11 @@ Invariants:
 * The request is a pure function of the history (`convert_history`) and is valid after every
   kind of interruption: messages alternate user/assistant and start with a user message; every
   ``tool_use`` is answered by a ``tool_result`` in the immediately next user message, where
-  ``tool_result`` blocks come first (a call with no recorded result gets a synthetic error
-  result, a result with no call is dropped); an assistant message is thinking blocks, then text,
-  then ``tool_use`` blocks — never text after a ``tool_use``; no text block is empty or only
-  whitespace, and assistant text has no trailing whitespace; tool-use ids are unique and of the
-  allowed characters.
+  ``tool_result`` blocks come first — given a repaired history (`history.repair`, applied by the
+  worker before every request; this module translates, it does not repair); an assistant
+  message is thinking blocks, then text, then ``tool_use`` blocks — never text after a
+  ``tool_use``; no text block is empty or only whitespace, and assistant text has no trailing
+  whitespace; tool-use ids are of the allowed characters and stay distinct.
 * Thinking goes back only as Anthropic signed it: a thinking block without a signature (cut off
   by an interruption) or from another provider is dropped — the API rejects unsigned thinking,
   and it strips earlier turns' thinking from the context anyway. Redacted thinking goes back as
@@ -39,6 +39,7 @@ of its deltas: quadratic), and the worker assembles messages in its timeline any
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -60,6 +61,7 @@ from ..events import (
     ToolCallStart,
     UsageUpdate,
 )
+from ..history import CONVERSATION_START, EMPTY_USER_TEXT
 from ..items import (
     AssistantMessage,
     Item,
@@ -78,9 +80,9 @@ from ._sse import MAX_EVENT_BYTES
 from ._translate import (
     MalformedStream,
     UsageTotals,
+    given_call_id,
     token_count,
     translate,
-    unique_call_id,
 )
 from ._transport import RetryPolicy, Timeouts
 
@@ -98,11 +100,6 @@ PROVIDER = "anthropic"
 #: (``end_turn``, ``tool_use``, ``max_tokens``, ``stop_sequence``, ``refusal``, ``pause_turn``).
 _STOP_REASONS = {"model_context_window_exceeded": "max_tokens"}
 
-#: Sent as the results of a call that has none in the history (the worker never leaves one, but
-#: a history edited or loaded by hand may), and for a history that starts with the model.
-MISSING_RESULT = "Not executed: no result was recorded for this call."
-CONVERSATION_START = "(The conversation so far follows.)"
-EMPTY_USER_TEXT = "(empty message)"
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_-]+")
 _UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9_-]")
@@ -226,7 +223,6 @@ class StreamTranslation:
 
     __slots__ = (
         "_blocks",
-        "_call_ids",
         "_gap",
         "_signatures",
         "_stopped",
@@ -238,7 +234,6 @@ class StreamTranslation:
     def __init__(self) -> None:
         self._blocks: dict[int, str] = {}  # open content blocks: index -> kind
         self._signatures: dict[int, str] = {}
-        self._call_ids: set[str] = set()  # tool-use ids of this message, each made unique
         self._totals = UsageTotals()
         self._text_seen = self._gap = False  # some text was sent; an ignored block came after
         self._stopped = False  # message_stop came: nothing after it counts
@@ -298,9 +293,7 @@ class StreamTranslation:
             index = payload["index"]
             if not isinstance(index, int) or index in blocks:
                 raise _MalformedEvent(f"content block {index!r} started twice or unnumbered")
-            started = _block_start(
-                index, payload["content_block"], blocks, self._signatures, self._call_ids
-            )
+            started = _block_start(index, payload["content_block"], blocks, self._signatures)
             if blocks[index] == _IGNORED:
                 self._gap = self._text_seen
             events: list[StreamEvent] = []
@@ -355,9 +348,8 @@ def _whole_message(message: dict[str, Any], totals: UsageTotals) -> list[StreamE
         events.append(update)
     blocks: dict[int, str] = {}
     signatures: dict[int, str] = {}
-    call_ids: set[str] = set()
     for index, block in enumerate(message.get("content") or ()):
-        events.extend(_block_start(index, block, blocks, signatures, call_ids))
+        events.extend(_block_start(index, block, blocks, signatures))
         kind = blocks.pop(index)
         if kind == _TOOL:
             events.append(ToolCallEnd(index=index))
@@ -375,10 +367,8 @@ def _block_start(
     block: dict[str, Any],
     blocks: dict[int, str],
     signatures: dict[int, str],
-    call_ids: set[str],
 ) -> list[StreamEvent]:
-    """Open block ``index``; the events its start carries (streamed blocks start empty). A
-    tool-use id already used in this message is made unique (`unique_call_id`)."""
+    """Open block ``index``; the events its start carries (streamed blocks start empty)."""
     block_type = block["type"]
     if block_type == "text":
         blocks[index] = _TEXT
@@ -386,9 +376,7 @@ def _block_start(
     if block_type == "tool_use":
         blocks[index] = _TOOL
         out: list[StreamEvent] = [
-            ToolCallStart(
-                index=index, call_id=unique_call_id(block["id"], call_ids), name=block["name"]
-            )
+            ToolCallStart(index=index, call_id=given_call_id(block.get("id")), name=block["name"])
         ]
         if arguments := block.get("input"):  # streamed calls start with {}, then deltas
             out.append(ToolCallDelta(index=index, arguments=json.dumps(arguments)))
@@ -442,85 +430,51 @@ def convert_tools(tools: Iterable[ToolSpec]) -> list[dict[str, Any]]:
 
 
 @dataclass(eq=False)
-class _Turn:
-    """One side of the conversation, collected from consecutive history items."""
+class _AssistantTurn:
+    """One assistant message, collected from consecutive assistant-side items."""
 
-    role: str  # "user" or "assistant"
-    answered: bool = False  # results followed the calls: a later call is a new turn
     reasoning: list[dict[str, Any]] = field(default_factory=list)
     texts: list[dict[str, Any]] = field(default_factory=list)
-    calls: list[tuple[ToolCall, dict[str, Any]]] = field(default_factory=list)
+    calls: list[dict[str, Any]] = field(default_factory=list)
 
-    def assistant_content(self) -> list[dict[str, Any]]:
-        return [*self.reasoning, *self.texts, *(block for _, block in self.calls)]
+    def content(self) -> list[dict[str, Any]]:
+        return [*self.reasoning, *self.texts, *self.calls]
 
 
 def convert_history(history: Sequence[Item]) -> list[dict[str, Any]]:
-    """The Messages API ``messages`` for ``history``, valid for any history the worker keeps.
+    """The Messages API ``messages`` for a repaired ``history`` (`history.repair`).
 
-    Each run of user-side items (user messages, notes) becomes one user message; an assistant
-    message and the tool calls after it become one assistant message; tool results go, first,
-    into the user message right after their call's assistant message (see module invariants).
-    The history is not modified.
+    An assistant message and the tool calls after it become one assistant message; the results,
+    user messages and notes after it one user message, results first (repair puts them right
+    after their calls). Assistant messages with nothing said in between (an interruption that
+    left no note) merge, thinking first. The history is not modified.
     """
-    answers = _answers(history)
-    turns: list[_Turn] = []
+    messages: list[dict[str, Any]] = []
+    turn: _AssistantTurn | None = None  # not sent until something user-side follows it
+
+    def send(role: str, blocks: list[dict[str, Any]]) -> None:
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
+
     for item in history:
         if isinstance(item, AssistantMessage | ToolCall):
-            turn = turns[-1] if turns else None
-            if (
-                turn is None
-                or turn.role != "assistant"
-                or turn.answered
-                or (turn.calls and isinstance(item, AssistantMessage))
-            ):
-                turn = _Turn("assistant")
-                turns.append(turn)
+            turn = turn or _AssistantTurn()
             if isinstance(item, ToolCall):
-                turn.calls.append((item, _tool_use(item)))
+                turn.calls.append(_tool_use(item))
             else:
                 _add_assistant_parts(turn, item)
-        elif isinstance(item, UserMessage | Note):
-            if not turns or turns[-1].role != "user":
-                turns.append(_Turn("user"))
-            text = item.text
-            if text.strip():
-                turns[-1].texts.append({"type": "text", "text": text})
-            elif isinstance(item, UserMessage):
-                turns[-1].texts.append({"type": "text", "text": EMPTY_USER_TEXT})
-        elif turns and turns[-1].calls:  # a ToolResult: placed with its call (`_answers`)
-            turns[-1].answered = True
-
-    messages: list[dict[str, Any]] = []
-    previous: _Turn | None = None  # the turn behind messages[-1] when it is an assistant's
-    used_ids: set[str] = set()
-    for turn in turns:
-        if turn.role == "user":
-            if not turn.texts:
-                continue
-            if messages and messages[-1]["role"] == "user":
-                messages[-1]["content"].extend(turn.texts)
-            else:
-                messages.append({"role": "user", "content": list(turn.texts)})
             continue
-        if not (turn.reasoning or turn.texts or turn.calls):
+        blocks = _user_blocks(item)
+        if not blocks:
             continue
-        if previous is not None and messages[-1]["role"] == "assistant":
-            # Two assistant turns with nothing said in between (an empty user turn, or a message
-            # after an interruption that left no note): one message, thinking first.
-            previous.reasoning.extend(turn.reasoning)
-            previous.texts.extend(turn.texts)
-            previous.calls.extend(turn.calls)
-            turn = previous
-            messages.pop()
-        _unique_ids(turn, used_ids)
-        messages.append({"role": "assistant", "content": turn.assistant_content()})
-        previous = turn
-        if turn.calls:
-            results = [
-                _tool_result(block["id"], answers.get(call.id)) for call, block in turn.calls
-            ]
-            messages.append({"role": "user", "content": results})
+        if turn is not None and (content := turn.content()):
+            send("assistant", content)
+        turn = None
+        send("user", blocks)
+    if turn is not None and (content := turn.content()):
+        send("assistant", content)
     if messages and messages[0]["role"] != "user":
         messages.insert(
             0, {"role": "user", "content": [{"type": "text", "text": CONVERSATION_START}]}
@@ -528,22 +482,18 @@ def convert_history(history: Sequence[Item]) -> list[dict[str, Any]]:
     return messages
 
 
-def _answers(history: Sequence[Item]) -> dict[str, ToolResult]:
-    """Each call's result, keyed by the call item's ``id``: the first result after the call
-    that names its ``call_id`` (ids may repeat across turns; a result answers the latest)."""
-    latest: dict[str, str] = {}
-    answers: dict[str, ToolResult] = {}
-    for item in history:
-        if isinstance(item, ToolCall):
-            latest[item.call_id] = item.id
-        elif isinstance(item, ToolResult):
-            key = latest.get(item.call_id)
-            if key is not None and key not in answers:
-                answers[key] = item
-    return answers
+def _user_blocks(item: Item) -> list[dict[str, Any]]:
+    if isinstance(item, ToolResult):
+        return [_tool_result(item)]
+    if isinstance(item, UserMessage | Note):
+        if item.text.strip():
+            return [{"type": "text", "text": item.text}]
+        if isinstance(item, UserMessage):
+            return [{"type": "text", "text": EMPTY_USER_TEXT}]
+    return []
 
 
-def _add_assistant_parts(turn: _Turn, message: AssistantMessage) -> None:
+def _add_assistant_parts(turn: _AssistantTurn, message: AssistantMessage) -> None:
     for part in message.parts:
         if isinstance(part, TextPart):
             text = part.text.rstrip()
@@ -560,32 +510,26 @@ def _add_assistant_parts(turn: _Turn, message: AssistantMessage) -> None:
 
 
 def _tool_use(call: ToolCall) -> dict[str, Any]:
-    call_id = call.call_id
-    if not _SAFE_ID.fullmatch(call_id):
-        call_id = _UNSAFE_ID_CHARS.sub("_", call_id) or "call"
     arguments = call.arguments if call.arguments is not None else {}
-    return {"type": "tool_use", "id": call_id, "name": call.name, "input": arguments}
+    return {
+        "type": "tool_use",
+        "id": _tool_use_id(call.call_id),
+        "name": call.name,
+        "input": arguments,
+    }
 
 
-def _unique_ids(turn: _Turn, used: set[str]) -> None:
-    """Tool-use ids must be unique in a request; a repeated one (a provider reusing ids across
-    turns, or a sanitised id colliding) gets a suffix, and its result follows it."""
-    for _, block in turn.calls:
-        base = call_id = block["id"]
-        suffix = 1
-        while call_id in used:
-            suffix += 1
-            call_id = f"{base}_{suffix}"
-        block["id"] = call_id
-        used.add(call_id)
+def _tool_use_id(call_id: str) -> str:
+    """``call_id`` in the characters the API allows; an id that needs changing gets a digest of
+    the original, so distinct ids stay distinct (repair made them unique)."""
+    if _SAFE_ID.fullmatch(call_id):
+        return call_id
+    digest = hashlib.sha256(call_id.encode()).hexdigest()[:12]
+    return f"{_UNSAFE_ID_CHARS.sub('_', call_id) or 'call'}_{digest}"
 
 
-def _tool_result(tool_use_id: str, result: ToolResult | None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id}
-    if result is None:
-        block["content"] = MISSING_RESULT
-        block["is_error"] = True
-        return block
+def _tool_result(result: ToolResult) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_use_id(result.call_id)}
     if result.content.strip():
         block["content"] = result.content
     if result.status != "ok":

@@ -8,12 +8,10 @@ HTTP errors; the client, reading SSE, opening, retrying, timeouts and closing ar
 skeleton's (`HTTPModel`, ``_client.py``).
 
 Invariants:
-* `convert_history` is pure and total: for any history the worker can produce — after any kind of
-  interruption — it returns messages the API accepts: every assistant ``tool_calls`` entry is
-  answered by a ``tool`` message before the next user or assistant message (a synthetic answer if
-  the history lacks one; a result whose call is unknown is dropped), and no assistant message is
-  sent with neither content nor tool calls. Reasoning is not sent: Chat Completions has no field
-  for it.
+* `convert_history` is pure and only translates: given a repaired history (`history.repair`,
+  applied by the worker before every request) it returns messages the API accepts; no assistant
+  message is sent with neither content nor tool calls. Reasoning is not sent: Chat Completions
+  has no field for it.
 * `StreamTranslation.feed` never awaits and validates nothing beyond building our own event; chunks
   are plain parsed JSON (no SDK object per chunk); unknown fields and ``choices: []`` / ``null``
   chunks are ignored (Azure's prompt-filter chunk, usage-only chunks), and reasoning deltas of
@@ -39,7 +37,6 @@ Invariants:
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, ClassVar, cast
 
@@ -96,7 +93,6 @@ STOP_REASONS = {
     "content_filter": "refusal",
 }
 
-_NO_RESULT = "No result: the call was never answered."
 _NOTHING: tuple[StreamEvent, ...] = ()
 _EMPTY: dict[str, Any] = {}
 
@@ -200,31 +196,21 @@ def convert_tools(specs: Iterable[ToolSpec]) -> list[ChatCompletionFunctionToolP
 def convert_history(
     history: Sequence[Item], system: str | None = None
 ) -> list[ChatCompletionMessageParam]:
-    """The history as Chat Completions ``messages``, valid after any interruption.
+    """The (repaired) history as Chat Completions ``messages``.
 
     An `AssistantMessage` and the `ToolCall`s right after it become one assistant message (calls
     with no message before them get one with ``content: null``); an interrupted message is sent
-    as what was said; `Note`s are user messages; reasoning is dropped. Calls left unanswered get a
-    synthetic ``tool`` message, results for unknown calls are dropped, and an assistant message
-    with neither text nor calls (a turn cut off before it said anything) is left out.
+    as what was said; results are ``tool`` messages; `Note`s are user messages; reasoning is
+    dropped. An assistant message with neither text nor calls (a turn cut off before it said
+    anything) is left out.
     """
     messages: list[ChatCompletionMessageParam] = []
     if system:
         messages.append({"role": "system", "content": system})
     current: ChatCompletionAssistantMessageParam | None = None  # the one calls attach to
-    open_calls: list[str] = []  # ids of ``current``'s calls not answered yet
-
-    def close_turn() -> None:
-        nonlocal current
-        for call_id in open_calls:
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": _NO_RESULT})
-        open_calls.clear()
-        current = None
-
     for item in history:
         if isinstance(item, ToolCall):
-            if current is None or (current.get("tool_calls") and not open_calls):
-                close_turn()  # a call after results starts a new assistant message
+            if current is None:
                 current = {"role": "assistant", "content": None}
                 messages.append(current)
             calls = cast(
@@ -238,22 +224,15 @@ def convert_history(
                     "function": {"name": item.name, "arguments": tool_arguments(item)},
                 }
             )
-            open_calls.append(item.call_id)
-        elif isinstance(item, ToolResult):
-            if item.call_id in open_calls:
-                open_calls.remove(item.call_id)
-                messages.append(
-                    {"role": "tool", "tool_call_id": item.call_id, "content": item.content}
-                )
-            # else: a result for no call of this turn; the API would reject it
-        else:
-            close_turn()
-            if isinstance(item, AssistantMessage):
-                current = {"role": "assistant", "content": item.text or None}
-                messages.append(current)
-            elif isinstance(item, UserMessage | Note):
-                messages.append({"role": "user", "content": item.text})
-    close_turn()
+            continue
+        current = None
+        if isinstance(item, ToolResult):
+            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.content})
+        elif isinstance(item, AssistantMessage):
+            current = {"role": "assistant", "content": item.text or None}
+            messages.append(current)
+        elif isinstance(item, UserMessage | Note):
+            messages.append({"role": "user", "content": item.text})
     return [
         m for m in messages if m["role"] != "assistant" or m.get("content") or m.get("tool_calls")
     ]
@@ -291,13 +270,12 @@ class StreamTranslation:
       never seen continues the latest call too (SGLang numbers a call's first fragment
       differently from the rest);
     * arguments sent as a JSON object rather than a string are serialised; an id missing or
-      used twice in the response is replaced by a unique one.
+      used twice is left to the timeline, which makes every id in a history unique.
     """
 
     __slots__ = (
         "_done",
         "_given",
-        "_ids",
         "_latest",
         "_open",
         "_pending",
@@ -312,7 +290,6 @@ class StreamTranslation:
         self._pending: dict[int, list[Any]] = {}  # index → [id, name, args] until the name comes
         self._slots: dict[int, int] = {}  # the server's index → ours
         self._given: dict[int, str] = {}  # our index → the id the server gave the call
-        self._ids: set[str] = set()  # call ids used in this response
         self._usage = UsageTotals()
         self._refused = False
         self._latest = -1  # our index of the latest call delta
@@ -408,10 +385,7 @@ class StreamTranslation:
             if not pending[1]:
                 continue  # wait for the name (some servers send the id first)
             del self._pending[index]
-            call_id = pending[0] or f"call_{uuid.uuid4().hex[:24]}"
-            if call_id in self._ids:
-                call_id = f"{call_id}_{uuid.uuid4().hex[:8]}"
-            self._ids.add(call_id)
+            call_id = pending[0] or ""
             self._open[index] = call_id
             events.append(ToolCallStart(index=index, call_id=call_id, name=pending[1]))
             if pending[2]:

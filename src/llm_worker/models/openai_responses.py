@@ -5,11 +5,11 @@ statelessly every turn (``store=False``), and reasoning comes back as encrypted 
 carried into the next request, so no server-side state is ever needed.
 
 Invariants:
-* `convert_history` is pure and total: for any history it returns input the API accepts. Every
-  ``function_call`` is followed by exactly one ``function_call_output`` (synthetic if the history
-  lacks one); an output with no call before it is dropped; a ``reasoning`` item is sent only when
-  this provider produced it with encrypted content, and only if the item it preceded (text or a
-  function call) is sent whole after it — reasoning whose follower was cut off is dropped.
+* `convert_history` is pure and only translates a repaired history (`history.repair`, applied by
+  the worker before every request): each call is a ``function_call`` answered by its
+  ``function_call_output``; a ``reasoning`` item is sent only when this provider produced it with
+  encrypted content, and only if the item it preceded (text or a function call) is sent whole
+  after it — reasoning whose follower was cut off is dropped.
 * Stream conversion is lean: the body is read by the shared `SSEResponseStream` (plain dicts, no
   per-event SDK model: ``responses.create(stream=True)`` builds one per event, 70–115 µs per text
   delta end to end); a delta costs one dict lookup and one event object. A payload of the wrong
@@ -68,10 +68,10 @@ from ._errors import transient_error
 from ._sse import MAX_EVENT_BYTES
 from ._translate import (
     MalformedStream,
+    given_call_id,
     token_count,
     tool_arguments,
     translate,
-    unique_call_id,
 )
 from ._transport import RetryPolicy, Timeouts
 
@@ -96,7 +96,6 @@ _PART_DONE = {
     "response.reasoning_text.done": "text",
 }
 _INCOMPLETE_REASONS = {"max_output_tokens": "max_tokens", "max_tokens": "max_tokens"}
-_UNANSWERED = "Not executed: no result was recorded for this call."
 _MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
@@ -213,41 +212,20 @@ def convert_tools(specs: Iterable[ToolSpec]) -> list[dict[str, Any]]:
 
 
 def convert_history(history: Iterable[Item]) -> list[dict[str, Any]]:
-    """The Responses ``input`` for ``history``; valid however the history was interrupted.
+    """The Responses ``input`` for a repaired ``history``.
 
     User messages and notes are user messages; an assistant message becomes its (encrypted)
     reasoning items and one assistant message with its text — interrupted text is sent as what
-    was said; tool calls become ``function_call`` items answered by ``function_call_output``
-    items. See the module invariants for the guarantees.
+    was said; tool calls become ``function_call`` items and results ``function_call_output``s.
     """
     items = list(history)
     out: list[dict[str, Any]] = []
-    pending: dict[str, None] = {}  # calls still waiting for their output, in order
-    answered: set[str] = set()
-
-    def flush() -> None:
-        for call_id in pending:
-            out.append({"type": "function_call_output", "call_id": call_id, "output": _UNANSWERED})
-            answered.add(call_id)
-        pending.clear()
-
     for position, item in enumerate(items):
         if isinstance(item, ToolResult):
-            if item.call_id in pending:
-                del pending[item.call_id]
-                answered.add(item.call_id)
-                out.append(
-                    {
-                        "type": "function_call_output",
-                        "call_id": item.call_id,
-                        "output": item.content,
-                    }
-                )
-            continue  # a result for no call (or a second one) would be rejected
-        if isinstance(item, ToolCall):
-            if item.call_id in pending or item.call_id in answered:
-                continue  # a repeated call id would be rejected too
-            pending[item.call_id] = None
+            out.append(
+                {"type": "function_call_output", "call_id": item.call_id, "output": item.content}
+            )
+        elif isinstance(item, ToolCall):
             out.append(
                 {
                     "type": "function_call",
@@ -256,13 +234,10 @@ def convert_history(history: Iterable[Item]) -> list[dict[str, Any]]:
                     "arguments": tool_arguments(item),
                 }
             )
-            continue
-        flush()
-        if isinstance(item, UserMessage | Note):
+        elif isinstance(item, UserMessage | Note):
             out.append({"role": "user", "content": item.text})
         elif isinstance(item, AssistantMessage):
             out.extend(_assistant_items(item, _following_calls(items, position)))
-    flush()
     return out
 
 
@@ -341,7 +316,6 @@ class StreamTranslation:
 
     __slots__ = (
         "args_sent",
-        "call_ids",
         "calls",
         "complete",
         "from_done",
@@ -353,7 +327,6 @@ class StreamTranslation:
     def __init__(self) -> None:
         self.args_sent: dict[int, int] = {}  # output_index -> argument characters sent
         self.calls = 0
-        self.call_ids: set[str] = set()  # this response's call ids, each unique
         self.refused = False
         self.streamed = False  # the current text/reasoning item sent a delta
         self.from_done = False  # ... or sent its text by the parts' ``*.done`` events
@@ -497,7 +470,7 @@ class StreamTranslation:
             self.calls += 1
             start = ToolCallStart(
                 index=index,
-                call_id=unique_call_id(item["call_id"], self.call_ids),
+                call_id=given_call_id(item.get("call_id")),
                 name=item["name"],
                 provider_id=item.get("id"),
             )

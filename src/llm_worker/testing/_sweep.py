@@ -172,17 +172,23 @@ class SweepReport:
 def history_violations(history: Sequence[Item]) -> list[str]:
     """Why ``history`` would be rejected by some provider (empty if it is valid).
 
-    Every tool call must be answered exactly once, after the call and before the next user
-    message, note or assistant message; a result must answer a call made before it.
+    Call ids are unique; every tool call is answered exactly once, after the call and before the
+    next user message, note, assistant message or later response's call; a result answers a call
+    made before it.
     """
     problems: list[str] = []
     open_calls: dict[str, ToolCall] = {}
     seen_calls: set[str] = set()
     answered: set[str] = set()
+    after_result = False
     for position, item in enumerate(history):
         if isinstance(item, ToolCall):
             if item.call_id in seen_calls:
                 problems.append(f"item {position}: duplicate tool call id {item.call_id}")
+            if after_result and open_calls:
+                ids = ", ".join(open_calls)
+                problems.append(f"item {position}: a new call before the results of {ids}")
+                open_calls.clear()
             seen_calls.add(item.call_id)
             open_calls[item.call_id] = item
         elif isinstance(item, ToolResult):
@@ -196,6 +202,7 @@ def history_violations(history: Sequence[Item]) -> list[str]:
             ids = ", ".join(open_calls)
             problems.append(f"item {position}: {item.type} before the results of {ids}")
             open_calls.clear()
+        after_result = isinstance(item, ToolResult)
     if open_calls:
         problems.append(f"end of history: unanswered calls {', '.join(open_calls)}")
     return problems
