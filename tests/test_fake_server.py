@@ -664,7 +664,7 @@ async def test_openai_chat_cassettes_through_the_sdk(server: FakeProviderServer,
     assert server.requests[0].path == "/v1/chat/completions"
 
 
-async def test_groq_midstream_error_event_reaches_the_sdk(server: FakeProviderServer) -> None:
+async def test_groq_midserver_reported_error_reaches_the_sdk(server: FakeProviderServer) -> None:
     expected = payloads(CASSETTES / "groq" / "midstream-error-event.sse")
     server.enqueue(Reply.cassette("groq/midstream-error-event"))
     received: list[Any] = []

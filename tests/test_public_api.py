@@ -94,7 +94,7 @@ def test_every_exception_the_library_defines_is_an_llm_worker_error() -> None:
 
     from llm_worker import LLMWorkerError
 
-    internal = {"BadRequest", "PeerClosed", "StreamErrorEvent", "RedactedError", "CLIError"}
+    internal = {"BadRequest", "PeerClosed", "ServerReportedError", "RedactedError", "CLIError"}
     strays = []
     for info in pkgutil.walk_packages(llm_worker.__path__, "llm_worker."):
         module = importlib.import_module(info.name)

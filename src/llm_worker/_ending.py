@@ -10,8 +10,6 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import anyio
 
 from ._runs import Run
@@ -46,14 +44,6 @@ def classify(run: Run, exc: BaseException | None) -> tuple[RunError, BaseExcepti
     # out unchanged; its RunError twin only carries what was kept (``stream().error``).
     cause = Cause.failure(exc, origin="worker")
     return RunError(f"the run failed: {exc!r}", cause=cause), exc
-
-
-@dataclass
-class Cleanup:
-    """What a run's clean-up reports back to the worker."""
-
-    errors: list[BaseException] = field(default_factory=list)  # raised or overran: reported
-    deferred: BaseException | None = None  # a cancellation of the caller that came meanwhile
 
 
 def end_event(

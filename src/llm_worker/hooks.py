@@ -21,12 +21,16 @@ Which decisions a point accepts (`ALLOWED`; `call_hook` enforces it):
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .cancel import CancelToken, Cause
-from .errors import Aborted, HookFailed
+from .cancel import CancelToken, Cause, run_cleanup
+from .errors import Aborted, CleanupOverran, HookFailed
+
+logger = logging.getLogger("llm_worker")
 
 if TYPE_CHECKING:
     from .items import AssistantMessage, ToolCall, ToolResult, UserMessage
@@ -161,3 +165,41 @@ async def call_hook(hook: Hooks, point: HookPoint, ctx: HookContext, *args: Any)
         cause = Cause.interrupt("aborted", decision.reason, origin=f"hook {name}")
         raise Aborted(f"aborted by hook {name}: {decision.reason}", cause=cause)
     return decision
+
+
+@dataclass
+class AbortHooksOutcome:
+    """What the ``on_abort`` hooks left: their failures and overruns (reported, never raised),
+    and a cancellation of the caller that arrived while they ran (re-raised by the worker)."""
+
+    errors: list[BaseException] = field(default_factory=list)
+    deferred: BaseException | None = None
+
+
+async def run_abort_hooks(
+    hooks: Sequence[Hooks], ctx: HookContext, cause: Cause, timeout: float | None
+) -> AbortHooksOutcome:
+    """Run every ``on_abort`` hook once, in order, each in its own shielded region bounded by
+    ``timeout`` (`run_cleanup`): a hook that hangs delays, but never silences, the ones after it.
+
+    Cancellation: nothing here can be cut by a cancellation of the caller; one that arrives is
+    returned as ``deferred``.
+    """
+    outcome = AbortHooksOutcome()
+    reason = cause.reason or str(cause)
+    for hook in hooks:
+        if not overrides(hook, "on_abort"):
+            continue
+        name = f"on_abort hook {type(hook).__name__}"
+        ran = await run_cleanup(
+            functools.partial(hook.on_abort, ctx, reason, cause), timeout=timeout, what=name
+        )
+        if ran.error is not None:
+            logger.error("%s raised %r", name, ran.error, exc_info=ran.error)
+            outcome.errors.append(ran.error)
+        if ran.overran:
+            state = "was abandoned" if ran.abandoned else "was cancelled"
+            bound = f"{timeout or 0:g}s"
+            outcome.errors.append(CleanupOverran(f"{name} overran its {bound} bound; {state}"))
+        outcome.deferred = outcome.deferred or ran.deferred
+    return outcome

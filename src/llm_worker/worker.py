@@ -21,14 +21,13 @@ Which run holds the worker is `_runs.RunSlots`' business; events for UIs are `Ru
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, Literal, NoReturn
 
 from . import history
-from ._ending import Cleanup, classify, end_event
+from ._ending import classify, end_event
 from ._runs import Run, RunCoroutine, RunSlots
 from ._text import valid_text
 from .cancel import (
@@ -37,15 +36,8 @@ from .cancel import (
     InterruptKind,
     checked_duration,
     move_on_cancel,
-    run_cleanup,
 )
-from .errors import (
-    Aborted,
-    Cancelled,
-    CleanupOverran,
-    HookFailed,
-    ModelError,
-)
+from .errors import Aborted, Cancelled, HookFailed, ModelError
 from .events import (
     ItemCommitted,
     RunBoundary,
@@ -59,6 +51,7 @@ from .events import (
 )
 from .history import History, repair
 from .hooks import (
+    AbortHooksOutcome,
     Decision,
     HookContext,
     HookPoint,
@@ -66,6 +59,7 @@ from .hooks import (
     call_hook,
     decide,
     overrides,
+    run_abort_hooks,
 )
 from .items import (
     AssistantMessage,
@@ -322,16 +316,14 @@ class Worker:
             raise cleanup.deferred
         raise error
 
-    async def _clean_up(self, run: Run, cause: Cause) -> Cleanup:
+    async def _clean_up(self, run: Run, cause: Cause) -> AbortHooksOutcome:
         """Close the open block, keep the input, answer every call, run ``on_abort``: once.
 
-        The history part has no await (nothing can cut it); each ``on_abort`` hook runs in its
-        own shielded region bounded by ``cleanup_timeout`` (`run_cleanup`), so a hook that hangs
-        delays but never silences the ones after it.
+        The history part has no await (nothing can cut it); the ``on_abort`` hooks run shielded
+        and bounded by ``cleanup_timeout`` (`run_abort_hooks`).
         """
-        cleanup = Cleanup()
         if run.cleaned_up:
-            return cleanup
+            return AbortHooksOutcome()
         run.cleaned_up = True
         timeline, run.timeline = run.timeline, None
         if timeline is not None and timeline.blocks:  # nothing streamed: nothing to keep
@@ -344,25 +336,7 @@ class Worker:
         self._answer_unanswered(run, cause)
         if run.items:
             self._interruption = cause
-        reason = cause.reason or str(cause)
-        for hook in self.hooks:
-            if not overrides(hook, "on_abort"):
-                continue
-            name = f"on_abort hook {type(hook).__name__}"
-            outcome = await run_cleanup(
-                functools.partial(hook.on_abort, run.ctx, reason, cause),
-                timeout=self.cleanup_timeout,
-                what=name,
-            )
-            if outcome.error is not None:
-                logger.error("%s raised %r", name, outcome.error, exc_info=outcome.error)
-                cleanup.errors.append(outcome.error)
-            if outcome.overran:
-                state = "was abandoned" if outcome.abandoned else "was cancelled"
-                bound = f"{self.cleanup_timeout or 0:g}s"
-                cleanup.errors.append(CleanupOverran(f"{name} overran its {bound} bound; {state}"))
-            cleanup.deferred = cleanup.deferred or outcome.deferred
-        return cleanup
+        return await run_abort_hooks(self.hooks, run.ctx, cause, self.cleanup_timeout)
 
     # -- the turn loop ---------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import sniffio
 
 from llm_worker import Hooks, ToolContext, Worker, tool
 from llm_worker import _runs as runs_module
+from llm_worker import hooks as hooks_module
 from llm_worker import worker as worker_module
 from llm_worker.cancel import Cause
 from llm_worker.errors import Cancelled
@@ -263,18 +264,18 @@ async def test_a_skipped_on_abort_is_reported(monkeypatch: pytest.MonkeyPatch) -
     def no_on_abort(hooks: Hooks, point: str) -> bool:
         return point != "on_abort" and overrides(hooks, point)
 
-    monkeypatch.setattr(worker_module, "overrides", no_on_abort)
+    monkeypatch.setattr(hooks_module, "overrides", no_on_abort)
     assert_reported(await sweep(text_scenario()), "on-abort")
 
 
 async def test_on_abort_run_twice_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     original = worker_module.Worker._clean_up
 
-    async def twice(self: Worker, run: Any, cause: Cause) -> list[BaseException]:
-        errors = await original(self, run, cause)
+    async def twice(self: Worker, run: Any, cause: Cause) -> Any:
+        outcome = await original(self, run, cause)
         for hooks in self.hooks:
             await hooks.on_abort(run.ctx, "again", cause)
-        return errors
+        return outcome
 
     monkeypatch.setattr(worker_module.Worker, "_clean_up", twice)
     assert_reported(await sweep(text_scenario()), "on-abort")
@@ -459,7 +460,7 @@ async def test_an_async_check_that_fails_is_reported_not_raised() -> None:
 async def test_the_report_counts_and_names_what_it_found(monkeypatch: pytest.MonkeyPatch) -> None:
     """Two planted bugs at once: both named, counted, and the text says where each was."""
     monkeypatch.setattr(worker_module.Worker, "_answer_unanswered", lambda self, run, cause: None)
-    monkeypatch.setattr(worker_module, "overrides", lambda hooks, point: point != "on_abort")
+    monkeypatch.setattr(hooks_module, "overrides", lambda hooks, point: point != "on_abort")
     report = await sweep(tool_scenario(), follow_up=None)
     counts = report.counts()
     assert {"tool-results", "on-abort"} <= set(counts)

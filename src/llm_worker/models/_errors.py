@@ -61,7 +61,7 @@ class MissingCredentials(LLMWorkerError, ValueError):
         self.variable = variable  # the environment variable that would hold the key
 
 
-class StreamErrorEvent(Exception):
+class ServerReportedError(Exception):
     """An error the server reported inside a stream that began with HTTP 200 (``body``: what it
     said); `classify` makes it a non-retryable `ModelError`."""
 
@@ -70,10 +70,10 @@ class StreamErrorEvent(Exception):
         self.body = body
 
 
-def stream_error_event(error: Any) -> StreamErrorEvent:
-    """The `StreamErrorEvent` for an error object (OpenAI's, Anthropic's, or a bare string)."""
+def server_reported_error(error: Any) -> ServerReportedError:
+    """The `ServerReportedError` for an error object (OpenAI's, Anthropic's, or a bare string)."""
     message = server_message(error)
-    return StreamErrorEvent(message or "error event", error)
+    return ServerReportedError(message or "error event", error)
 
 
 def server_message(body: Any) -> str | None:
@@ -138,7 +138,7 @@ def classify(exc: BaseException, provider: str) -> ModelError:
         exc, OSError | httpx2.TransportError
     ):
         error = ModelError(f"{provider} could not be reached: {_short(exc)}", retryable=True)
-    elif name == "APIError" or isinstance(exc, StreamErrorEvent):  # reported inside the stream
+    elif name == "APIError" or isinstance(exc, ServerReportedError):  # reported inside the stream
         body = getattr(exc, "body", None)
         kind = _field(body, "type")
         what = f" ({kind})" if isinstance(kind, str) and kind in STREAM_ERROR_STATUS else ""

@@ -25,7 +25,7 @@ import anyio
 import httpx2
 
 from ..errors import ModelError
-from ._errors import StreamErrorEvent, stream_error_event
+from ._errors import ServerReportedError, server_reported_error
 
 logger = logging.getLogger("llm_worker.models")
 
@@ -190,7 +190,7 @@ class SSEResponseStream:
     and is no error. With ``report_done`` the marker `SSE_DONE` is yielded then, so a converter
     can tell a finished stream from one that was cut. An ``error`` event (or any payload with a
     non-empty ``"error"`` key) is drained the same way (a connection that breaks after it does
-    not replace the server's message) and raised as `StreamErrorEvent`; with
+    not replace the server's message) and raised as `ServerReportedError`; with
     ``raise_errors=False`` an error whose payload is a JSON object is yielded like any payload
     instead, for a converter that reports errors itself. A payload that is not JSON raises
     ``ValueError``; transport errors come out as ``httpx2`` exceptions. Iterate it once.
@@ -278,7 +278,7 @@ class SSEResponseStream:
         if type(payload) is not dict:
             raise ValueError(f"the response body is not a JSON object: {body[:100]!r}")
         if payload.get("error") and self.raise_errors:
-            raise stream_error_event(payload["error"])
+            raise server_reported_error(payload["error"])
         yield payload
 
     async def _sse(self, raw: AsyncIterator[bytes]) -> AsyncGenerator[Any, None]:
@@ -308,12 +308,12 @@ class SSEResponseStream:
                     if event != "error":
                         raise
                     await self._drain(raw)
-                    raise StreamErrorEvent(text[:300].strip() or "error event", text) from None
+                    raise ServerReportedError(text[:300].strip() or "error event", text) from None
                 if type(payload) is not dict:
                     raise ValueError(f"a stream event is not a JSON object: {text[:100]!r}")
                 if (event == "error" or payload.get("error")) and self.raise_errors:
                     await self._drain(raw)
-                    raise stream_error_event(payload.get("error", payload))
+                    raise server_reported_error(payload.get("error", payload))
                 yield payload
 
 
