@@ -172,7 +172,7 @@ class SSEResponseStream:
     raises its typed errors for an HTTP error status); it replaces the SDK's ``AsyncStream``,
     which (openai 3.57) stops at ``[DONE]`` without closing the generator chain it reads through,
     leaving four async generators per request to the garbage collector — each finalised in a
-    stray task on asyncio (after the run returned: §2.2.9) and reported as a ResourceWarning on
+    stray task on asyncio (after the run returned: the structured guarantee) and reported as a ResourceWarning on
     trio — and which builds a pydantic object per chunk (about 75 µs each, against about 3 µs
     for ``json.loads``).
 
