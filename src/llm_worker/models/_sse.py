@@ -172,9 +172,9 @@ class SSEResponseStream:
     raises its typed errors for an HTTP error status); it replaces the SDK's ``AsyncStream``,
     which (openai 3.57) stops at ``[DONE]`` without closing the generator chain it reads through,
     leaving four async generators per request to the garbage collector — each finalised in a
-    stray task on asyncio (after the run returned: the structured guarantee) and reported as a ResourceWarning on
-    trio — and which builds a pydantic object per chunk (about 75 µs each, against about 3 µs
-    for ``json.loads``).
+    stray task on asyncio (after the run returned, breaking structured concurrency) and reported
+    as a ResourceWarning on trio — and which builds a pydantic object per chunk (about 75 µs
+    each, against about 3 µs for ``json.loads``).
 
     The body is parsed by `SSEDecoder` (the WHATWG rules: a leading byte order mark, any line
     ending, comments, ``event:`` / ``id:`` / ``retry:`` lines; a last event the body ends
