@@ -3,8 +3,9 @@
 Invariants:
 * `History.append` is synchronous (no await), so whatever is cancelled, the history never holds
   half an item or half a commit, and every listener sees each committed item exactly once.
-* ``History`` keeps, as items are appended, the calls still without a result and every call id
-  ever used, so clean-up and id checks never rescan the history.
+* ``History`` keeps, as items are appended, the calls still without a result, every call id
+  ever used and whether it is still valid as it is, so clean-up, id checks and requests never
+  rescan the history.
 * `repair` is the one place that makes a history valid for every provider: call ids unique; each
   run of calls answered exactly once, by results right after it; results without a call (or a
   second result) left out. The worker applies it once before each request; providers translate,
@@ -21,13 +22,11 @@ from collections.abc import Callable, Iterable, Sequence
 from .cancel import Cause
 from .errors import ModelError
 from .items import (
-    AssistantMessage,
     Item,
     Note,
     ToolCall,
     ToolResult,
     ToolResultStatus,
-    UserMessage,
 )
 
 # -- what the model is told ------------------------------------------------------------------------
@@ -152,13 +151,15 @@ def _why(cause: Cause) -> str:
 class History:
     """An append-only list of items, with the indexes the worker needs kept up to date."""
 
-    __slots__ = ("_call_ids", "_items", "_listeners", "_unanswered")
+    __slots__ = ("_after_result", "_broken", "_call_ids", "_items", "_listeners", "_unanswered")
 
     def __init__(self, items: Iterable[Item] = ()) -> None:
         self._items: list[Item] = list(items)
         self._listeners: list[Callable[[Sequence[Item]], None]] = []
         self._unanswered: dict[str, ToolCall] = {}
         self._call_ids: set[str] = set()
+        self._broken = False  # something `repair` would change; once broken, always
+        self._after_result = False
         self._index(self._items)
 
     def __len__(self) -> int:
@@ -179,6 +180,15 @@ class History:
         """Every call id in the history (live: it grows as calls are appended)."""
         return self._call_ids
 
+    @property
+    def valid(self) -> bool:
+        """True if every provider accepts the history as it is (`repair` would change nothing)."""
+        return not (self._broken or self._unanswered)
+
+    def for_request(self) -> tuple[Item, ...]:
+        """The items to send: themselves when valid (known without a scan), else `repair`'s."""
+        return tuple(self._items if self.valid else repair(self._items))
+
     def on_append(self, listener: Callable[[Sequence[Item]], None]) -> Callable[[], None]:
         """Call ``listener(items)`` synchronously after each append; return its remover."""
         self._listeners.append(listener)
@@ -194,12 +204,21 @@ class History:
             listener(items)
 
     def _index(self, items: Iterable[Item]) -> None:
+        """Keep the indexes, and note anything `repair` would have to change: a reused call
+        id, a result for no waiting call, a message (or a later response's call) while calls
+        wait for results."""
         for item in items:
             if isinstance(item, ToolCall):
+                if item.call_id in self._call_ids or (self._after_result and self._unanswered):
+                    self._broken = True
                 self._unanswered[item.call_id] = item
                 self._call_ids.add(item.call_id)
             elif isinstance(item, ToolResult):
-                self._unanswered.pop(item.call_id, None)
+                if self._unanswered.pop(item.call_id, None) is None:
+                    self._broken = True
+            elif self._unanswered:
+                self._broken = True
+            self._after_result = isinstance(item, ToolResult)
 
 
 def repair(items: Sequence[Item]) -> Sequence[Item]:
@@ -212,7 +231,7 @@ def repair(items: Sequence[Item]) -> Sequence[Item]:
       `MISSING_RESULT` for calls nobody answered, in call order.
     * A result that answers no call (an orphan, or a second answer) is left out.
     """
-    if _is_valid(items):
+    if History(items).valid:
         return items
     answers, renamed = _match_results(items)
     repaired: list[Item] = []
@@ -280,23 +299,3 @@ def _fresh_id(call_id: str, used: set[str]) -> str:
     while f"{call_id}_{suffix}" in used:
         suffix += 1
     return f"{call_id}_{suffix}"
-
-
-def _is_valid(items: Sequence[Item]) -> bool:
-    seen: set[str] = set()
-    waiting: set[str] = set()
-    after_result = False
-    for item in items:
-        if isinstance(item, ToolCall):
-            if item.call_id in seen or (after_result and waiting):
-                return False
-            seen.add(item.call_id)
-            waiting.add(item.call_id)
-        elif isinstance(item, ToolResult):
-            if item.call_id not in waiting:
-                return False
-            waiting.discard(item.call_id)
-        elif waiting and isinstance(item, AssistantMessage | UserMessage | Note):
-            return False
-        after_result = isinstance(item, ToolResult)
-    return not waiting

@@ -49,7 +49,7 @@ from .events import (
     TurnEnded,
     TurnStarted,
 )
-from .history import History, repair
+from .history import History
 from .hooks import (
     AbortHooksOutcome,
     Decision,
@@ -368,7 +368,7 @@ class Worker:
             if run.observed:
                 run.emit(TurnStarted(turn=run.turn))
             request = ModelRequest(
-                history=tuple(repair(self._history.items)),
+                history=self._history.for_request(),
                 system=self.system,
                 tools=self.toolset.specs(),
                 settings=self.settings,

@@ -153,7 +153,9 @@ async def test_200_random_cancels_leak_no_connection(
     assert all("HTTP 429" in error for error in errors), errors
     assert outcomes["finished"] > 10
     assert outcomes["cancelled"] + outcomes["outer"] > 80
-    assert stats.disconnects_mid_stream > 50
+    # Enough stops landed mid-stream to mean something (fewer on a loaded machine, where more
+    # land before the response: ~80 of 200 on a quiet one, ~40 under a load of 5).
+    assert stats.disconnects_mid_stream > 20
 
 
 async def wait_for_stats(server: FakeProviderServer, predicate: Any) -> Any:

@@ -266,7 +266,7 @@ def test_request_params() -> None:
     ]
     assert params["max_tokens"] == 50
     assert params["temperature"] == 0.2
-    assert params["extra_body"] == {"top_k": 5}
+    assert params["top_k"] == 5  # extra_body is merged into the body, as the SDK does
     bare = chat.request_params(ModelRequest(history=()))
     assert "tools" not in bare
     assert "max_tokens" not in bare

@@ -10,8 +10,10 @@ Invariants:
 * A client built here has the shared TLS context, the ``timeouts``' connect and idle limits and
   the `note_status` hook; it is closed by `aclose` (or by leaving ``async with model``). A
   client the caller passed is the caller's: it is never closed here.
-* A provider module only translates (`request_params`, ``convert_tools``, ``convert_history``,
-  its stream translation): sending, retrying, reading SSE and closing are this skeleton's.
+* A provider module only translates (`request_options`, its `HistoryConversion`, its stream
+  translation): building the body (`_request`), sending, retrying, reading SSE and closing are
+  this skeleton's. The SDK's own request building (a per-message transform that never yields)
+  is bypassed: the body we built goes out as it is.
 """
 
 from __future__ import annotations
@@ -30,8 +32,12 @@ from ..events import StreamEvent
 from ._base import ModelRequest
 from ._errors import MissingCredentials, note_status
 from ._redact import client_secrets
+from ._request import BodyBuilder, HistoryConversion, convert_all
 from ._sse import MAX_EVENT_BYTES, SSEResponseStream
 from ._transport import RetryPolicy, SDKStream, Timeouts, provider_stream
+
+#: The SDKs' (Stainless) header for "give me the raw response, unread"; the body is ours, built.
+_RAW_JSON_HEADERS = {"X-Stainless-Raw-Response": "raw", "Content-Type": "application/json"}
 
 
 @functools.cache
@@ -53,9 +59,11 @@ def http_client_options(timeouts: Timeouts) -> dict[str, Any]:
 class HTTPModel:
     """The base of the HTTP providers: a `Model` over an official SDK's async client.
 
-    A subclass sets ``provider`` (or an instance does), `_sse_options` (how its stream reads
-    SSE), and implements `request_params` (the keyword arguments of the SDK's create call),
-    `_create` (that call, on the no-retry client) and `_translate` (its stream translation).
+    A subclass sets ``provider`` (or an instance does), `path`, `history_key`, `stream_class`
+    and `_sse_options` (how its stream reads SSE), and implements `request_options` (the body
+    but its history), `conversion` (its history, as a `HistoryConversion`) and `_translate` (its
+    stream translation). The body is built by `build_body` — each history group converted once
+    — and sent through the SDK's client (auth, headers, typed HTTP errors) as it is.
 
     Cancellation: ``stream()`` does no I/O; everything happens while iterating, and leaving the
     ``async with`` closes the HTTP response (shielded, bounded) so the connection is released.
@@ -67,6 +75,10 @@ class HTTPModel:
     retry: RetryPolicy
     timeouts: Timeouts
     max_event_bytes: int = MAX_EVENT_BYTES
+    #: Where the request goes, the body key of its history list, the SDK's stream class.
+    path: ClassVar[str]
+    history_key: ClassVar[str]
+    stream_class: ClassVar[type[Any]]
     #: Keyword arguments of `SSEResponseStream` for this provider's wire protocol.
     _sse_options: ClassVar[dict[str, Any]] = {}
 
@@ -101,18 +113,24 @@ class HTTPModel:
         self.client = client
         # The same client (connection pool and all) with its retries off: ours run instead.
         self._requests = client.with_options(max_retries=0)
+        self._bodies = BodyBuilder()
 
     @property
     def name(self) -> str:
         return f"{self.provider}:{self.model}"
 
-    def request_params(self, request: ModelRequest) -> dict[str, Any]:
-        """The keyword arguments of the SDK's create call for ``request`` (pure)."""
+    def request_options(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body for ``request`` but its history (pure)."""
         raise NotImplementedError
 
-    def _create(self) -> Callable[..., Any]:
-        """The SDK's ``with_raw_response.create`` for this API, on the no-retry client."""
+    def conversion(self, request: ModelRequest) -> HistoryConversion:
+        """How this API's history list is built from ``request.history``."""
         raise NotImplementedError
+
+    def request_params(self, request: ModelRequest) -> dict[str, Any]:
+        """The whole JSON body for ``request`` (pure): what `stream` sends, as a dict."""
+        history = convert_all(request.history, self.conversion(request))
+        return {**self.request_options(request), self.history_key: history}
 
     def _translate(self, payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
         """This API's stream payloads (parsed JSON) as `StreamEvent`s."""
@@ -121,22 +139,36 @@ class HTTPModel:
     def stream(
         self, request: ModelRequest
     ) -> AbstractAsyncContextManager[AsyncIterator[StreamEvent]]:
-        """Stream one turn (see `Model.stream`); the request is built now, sent lazily.
+        """Stream one turn (see `Model.stream`); nothing is built or sent until iterated.
 
-        The SDK builds and sends the request and raises its typed errors for an HTTP error
-        status; the body is read by `SSEResponseStream` rather than the SDK's ``AsyncStream``
-        (which leaves its readers to the garbage collector and builds an object per event).
+        The body is built on first use (each history group converted once across turns,
+        yielding to the loop as it goes) and sent by the SDK's client, which raises its typed
+        errors for an HTTP error status; the body is read by `SSEResponseStream` rather than the
+        SDK's ``AsyncStream`` (which leaves its readers to the garbage collector and builds an
+        object per event).
         Cancellation: at any await (opening, back-off, between events) the response is closed,
         shielded and bounded, before the cancellation propagates.
         """
-        params = self.request_params(request)
-        create = self._create()
-        options = self._sse_options
+        options = self.request_options(request)
+        conversion = self.conversion(request)
+        body: bytes | None = None
 
         async def open_stream() -> SDKStream[Any]:
-            raw = await create(**params)  # returns once the response headers arrived
+            nonlocal body
+            if body is None:  # built once, even if the request is retried
+                body = await self._bodies.build(
+                    options, self.history_key, request.history, conversion
+                )
+            raw = await self._requests.post(  # returns once the response headers arrived
+                self.path,
+                cast_to=object,
+                content=body,
+                options={"headers": _RAW_JSON_HEADERS},
+                stream=True,
+                stream_cls=self.stream_class,
+            )
             return SSEResponseStream(
-                raw.http_response, max_event_bytes=self.max_event_bytes, **options
+                raw.http_response, max_event_bytes=self.max_event_bytes, **self._sse_options
             )
 
         return provider_stream(

@@ -40,9 +40,10 @@ of its deltas: quadratic), and the worker assembles messages in its timeline any
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,7 @@ from ..items import (
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._client import HTTPModel
+from ._request import Group, convert_all
 from ._sse import MAX_EVENT_BYTES
 from ._translate import (
     MalformedStream,
@@ -123,6 +125,9 @@ class AnthropicModel(HTTPModel):
     """
 
     provider = PROVIDER
+    path = "/v1/messages"
+    history_key = "messages"
+    stream_class = anthropic.AsyncStream
 
     def __init__(
         self,
@@ -160,27 +165,26 @@ class AnthropicModel(HTTPModel):
     def __repr__(self) -> str:
         return f"AnthropicModel({self.model!r}, base_url={str(self.client.base_url)!r})"
 
-    def request_params(self, request: ModelRequest) -> dict[str, Any]:
-        """The keyword arguments of ``messages.create`` for ``request`` (a pure function)."""
+    def request_options(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body of ``POST /v1/messages`` but its ``messages``."""
         settings = request.settings
-        params: dict[str, Any] = {
+        options: dict[str, Any] = {
             "model": self.model,
             "max_tokens": settings.max_tokens or self.max_tokens,
-            "messages": convert_history(request.history),
             "stream": True,
         }
         if request.system:
-            params["system"] = request.system
+            options["system"] = request.system
         if request.tools:
-            params["tools"] = convert_tools(request.tools)
+            options["tools"] = convert_tools(request.tools)
         if self.thinking is not None:
-            params["thinking"] = self.thinking
+            options["thinking"] = self.thinking
         if settings.temperature is not None:
-            params["temperature"] = settings.temperature
-        return params
+            options["temperature"] = settings.temperature
+        return options
 
-    def _create(self) -> Any:
-        return self._requests.messages.with_raw_response.create
+    def conversion(self, request: ModelRequest) -> AnthropicHistory:
+        return ANTHROPIC_HISTORY
 
     def _translate(self, payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
         return translate_stream(payloads)
@@ -442,55 +446,88 @@ class _AssistantTurn:
 
 
 def convert_history(history: Sequence[Item]) -> list[dict[str, Any]]:
-    """The Messages API ``messages`` for a repaired ``history`` (`history.repair`).
+    """The Messages API ``messages`` for a repaired ``history`` (see `AnthropicHistory`)."""
+    return convert_all(history, ANTHROPIC_HISTORY)
+
+
+class AnthropicHistory:
+    """The Messages API's `HistoryConversion`: a history repaired by `history.repair`.
 
     An assistant message and the tool calls after it become one assistant message; the results,
     user messages and notes after it one user message, results first (repair puts them right
-    after their calls). Assistant messages with nothing said in between (an interruption that
-    left no note) merge, thinking first. The history is not modified.
+    after their calls). Items that would send nothing (a blank note, an assistant message with
+    only unsigned thinking) are left out, and what they separated merges: assistant messages
+    with nothing said in between become one, thinking first. A history that starts with the
+    model gets a first user message (`CONVERSATION_START`).
     """
-    messages: list[dict[str, Any]] = []
-    turn: _AssistantTurn | None = None  # not sent until something user-side follows it
 
-    def send(role: str, blocks: list[dict[str, Any]]) -> None:
-        if messages and messages[-1]["role"] == role:
-            messages[-1]["content"].extend(blocks)
-        else:
-            messages.append({"role": role, "content": blocks})
+    def groups(self, history: Sequence[Item], start: int = 0) -> Iterator[tuple[int, Group]]:
+        runs: list[tuple[bool, int, list[Item]]] = []  # (assistant side?, start, items)
+        for position, item in enumerate(itertools.islice(history, start, None), start):
+            assistant = isinstance(item, AssistantMessage | ToolCall)
+            if not (assistant or _sends_user_content(item)):
+                continue
+            if runs and runs[-1][0] == assistant:
+                runs[-1][2].append(item)
+            else:
+                runs.append((assistant, position, [item]))
+        groups: list[tuple[bool, int, list[Item]]] = []
+        for assistant, first, items in runs:
+            if assistant and not any(map(_says_something, items)):
+                continue  # nothing to send: the user turns around it merge
+            if groups and groups[-1][0] == assistant:
+                groups[-1][2].extend(items)
+            else:
+                groups.append((assistant, first, items))
+        return ((first, tuple(items)) for _, first, items in groups)
 
-    for item in history:
-        if isinstance(item, AssistantMessage | ToolCall):
-            turn = turn or _AssistantTurn()
+    def convert(self, group: Group) -> list[dict[str, Any]]:
+        if not isinstance(group[0], AssistantMessage | ToolCall):
+            return [{"role": "user", "content": [_user_block(item) for item in group]}]
+        turn = _AssistantTurn()
+        for item in group:
             if isinstance(item, ToolCall):
                 turn.calls.append(_tool_use(item))
-            else:
+            elif isinstance(item, AssistantMessage):
                 _add_assistant_parts(turn, item)
-            continue
-        blocks = _user_blocks(item)
-        if not blocks:
-            continue
-        if turn is not None and (content := turn.content()):
-            send("assistant", content)
-        turn = None
-        send("user", blocks)
-    if turn is not None and (content := turn.content()):
-        send("assistant", content)
-    if messages and messages[0]["role"] != "user":
-        messages.insert(
-            0, {"role": "user", "content": [{"type": "text", "text": CONVERSATION_START}]}
+        return [{"role": "assistant", "content": turn.content()}]
+
+    def opening(self, first: Group | None) -> list[dict[str, Any]]:
+        if first and isinstance(first[0], AssistantMessage | ToolCall):
+            return [{"role": "user", "content": [{"type": "text", "text": CONVERSATION_START}]}]
+        return []
+
+
+ANTHROPIC_HISTORY = AnthropicHistory()
+
+
+def _sends_user_content(item: Item) -> bool:
+    return isinstance(item, ToolResult | UserMessage) or (
+        isinstance(item, Note) and bool(item.text.strip())
+    )
+
+
+def _says_something(item: Item) -> bool:
+    """True if an assistant-side item sends a block: a call, text, or signed thinking."""
+    if isinstance(item, ToolCall):
+        return True
+    assert isinstance(item, AssistantMessage)
+    return any(
+        (isinstance(part, TextPart) and bool(part.text.strip()))
+        or (
+            isinstance(part, ReasoningPart)
+            and part.provider == PROVIDER
+            and bool(part.redacted_data or part.signature)
         )
-    return messages
+        for part in item.parts
+    )
 
 
-def _user_blocks(item: Item) -> list[dict[str, Any]]:
+def _user_block(item: Item) -> dict[str, Any]:
     if isinstance(item, ToolResult):
-        return [_tool_result(item)]
-    if isinstance(item, UserMessage | Note):
-        if item.text.strip():
-            return [{"type": "text", "text": item.text}]
-        if isinstance(item, UserMessage):
-            return [{"type": "text", "text": EMPTY_USER_TEXT}]
-    return []
+        return _tool_result(item)
+    assert isinstance(item, UserMessage | Note)
+    return {"type": "text", "text": item.text if item.text.strip() else EMPTY_USER_TEXT}
 
 
 def _add_assistant_parts(turn: _AssistantTurn, message: AssistantMessage) -> None:

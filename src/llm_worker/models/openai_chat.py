@@ -37,12 +37,12 @@ Invariants:
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 import openai
 from openai.types.chat import (
-    ChatCompletionAssistantMessageParam,
     ChatCompletionFunctionToolParam,
     ChatCompletionMessageFunctionToolCallParam,
     ChatCompletionMessageParam,
@@ -71,6 +71,7 @@ from ..items import (
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._client import HTTPModel
+from ._request import Group, convert_all, group_turns
 from ._sse import MAX_EVENT_BYTES, SSE_DONE
 from ._translate import UsageTotals, token_count, tool_arguments, translate
 from ._transport import RetryPolicy, Timeouts
@@ -114,6 +115,9 @@ class OpenAIChatModel(HTTPModel):
     """
 
     _sse_options: ClassVar[dict[str, Any]] = {"report_done": True}
+    path = "/chat/completions"
+    history_key = "messages"
+    stream_class = openai.AsyncStream
 
     def __init__(
         self,
@@ -149,27 +153,26 @@ class OpenAIChatModel(HTTPModel):
     def __repr__(self) -> str:
         return f"OpenAIChatModel({self.model!r}, provider={self.provider!r})"
 
-    def request_params(self, request: ModelRequest) -> dict[str, Any]:
-        """The keyword arguments for ``chat.completions.create`` (the JSON body, mostly)."""
-        params: dict[str, Any] = {
+    def request_options(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body of ``POST /chat/completions`` but its ``messages``."""
+        options: dict[str, Any] = {
             "model": self.model,
-            "messages": convert_history(request.history, request.system),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
         if request.tools:
-            params["tools"] = convert_tools(request.tools)
+            options["tools"] = convert_tools(request.tools)
         settings = request.settings
         if settings.max_tokens is not None:
-            params["max_tokens"] = settings.max_tokens
+            options["max_tokens"] = settings.max_tokens
         if settings.temperature is not None:
-            params["temperature"] = settings.temperature
+            options["temperature"] = settings.temperature
         if self.extra_body:
-            params["extra_body"] = self.extra_body
-        return params
+            options.update(self.extra_body)
+        return options
 
-    def _create(self) -> Any:
-        return self._requests.chat.completions.with_raw_response.create
+    def conversion(self, request: ModelRequest) -> ChatHistory:
+        return ChatHistory(request.system)
 
     def _translate(self, payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
         return translate_stream(payloads)
@@ -196,46 +199,49 @@ def convert_tools(specs: Iterable[ToolSpec]) -> list[ChatCompletionFunctionToolP
 def convert_history(
     history: Sequence[Item], system: str | None = None
 ) -> list[ChatCompletionMessageParam]:
-    """The (repaired) history as Chat Completions ``messages``.
+    """The (repaired) history as Chat Completions ``messages`` (see `ChatHistory`)."""
+    return cast(list[ChatCompletionMessageParam], convert_all(history, ChatHistory(system)))
+
+
+@dataclass(frozen=True)
+class ChatHistory:
+    """Chat Completions' `HistoryConversion`: a history repaired by `history.repair`.
 
     An `AssistantMessage` and the `ToolCall`s right after it become one assistant message (calls
     with no message before them get one with ``content: null``); an interrupted message is sent
     as what was said; results are ``tool`` messages; `Note`s are user messages; reasoning is
     dropped. An assistant message with neither text nor calls (a turn cut off before it said
-    anything) is left out.
+    anything) is left out. The system prompt is the first message.
     """
-    messages: list[ChatCompletionMessageParam] = []
-    if system:
-        messages.append({"role": "system", "content": system})
-    current: ChatCompletionAssistantMessageParam | None = None  # the one calls attach to
-    for item in history:
-        if isinstance(item, ToolCall):
-            if current is None:
-                current = {"role": "assistant", "content": None}
-                messages.append(current)
-            calls = cast(
-                list[ChatCompletionMessageFunctionToolCallParam],
-                current.setdefault("tool_calls", []),
-            )
-            calls.append(
-                {
-                    "id": item.call_id,
-                    "type": "function",
-                    "function": {"name": item.name, "arguments": tool_arguments(item)},
-                }
-            )
-            continue
-        current = None
-        if isinstance(item, ToolResult):
-            messages.append({"role": "tool", "tool_call_id": item.call_id, "content": item.content})
-        elif isinstance(item, AssistantMessage):
-            current = {"role": "assistant", "content": item.text or None}
-            messages.append(current)
-        elif isinstance(item, UserMessage | Note):
-            messages.append({"role": "user", "content": item.text})
-    return [
-        m for m in messages if m["role"] != "assistant" or m.get("content") or m.get("tool_calls")
-    ]
+
+    system: str | None = None
+
+    def groups(self, history: Sequence[Item], start: int = 0) -> Iterator[tuple[int, Group]]:
+        return group_turns(history, start, AssistantMessage | ToolCall)
+
+    def convert(self, group: Group) -> list[dict[str, Any]]:
+        first = group[0]
+        if isinstance(first, ToolResult):
+            return [{"role": "tool", "tool_call_id": first.call_id, "content": first.content}]
+        if isinstance(first, UserMessage | Note):
+            return [{"role": "user", "content": first.text}]
+        text = first.text if isinstance(first, AssistantMessage) else ""
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        calls = [_tool_call(item) for item in group if isinstance(item, ToolCall)]
+        if calls:
+            message["tool_calls"] = calls
+        return [message] if text or calls else []
+
+    def opening(self, first: Group | None) -> list[dict[str, Any]]:
+        return [{"role": "system", "content": self.system}] if self.system else []
+
+
+def _tool_call(call: ToolCall) -> ChatCompletionMessageFunctionToolCallParam:
+    return {
+        "id": call.call_id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": tool_arguments(call)},
+    }
 
 
 # -- stream ------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ Invariants:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import openai
@@ -65,6 +65,7 @@ from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._client import HTTPModel
 from ._errors import transient_error
+from ._request import Group, convert_all, group_turns
 from ._sse import MAX_EVENT_BYTES
 from ._translate import (
     MalformedStream,
@@ -118,6 +119,9 @@ class OpenAIResponsesModel(HTTPModel):
     """
 
     provider = PROVIDER
+    path = "/responses"
+    history_key = "input"
+    stream_class = openai.AsyncStream
     # Error events become `StreamError`s that UIs see: `StreamTranslation` reports them.
     _sse_options: ClassVar[dict[str, Any]] = {"raise_errors": False}
 
@@ -156,31 +160,26 @@ class OpenAIResponsesModel(HTTPModel):
     def __repr__(self) -> str:
         return f"OpenAIResponsesModel({self.model!r}, base_url={str(self.client.base_url)!r})"
 
-    def request_params(self, request: ModelRequest) -> dict[str, Any]:
-        """The JSON body of ``POST /responses`` for ``request`` (pure; ``stream`` is set)."""
-        body: dict[str, Any] = {
-            "model": self.model,
-            "input": convert_history(request.history),
-            "stream": True,
-            "store": False,
-        }
+    def request_options(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body of ``POST /responses`` but its ``input``."""
+        options: dict[str, Any] = {"model": self.model, "stream": True, "store": False}
         if request.system:
-            body["instructions"] = request.system
+            options["instructions"] = request.system
         if request.tools:
-            body["tools"] = convert_tools(request.tools)
+            options["tools"] = convert_tools(request.tools)
         if self.include_encrypted_reasoning:
-            body["include"] = ["reasoning.encrypted_content"]
+            options["include"] = ["reasoning.encrypted_content"]
         if self.reasoning is not None:
-            body["reasoning"] = self.reasoning
+            options["reasoning"] = self.reasoning
         settings = request.settings
         if settings.max_tokens is not None:
-            body["max_output_tokens"] = settings.max_tokens
+            options["max_output_tokens"] = settings.max_tokens
         if settings.temperature is not None:
-            body["temperature"] = settings.temperature
-        return body
+            options["temperature"] = settings.temperature
+        return options
 
-    def _create(self) -> Any:
-        return self._requests.responses.with_raw_response.create
+    def conversion(self, request: ModelRequest) -> ResponsesHistory:
+        return RESPONSES_HISTORY
 
     def _translate(self, payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
         return translate_stream(payloads)
@@ -211,45 +210,52 @@ def convert_tools(specs: Iterable[ToolSpec]) -> list[dict[str, Any]]:
 # -- history → input ------------------------------------------------------------------------------
 
 
-def convert_history(history: Iterable[Item]) -> list[dict[str, Any]]:
-    """The Responses ``input`` for a repaired ``history``.
+def convert_history(history: Sequence[Item]) -> list[dict[str, Any]]:
+    """The Responses ``input`` for a repaired ``history`` (see `ResponsesHistory`)."""
+    return convert_all(history, RESPONSES_HISTORY)
+
+
+class ResponsesHistory:
+    """The Responses API's `HistoryConversion`: a history repaired by `history.repair`.
 
     User messages and notes are user messages; an assistant message becomes its (encrypted)
     reasoning items and one assistant message with its text — interrupted text is sent as what
-    was said; tool calls become ``function_call`` items and results ``function_call_output``s.
+    was said — grouped with the calls after it (whether its reasoning goes depends on them);
+    tool calls become ``function_call`` items and results ``function_call_output``s.
     """
-    items = list(history)
-    out: list[dict[str, Any]] = []
-    for position, item in enumerate(items):
-        if isinstance(item, ToolResult):
-            out.append(
-                {"type": "function_call_output", "call_id": item.call_id, "output": item.content}
-            )
-        elif isinstance(item, ToolCall):
-            out.append(
-                {
-                    "type": "function_call",
-                    "call_id": item.call_id,
-                    "name": item.name,
-                    "arguments": tool_arguments(item),
-                }
-            )
-        elif isinstance(item, UserMessage | Note):
-            out.append({"role": "user", "content": item.text})
-        elif isinstance(item, AssistantMessage):
-            out.extend(_assistant_items(item, _following_calls(items, position)))
-    return out
+
+    def groups(self, history: Sequence[Item], start: int = 0) -> Iterator[tuple[int, Group]]:
+        return group_turns(history, start, AssistantMessage)
+
+    def convert(self, group: Group) -> list[dict[str, Any]]:
+        first = group[0]
+        if isinstance(first, AssistantMessage):
+            calls = [item for item in group if isinstance(item, ToolCall)]
+            return [*_assistant_items(first, calls), *map(_function_call, calls)]
+        if isinstance(first, ToolCall):
+            return [_function_call(first)]
+        if isinstance(first, ToolResult):
+            return [
+                {"type": "function_call_output", "call_id": first.call_id, "output": first.content}
+            ]
+        if isinstance(first, UserMessage | Note):
+            return [{"role": "user", "content": first.text}]
+        return []
+
+    def opening(self, first: Group | None) -> list[dict[str, Any]]:
+        return []
 
 
-def _following_calls(items: Sequence[Item], position: int) -> list[ToolCall]:
-    """The tool calls right after the assistant message at ``position`` (the same response)."""
-    calls: list[ToolCall] = []
-    for index in range(position + 1, len(items)):
-        item = items[index]
-        if not isinstance(item, ToolCall):
-            break
-        calls.append(item)
-    return calls
+RESPONSES_HISTORY = ResponsesHistory()
+
+
+def _function_call(call: ToolCall) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "call_id": call.call_id,
+        "name": call.name,
+        "arguments": tool_arguments(call),
+    }
 
 
 def _assistant_items(message: AssistantMessage, calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
