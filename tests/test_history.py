@@ -18,8 +18,8 @@ from llm_worker.history import (
     repair,
 )
 from llm_worker.items import Item
+from llm_worker.testing import history_violations
 from llm_worker.testing._scripted import ScriptedModel
-from llm_worker.testing._sweep import history_violations
 
 
 def call(call_id: str) -> ToolCall:

@@ -31,7 +31,8 @@ from llm_worker.items import (
     UserMessage,
 )
 from llm_worker.models import Model, ModelRequest
-from llm_worker.models.offline import OfflineModel, closing_stream
+from llm_worker.models._in_process import closing_stream
+from llm_worker.models.offline import OfflineModel
 from llm_worker.tools import ToolSpec
 
 # Marked here as well as by the conftest hook so that parametrized async tests keep their

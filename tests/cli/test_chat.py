@@ -10,7 +10,7 @@ import pexpect
 import pytest
 
 from llm_worker.items import Note, ToolResult
-from llm_worker.testing._sweep import history_violations
+from llm_worker.testing import history_violations
 
 from ._helpers import (
     SCRIPT,

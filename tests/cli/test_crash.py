@@ -35,7 +35,7 @@ import pytest
 
 from llm_worker.items import Item, ToolResult, unanswered_calls
 from llm_worker.store import SessionNotFound, SQLiteStore
-from llm_worker.testing._sweep import history_violations
+from llm_worker.testing import history_violations
 
 from ._helpers import MODULE, cli_env, run_cli
 

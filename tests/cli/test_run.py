@@ -12,7 +12,7 @@ import pytest
 
 from llm_worker.events import Event, ItemCommitted, RunFinished, RunStarted
 from llm_worker.items import AssistantMessage, Note, ToolCall, ToolResult, UserMessage
-from llm_worker.testing._sweep import history_violations
+from llm_worker.testing import history_violations
 
 from ._helpers import (
     MODULE,

@@ -9,7 +9,7 @@ from pathlib import Path
 from llm_worker.items import ToolCall, ToolResult, UserMessage, dump_item
 from llm_worker.store import MIGRATIONS, SQLiteStore
 from llm_worker.store._schema import migrate
-from llm_worker.testing._sweep import history_violations
+from llm_worker.testing import history_violations
 
 from ._helpers import cli_env, history, read_until, run_cli, start_cli
 

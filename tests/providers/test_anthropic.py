@@ -71,8 +71,7 @@ from llm_worker.models.anthropic import (
     AnthropicModel,
     convert_history,
 )
-from llm_worker.testing import FakeProviderServer, Reply
-from llm_worker.testing._sweep import cancellation_sweep
+from llm_worker.testing import FakeProviderServer, Reply, cancellation_sweep
 from llm_worker.tools import Tool, ToolSpec
 
 from .conftest import CASSETTES, cassette_names, sse_payloads

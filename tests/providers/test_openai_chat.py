@@ -58,8 +58,7 @@ from llm_worker.models.openai_chat import (
     convert_history,
     convert_tools,
 )
-from llm_worker.testing import FakeProviderServer, Reply
-from llm_worker.testing._sweep import cancellation_sweep
+from llm_worker.testing import FakeProviderServer, Reply, cancellation_sweep
 from llm_worker.tools import ToolContext, ToolSpec
 
 from .conftest import CASSETTES, SDK_GENERATOR_WARNINGS, cassette_names, request_fixture

@@ -76,8 +76,7 @@ from llm_worker.models.openai_responses import (
     translate_stream,
 )
 from llm_worker.result import RunResult
-from llm_worker.testing import FakeProviderServer, Reply
-from llm_worker.testing._sweep import cancellation_sweep
+from llm_worker.testing import FakeProviderServer, Reply, cancellation_sweep
 from llm_worker.tools import ToolContext, ToolSpec
 
 from .conftest import CASSETTES, SDK_GENERATOR_WARNINGS, cassette_names, request_fixture

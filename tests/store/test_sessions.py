@@ -25,8 +25,8 @@ from llm_worker.items import AssistantMessage, Note, ToolCall, ToolResult, UserM
 from llm_worker.models import Model
 from llm_worker.models.offline import OfflineModel
 from llm_worker.store import Session, SessionLocked, SQLiteStore
+from llm_worker.testing import cancellation_sweep, history_violations
 from llm_worker.testing._scripted import Script, ScriptedModel
-from llm_worker.testing._sweep import cancellation_sweep, history_violations
 
 # -- helpers -----------------------------------------------------------------------------------
 

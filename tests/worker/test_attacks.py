@@ -53,9 +53,8 @@ from llm_worker.hooks import HookContext
 from llm_worker.models.anthropic import AnthropicModel
 from llm_worker.models.openai_chat import OpenAIChatModel
 from llm_worker.models.openai_responses import OpenAIResponsesModel
-from llm_worker.testing import FakeProviderServer, Reply
+from llm_worker.testing import FakeProviderServer, Reply, history_violations
 from llm_worker.testing._scripted import Script, ScriptedModel
-from llm_worker.testing._sweep import history_violations
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -27,8 +27,8 @@ from llm_worker import (
 from llm_worker.cancel import Cause
 from llm_worker.events import TextDelta
 from llm_worker.hooks import HookContext
+from llm_worker.testing import history_violations
 from llm_worker.testing._scripted import Script, ScriptedModel
-from llm_worker.testing._sweep import history_violations
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,8 +11,8 @@ import pytest
 
 from llm_worker import Hooks, Pause, ToolCall, ToolContext, UserMessage, Worker, tool
 from llm_worker.hooks import HookContext
+from llm_worker.testing import SweepMode, cancellation_sweep
 from llm_worker.testing._scripted import Script, ScriptedModel
-from llm_worker.testing._sweep import SweepMode, cancellation_sweep
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -32,8 +32,14 @@ from llm_worker.hooks import overrides
 from llm_worker.items import AssistantMessage, Item, ToolCall, ToolResult, UserMessage
 from llm_worker.models import Model, ModelRequest
 from llm_worker.result import RunResult
-from llm_worker.testing import INVARIANTS, Script, ScriptedModel, SweepReport, cancellation_sweep
-from llm_worker.testing._sweep import SweepMode
+from llm_worker.testing import (
+    INVARIANTS,
+    Script,
+    ScriptedModel,
+    SweepMode,
+    SweepReport,
+    cancellation_sweep,
+)
 from llm_worker.timeline import Timeline
 from llm_worker.tools import _runner as runner_module
 

@@ -41,8 +41,8 @@ from llm_worker.events import (
 from llm_worker.hooks import HookContext
 from llm_worker.items import ReasoningPart
 from llm_worker.models.offline import OfflineModel
+from llm_worker.testing import history_violations
 from llm_worker.testing._scripted import Script, ScriptedModel
-from llm_worker.testing._sweep import history_violations
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -18,14 +18,9 @@ from ._fake_replies import (
 )
 from ._fake_server import FakeProviderServer, RecordedRequest, ServerStats
 from ._scripted import Script, ScriptedModel, ScriptExhausted
-from ._sweep import (
-    INVARIANTS,
-    SweepMode,
-    SweepReport,
-    Violation,
-    cancellation_sweep,
-    history_violations,
-)
+from ._sweep import cancellation_sweep
+from ._sweep_checks import history_violations
+from ._sweep_report import INVARIANTS, SweepMode, SweepReport, Violation
 
 __all__ = [
     "INVARIANTS",

@@ -16,9 +16,8 @@ import asyncio
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from http import HTTPStatus
 from urllib.parse import urlsplit
-
-from ._fake_replies import reason_phrase
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
@@ -215,3 +214,13 @@ def chunk(data: bytes) -> bytes:
 
 
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+def reason_phrase(status: int) -> str:
+    """The status line's phrase (Anthropic's 529 is "Overloaded"; unknown codes "Unknown")."""
+    if status == 529:
+        return "Overloaded"
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"

@@ -8,21 +8,23 @@ Invariants:
   as one HTTP chunk, so fault positions (``drop_after``, ``stall_after``, ``malformed_at``) count
   events, never bytes.
 * Synthetic streams are generated lazily, event by event, so a 20 000-chunk stream costs nothing
-  until it is served and then only per event sent.
+  until it is served and then only per event sent. What each provider's stream looks like is
+  `_fake_protocols`; how events are framed is `_fake_wire`.
 """
 
 from __future__ import annotations
 
 import datetime
 import email.utils
-import json as _json
-import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from http import HTTPStatus
+from functools import partial
 from os import PathLike
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
+
+from ._fake_protocols import anthropic_events, ollama_events, openai_chat_events, responses_events
+from ._fake_wire import NDJSON, SSE, LazyEvents, dumps, ndjson_line, split_events, sse_item
 
 __all__ = [
     "CassetteReply",
@@ -34,9 +36,6 @@ __all__ = [
 ]
 
 Headers = tuple[tuple[str, str], ...]
-
-SSE = "text/event-stream"
-NDJSON = "application/x-ndjson"
 
 # Headers that frame the message; the server owns them, a reply may not set them.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
@@ -54,10 +53,6 @@ class StreamOptions(TypedDict, total=False):
     stall_after: int
     stall: float | None
     malformed_at: int
-
-
-def _dumps(obj: Any) -> bytes:
-    return _json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _headers(headers: Mapping[str, str] | None) -> Headers:
@@ -79,20 +74,6 @@ def _headers(headers: Mapping[str, str] | None) -> Headers:
 def _check_index(name: str, value: int | None) -> None:
     if value is not None and value < 0:
         raise ValueError(f"{name} must be >= 0, got {value}")
-
-
-class _LazyEvents:
-    """A re-iterable event source: each iteration calls the factory for a fresh generator."""
-
-    def __init__(self, factory: Callable[[], Iterator[bytes]], description: str) -> None:
-        self._factory = factory
-        self._description = description
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._factory()
-
-    def __repr__(self) -> str:
-        return f"<{self._description}>"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,7 +116,7 @@ class Reply:
         ``stream: true`` sends: the whole ``chat.completion`` / ``message`` / ``response``
         object at once. ``content_type`` labels the body (any bytes, under any type).
         """
-        raw = body if isinstance(body, bytes) else _dumps(body)
+        raw = body if isinstance(body, bytes) else dumps(body)
         return JsonReply(
             body=raw,
             status=status,
@@ -176,7 +157,7 @@ class Reply:
             extra["retry-after"] = (
                 str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
             )
-        raw = None if body is None else body if isinstance(body, bytes) else _dumps(body)
+        raw = None if body is None else body if isinstance(body, bytes) else dumps(body)
         return ErrorReply(
             status=status,
             body=raw,
@@ -202,7 +183,7 @@ class Reply:
         ``event:`` line taken from its ``"type"``, as Anthropic and Responses streams have — none
         for a mapping without one) or a ``(event_name, data)`` pair.
         """
-        encoded = tuple(_sse_item(item, named=named) for item in events)
+        encoded = tuple(sse_item(item, named=named) for item in events)
         return StreamReply(events=encoded, content_type=SSE, **_stream_fields(options))
 
     @staticmethod
@@ -210,7 +191,7 @@ class Reply:
         lines: Iterable[bytes | str | Mapping[str, Any]], **options: Unpack[StreamOptions]
     ) -> StreamReply:
         """An NDJSON stream (Ollama's native protocol): mappings become JSON lines."""
-        encoded = tuple(_ndjson_line(line) for line in lines)
+        encoded = tuple(ndjson_line(line) for line in lines)
         return StreamReply(events=encoded, content_type=NDJSON, **_stream_fields(options))
 
     @staticmethod
@@ -243,40 +224,18 @@ class Reply:
         A ``str`` text is sent ``chunks`` times (default once); a sequence gives the pieces.
         """
         pieces = _pieces(text, chunks)
-
-        def generate() -> Iterator[bytes]:
-            base: dict[str, Any] = {
-                "id": "chatcmpl-fake0001",
-                "object": "chat.completion.chunk",
-                "created": 1_700_000_000,
-                "model": model,
-                "system_fingerprint": "fp_fake",
-            }
-            extra: dict[str, Any] = {"usage": None} if usage else {}
-
-            def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-                return _sse_data({**base, "choices": [choice], **extra})
-
-            yield chunk({"role": "assistant", "content": "", "refusal": None})
-            memo: dict[str, bytes] = {}  # a repeated piece is encoded once
-            for piece in pieces:
-                data = memo.get(piece)
-                if data is None:
-                    data = chunk({"content": piece})
-                    if len(memo) < 64:
-                        memo[piece] = data
-                yield data
-            yield chunk({}, finish_reason)
-            if usage:
-                n = len(pieces)
-                counts = {"prompt_tokens": 8, "completion_tokens": n, "total_tokens": 8 + n}
-                yield _sse_data({**base, "choices": [], "usage": counts})
-            if done:
-                yield b"data: [DONE]\n\n"
-
         return StreamReply(
-            events=_LazyEvents(generate, f"openai_text: {len(pieces)} chunks"),
+            events=LazyEvents(
+                partial(
+                    openai_chat_events,
+                    pieces,
+                    model=model,
+                    usage=usage,
+                    finish_reason=finish_reason,
+                    done=done,
+                ),
+                f"openai_text: {len(pieces)} chunks",
+            ),
             content_type=SSE,
             **_stream_fields(options),
         )
@@ -293,43 +252,11 @@ class Reply:
         """An Anthropic Messages stream: message_start, content_block_start, ping, one
         content_block_delta per piece, content_block_stop, message_delta, message_stop."""
         pieces = _pieces(text, chunks)
-
-        def generate() -> Iterator[bytes]:
-            message: dict[str, Any] = {
-                "id": "msg_fake0001",
-                "type": "message",
-                "role": "assistant",
-                "model": model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": 8, "output_tokens": 1},
-            }
-            yield _sse_named({"type": "message_start", "message": message})
-            block = {"type": "text", "text": ""}
-            yield _sse_named({"type": "content_block_start", "index": 0, "content_block": block})
-            yield _sse_named({"type": "ping"})
-            memo: dict[str, bytes] = {}  # a repeated piece is encoded once
-            for piece in pieces:
-                data = memo.get(piece)
-                if data is None:
-                    delta = {"type": "text_delta", "text": piece}
-                    data = _sse_named({"type": "content_block_delta", "index": 0, "delta": delta})
-                    if len(memo) < 64:
-                        memo[piece] = data
-                yield data
-            yield _sse_named({"type": "content_block_stop", "index": 0})
-            yield _sse_named(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                    "usage": {"output_tokens": len(pieces)},
-                }
-            )
-            yield _sse_named({"type": "message_stop"})
-
         return StreamReply(
-            events=_LazyEvents(generate, f"anthropic_text: {len(pieces)} chunks"),
+            events=LazyEvents(
+                partial(anthropic_events, pieces, model=model, stop_reason=stop_reason),
+                f"anthropic_text: {len(pieces)} chunks",
+            ),
             content_type=SSE,
             **_stream_fields(options),
         )
@@ -346,79 +273,11 @@ class Reply:
         output_item.added, content_part.added, one output_text.delta per piece, output_text.done,
         content_part.done, output_item.done, response.completed (with usage)."""
         pieces = _pieces(text, chunks)
-
-        def generate() -> Iterator[bytes]:
-            seq = iter(range(1 << 62))
-            item_id = "msg_fake0001"
-
-            def event(kind: str, **fields: Any) -> bytes:
-                return _sse_named({"type": kind, "sequence_number": next(seq), **fields})
-
-            def response(status: str, output: list[Any], usage: Any) -> dict[str, Any]:
-                return {
-                    "id": "resp_fake0001",
-                    "object": "response",
-                    "created_at": 1_700_000_000,
-                    "status": status,
-                    "error": None,
-                    "incomplete_details": None,
-                    "instructions": None,
-                    "max_output_tokens": None,
-                    "model": model,
-                    "output": output,
-                    "parallel_tool_calls": True,
-                    "previous_response_id": None,
-                    "reasoning": {"effort": None, "summary": None},
-                    "store": True,
-                    "temperature": 1.0,
-                    "text": {"format": {"type": "text"}},
-                    "tool_choice": "auto",
-                    "tools": [],
-                    "top_p": 1.0,
-                    "truncation": "disabled",
-                    "usage": usage,
-                    "user": None,
-                    "metadata": {},
-                }
-
-            where = {"item_id": item_id, "output_index": 0, "content_index": 0}
-            yield event("response.created", response=response("in_progress", [], None))
-            yield event("response.in_progress", response=response("in_progress", [], None))
-            item: dict[str, Any] = {
-                "id": item_id,
-                "type": "message",
-                "status": "in_progress",
-                "content": [],
-                "role": "assistant",
-            }
-            yield event("response.output_item.added", output_index=0, item=item)
-            part: dict[str, Any] = {
-                "type": "output_text",
-                "annotations": [],
-                "logprobs": [],
-                "text": "",
-            }
-            yield event("response.content_part.added", **where, part=part)
-            for piece in pieces:
-                yield event("response.output_text.delta", **where, delta=piece, logprobs=[])
-            full = "".join(pieces)
-            yield event("response.output_text.done", **where, text=full, logprobs=[])
-            part = {**part, "text": full}
-            yield event("response.content_part.done", **where, part=part)
-            item = {**item, "status": "completed", "content": [part]}
-            yield event("response.output_item.done", output_index=0, item=item)
-            n = len(pieces)
-            usage = {
-                "input_tokens": 8,
-                "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": n,
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": 8 + n,
-            }
-            yield event("response.completed", response=response("completed", [item], usage))
-
         return StreamReply(
-            events=_LazyEvents(generate, f"responses_text: {len(pieces)} chunks"),
+            events=LazyEvents(
+                partial(responses_events, pieces, model=model),
+                f"responses_text: {len(pieces)} chunks",
+            ),
             content_type=SSE,
             **_stream_fields(options),
         )
@@ -433,28 +292,11 @@ class Reply:
     ) -> StreamReply:
         """A native Ollama ``/api/chat`` NDJSON stream: one line per piece, then ``done: true``."""
         pieces = _pieces(text, chunks)
-
-        def generate() -> Iterator[bytes]:
-            stamp = "2024-01-01T00:00:00Z"
-            for piece in pieces:
-                message = {"role": "assistant", "content": piece}
-                yield _ndjson_line(
-                    {"model": model, "created_at": stamp, "message": message, "done": False}
-                )
-            yield _ndjson_line(
-                {
-                    "model": model,
-                    "created_at": stamp,
-                    "message": {"role": "assistant", "content": ""},
-                    "done_reason": "stop",
-                    "done": True,
-                    "prompt_eval_count": 8,
-                    "eval_count": len(pieces),
-                }
-            )
-
         return StreamReply(
-            events=_LazyEvents(generate, f"ollama_text: {len(pieces)} chunks"),
+            events=LazyEvents(
+                partial(ollama_events, pieces, model=model),
+                f"ollama_text: {len(pieces)} chunks",
+            ),
             content_type=NDJSON,
             **_stream_fields(options),
         )
@@ -539,80 +381,6 @@ def resolve_cassette(name: str, cassettes_dir: Path) -> Path:
     raise FileNotFoundError(f"cassette {name!r} not found (tried {tried})")
 
 
-_SSE_BOUNDARY = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-
-
-def split_events(body: bytes, *, ndjson: bool = False) -> tuple[bytes, ...]:
-    """Split a recorded body into wire events, byte-exactly (the parts join back to ``body``).
-
-    SSE splits after each blank line, keeping whichever line ending the file uses; NDJSON splits
-    after each newline.
-    """
-    if ndjson:
-        return tuple(body.splitlines(keepends=True))
-    events: list[bytes] = []
-    start = 0
-    for match in _SSE_BOUNDARY.finditer(body):
-        events.append(body[start : match.end()])
-        start = match.end()
-    if start < len(body):
-        events.append(body[start:])
-    return tuple(events)
-
-
-def malformed_event(content_type: str) -> bytes:
-    """An event that is well framed but whose payload is not JSON, so a client parser fails."""
-    if content_type == NDJSON:
-        return b'{"malformed": tru\n'
-    return b'data: {"malformed": tru\n\n'
-
-
-_ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
-_OPENAI_TYPES = {
-    400: ("invalid_request_error", None),
-    401: ("invalid_request_error", "invalid_api_key"),
-    404: ("invalid_request_error", "not_found"),
-    429: ("requests", "rate_limit_exceeded"),
-}
-
-
-def reason_phrase(status: int) -> str:
-    if status == 529:
-        return "Overloaded"
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
-
-
-def error_body(status: int, path: str, message: str | None) -> bytes:
-    """An error body in the shape the endpoint at ``path`` uses (see `Reply.error`)."""
-    if message is None:
-        message = "Overloaded" if status == 529 else f"{reason_phrase(status)} (scripted)"
-    if path.startswith("/v1/messages") or status == 529:
-        kind = _ANTHROPIC_TYPES.get(status, "api_error")
-        body: Any = {
-            "type": "error",
-            "error": {"type": kind, "message": message},
-            "request_id": "req_fake",
-        }
-    elif path.startswith("/api/"):
-        body = {"error": message}
-    else:
-        kind, code = _OPENAI_TYPES.get(status, ("server_error", None))
-        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return _dumps(body)
-
-
 def _pieces(text: str | Sequence[str], chunks: int | None) -> tuple[str, ...]:
     if isinstance(text, str):
         count = 1 if chunks is None else chunks
@@ -629,33 +397,3 @@ def _stream_fields(options: StreamOptions) -> dict[str, Any]:
     out: dict[str, Any] = dict(options)
     out["headers"] = _headers(options.get("headers"))
     return out
-
-
-def _sse_data(obj: Any) -> bytes:
-    return b"data: " + _dumps(obj) + b"\n\n"
-
-
-def _sse_named(obj: Mapping[str, Any]) -> bytes:
-    if "type" not in obj:  # a bare payload, such as a proxy's {"error": ...}
-        return _sse_data(obj)
-    return b"event: " + str(obj["type"]).encode() + b"\n" + _sse_data(obj)
-
-
-def _sse_item(item: bytes | str | Mapping[str, Any] | tuple[str, Any], *, named: bool) -> bytes:
-    if isinstance(item, bytes):
-        return item
-    if isinstance(item, str):
-        return b"".join(b"data: " + line.encode() + b"\n" for line in item.split("\n")) + b"\n"
-    if isinstance(item, tuple):
-        name, data = item
-        payload = _sse_item(data, named=False)
-        return b"event: " + name.encode() + b"\n" + payload
-    return _sse_named(item) if named else _sse_data(item)
-
-
-def _ndjson_line(line: bytes | str | Mapping[str, Any]) -> bytes:
-    if isinstance(line, bytes):
-        return line
-    if isinstance(line, str):
-        return line.encode() + b"\n"
-    return _dumps(line) + b"\n"

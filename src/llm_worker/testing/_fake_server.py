@@ -1,14 +1,15 @@
 """`FakeProviderServer`: a real local HTTP/1.1 server speaking LLM providers' streaming protocols.
 
+This module owns the server's lifecycle, its script (which reply a request gets) and what it
+observed; serving one connection is `_fake_serving`, the replies are `_fake_replies`.
+
 Invariants:
 * Everything network-related runs in one daemon thread on its own asyncio loop; callers on any
   thread (sync code, asyncio, trio, a benchmark) only touch the lock-protected state: the reply
   queue, the recorded requests, the counters and the error list. Every change to that state
   notifies one condition, which `wait_for` waits on.
 * Each connection is one task; it counts itself opened when it starts and closed in its
-  ``finally``, so ``active_connections`` is exact. While a reply is being sent, a watcher reads the
-  socket concurrently; when the client leaves, the reply is cancelled at once and the disconnect is
-  counted (mid-stream if the stream's headers had gone out, before the response otherwise).
+  ``finally``, so ``active_connections`` is exact.
 * No exception leaves a connection task: client errors end the connection quietly, anything
   unexpected is recorded in `errors`. `stop()` aborts every socket, cancels every task, waits for
   them (bounded) and joins the thread (bounded).
@@ -25,36 +26,18 @@ from dataclasses import dataclass, fields
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import anyio.to_thread
 
-from ._fake_http import (
-    LAST_CHUNK,
-    BadRequest,
-    Connection,
-    PeerClosed,
-    Request,
-    chunk,
-    read_request,
-    response_head,
-)
-from ._fake_replies import (
-    CassetteReply,
-    ErrorReply,
-    JsonReply,
-    Reply,
-    StreamReply,
-    error_body,
-    malformed_event,
-)
+from ._fake_http import Connection, PeerClosed, Request
+from ._fake_replies import CassetteReply, ErrorReply, Reply, StreamReply
+from ._fake_serving import STOP_GRACE, ServerBooks, serve_connection
 
 __all__ = ["FakeProviderServer", "RecordedRequest", "ServerStats"]
 
 #: The endpoints the server knows; a request elsewhere with nothing scripted gets a 404.
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/api/chat")
-
-_STOP_GRACE = 2.0
 
 
 @dataclass(frozen=True)
@@ -89,20 +72,6 @@ class ServerStats:
     bad_requests: int = 0
     #: requests that found nothing scripted (answered 500 on a known endpoint, 404 elsewhere)
     unscripted: int = 0
-
-
-_Outcome = Literal["keep", "close", "gone"]  # after a reply: serve on, close politely, or done
-
-
-class _Dropped(Exception):
-    """The script says: abort the connection here."""
-
-
-class _Progress:
-    """How far one reply got, for classifying a disconnect."""
-
-    def __init__(self) -> None:
-        self.stream_started = False
 
 
 class FakeProviderServer:
@@ -152,6 +121,7 @@ class FakeProviderServer:
         self._startup_error: BaseException | None = None
         # Loop-thread only:
         self._connections: dict[asyncio.Task[None], Connection] = {}
+        self._books = ServerBooks(self._take_reply, self._record, self._bump)
         if default is not None:
             self.default = default
 
@@ -174,7 +144,7 @@ class FakeProviderServer:
         if not ready.wait(timeout=10.0):
             raise RuntimeError("FakeProviderServer did not start within 10 s")
         if self._startup_error is not None:
-            thread.join(timeout=_STOP_GRACE)
+            thread.join(timeout=STOP_GRACE)
             raise RuntimeError("FakeProviderServer failed to start") from self._startup_error
         self._thread = thread
         return self
@@ -386,7 +356,7 @@ class FakeProviderServer:
             stopping.set()  # also when _main itself is cancelled
             server.close()
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + _STOP_GRACE
+            deadline = loop.time() + STOP_GRACE
             while self._connections and loop.time() < deadline:
                 for task, conn in list(self._connections.items()):
                     conn.abort()
@@ -402,7 +372,7 @@ class FakeProviderServer:
         try:
             if self._stopping is None or self._stopping.is_set():
                 return  # accepted while stopping: closed at once
-            await self._serve(conn)
+            await serve_connection(conn, self._books)
         except (ConnectionError, PeerClosed):
             pass
         except asyncio.CancelledError:
@@ -413,26 +383,6 @@ class FakeProviderServer:
             conn.abort()
             del self._connections[task]
             self._bump(connections_closed=1, active_connections=-1)
-
-    async def _serve(self, conn: Connection) -> None:
-        """Requests on one connection, one after another, until it closes."""
-        while True:
-            try:
-                request = await read_request(conn)
-            except BadRequest as exc:
-                self._bump(bad_requests=1)
-                body = json.dumps({"error": {"message": str(exc), "type": "bad_request"}})
-                await self._send_json(conn, exc.status, body.encode(), keep_alive=False)
-                await self._close_gracefully(conn)
-                return
-            if request is None:
-                return
-            self._record(request)
-            outcome = await self._respond(conn, request)
-            if outcome == "close":
-                await self._close_gracefully(conn)
-            if outcome != "keep":
-                return
 
     def _record(self, request: Request) -> None:
         try:
@@ -465,146 +415,3 @@ class FakeProviderServer:
             )
             return ErrorReply(status=500, message=message)
         return ErrorReply(status=404, message=f"FakeProviderServer: nothing scripted for {where}")
-
-    async def _respond(self, conn: Connection, request: Request) -> _Outcome:
-        """Send one reply while watching for the client leaving."""
-        reply = self._take_reply(request)
-        if reply.drop_before_headers:
-            conn.abort()
-            return "gone"
-        progress = _Progress()
-        watcher = asyncio.ensure_future(conn.wait_closed_by_peer())
-        sender = asyncio.ensure_future(self._send_reply(conn, request, reply, progress))
-        try:
-            await asyncio.wait((watcher, sender), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            sender.cancel()  # a no-op once it has finished
-            await asyncio.wait((watcher, sender))
-        if not sender.cancelled():
-            exc = sender.exception()
-            if exc is None:
-                return "keep" if sender.result() else "close"
-            if isinstance(exc, _Dropped):
-                self._bump(streams_dropped=1)
-                conn.abort()
-                return "gone"
-            if not isinstance(exc, ConnectionError):
-                raise exc
-        # The client went away (the watcher saw EOF, or a write failed).
-        if progress.stream_started:
-            self._bump(disconnects_mid_stream=1)
-        else:
-            self._bump(disconnects_before_response=1)
-        return "gone"
-
-    async def _send_reply(
-        self, conn: Connection, request: Request, reply: Reply, progress: _Progress
-    ) -> bool:
-        """Send ``reply``; True if the connection can serve another request."""
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
-        if isinstance(reply, StreamReply):
-            # HTTP/1.0 has no chunked encoding: the body then ends where the connection does.
-            framed = request.version == "HTTP/1.1"
-            keep_alive = request.keep_alive and framed
-            await self._send_stream(conn, reply, progress, keep_alive=keep_alive, framed=framed)
-            return keep_alive
-        if isinstance(reply, JsonReply):
-            body, content_type = reply.body, reply.content_type
-        elif isinstance(reply, ErrorReply):
-            body = reply.body or error_body(reply.status, request.path, reply.message)
-            content_type = reply.content_type
-        else:  # pragma: no cover - Reply() itself cannot be built
-            raise TypeError(f"cannot serve {type(reply).__name__}")
-        if request.method == "HEAD":
-            body = b""
-        keep_alive = request.keep_alive
-        await self._send_json(
-            conn, reply.status, body, keep_alive, content_type=content_type, extra=reply.headers
-        )
-        return keep_alive
-
-    async def _send_json(
-        self,
-        conn: Connection,
-        status: int,
-        body: bytes,
-        keep_alive: bool,
-        *,
-        content_type: str = "application/json",
-        extra: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        headers = [
-            ("content-type", content_type),
-            ("content-length", str(len(body))),
-            ("connection", "keep-alive" if keep_alive else "close"),
-        ]
-        await conn.send(response_head(status, _merge(headers, extra)) + body)
-
-    async def _send_stream(
-        self,
-        conn: Connection,
-        reply: StreamReply,
-        progress: _Progress,
-        *,
-        keep_alive: bool,
-        framed: bool,
-    ) -> None:
-        headers = [
-            ("content-type", reply.content_type),
-            ("cache-control", "no-cache"),
-            ("connection", "keep-alive" if keep_alive else "close"),
-        ]
-        if framed:
-            headers.insert(1, ("transfer-encoding", "chunked"))
-        await conn.send(response_head(reply.status, _merge(headers, reply.headers)))
-        progress.stream_started = True
-        self._bump(streams_started=1)
-        count = 0
-        for index, event in enumerate(reply.events):
-            await self._apply_faults(reply, index, pace=index > 0)
-            data = malformed_event(reply.content_type) if index == reply.malformed_at else event
-            if data:  # an empty chunk would end the body
-                await conn.send(chunk(data) if framed else data)
-            count = index + 1
-        await self._apply_faults(reply, count, pace=False, at_end=True)
-        if framed:
-            await conn.send(LAST_CHUNK)
-        self._bump(streams_completed=1)
-
-    @staticmethod
-    async def _apply_faults(
-        reply: StreamReply, index: int, *, pace: bool, at_end: bool = False
-    ) -> None:
-        """The faults scheduled before event ``index`` (``at_end``: before the last chunk, where
-        every position past the end also lands)."""
-        if pace and reply.pace:
-            await asyncio.sleep(reply.pace)
-        if _due(reply.drop_after, index, at_end):
-            raise _Dropped
-        if _due(reply.stall_after, index, at_end):
-            if reply.stall is None:
-                await asyncio.get_running_loop().create_future()  # until cancelled
-            else:
-                await asyncio.sleep(reply.stall)
-
-    @staticmethod
-    async def _close_gracefully(conn: Connection) -> None:
-        """Let the last response reach the client before the socket closes."""
-        conn.writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(conn.writer.wait_closed(), _STOP_GRACE)
-
-
-def _due(position: int | None, index: int, at_end: bool) -> bool:
-    return position is not None and (position == index or (at_end and position > index))
-
-
-def _merge(
-    defaults: Iterable[tuple[str, str]], extra: Iterable[tuple[str, str]]
-) -> list[tuple[str, str]]:
-    """Default headers, with same-named ones replaced by the reply's own."""
-    extra = list(extra)
-    names = {name for name, _ in extra}
-    return [(n, v) for n, v in defaults if n not in names] + extra

@@ -41,7 +41,7 @@ from ..events import (
 )
 from ..items import Usage
 from ..models._base import ModelRequest
-from ..models.offline import closing_stream, count_words, request_words
+from ..models._in_process import closing_stream, count_words, request_words
 
 __all__ = ["Response", "Script", "ScriptExhausted", "ScriptedModel", "ToolCallScript"]
 
