@@ -1,4 +1,4 @@
-"""The public surface is deliberate: DESIGN §5 names import, and ``__all__`` lists exactly them."""
+"""The public surface is deliberate: the documented names import; ``__all__`` lists exactly them."""
 
 from __future__ import annotations
 

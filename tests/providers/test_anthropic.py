@@ -838,8 +838,8 @@ def replaying_client(
 async def test_cancellation_sweep_over_parallel_tool_use(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Cancel a text + parallel tool-use run at every await point: every invariant of DESIGN
-    §2.2 holds, and every request sent (including each follow-up) is valid."""
+    """Cancel a text + parallel tool-use run at every await point: every guarantee holds, and
+    every request sent (including each follow-up) is valid."""
     recorded: list[Any] = []
     replies: list[Sequence[bytes]] = []
     # One client for every worker: the SDK's first request on a client computes platform

@@ -1457,7 +1457,7 @@ async def test_no_stream_reader_is_left_to_the_garbage_collector_on_any_path(
     finalised_generators: list[str],
 ) -> None:
     """Every async generator on the stream path — ours, the SDK's, httpx2's — is finished in the
-    task that read it, whatever ended the stream (§2.2.9: nothing left running after a run)."""
+    task that read it, whatever ended the stream (guarantee 9: nothing left running after a run)."""
     path, model = served.path, served.model
     replies = every_path(served.provider)
     fake_server.enqueue(*replies, path=path)

@@ -1,4 +1,4 @@
-"""No leaked connection after 200 runs cancelled at random moments (DESIGN §2.2.6, issue 5).
+"""No leaked connection after 200 runs cancelled at random moments (guarantee 6).
 
 The runs share one `openai.AsyncOpenAI` client whose pool holds at most ``POOL`` connections and
 run ``CONCURRENCY`` at a time, so a single leaked connection soon starves the pool (the httpx

@@ -1,4 +1,4 @@
-"""Counter-examples an outside review found against DESIGN §2.2, each now a test.
+"""Counter-examples an outside review found against the guarantees, each now a test.
 
 Each test is named after the behaviour that failed before its fix; the review's item number is in
 the section comment. They run on every backend unless the attack only exists on one.

@@ -1,4 +1,5 @@
-"""DESIGN §2.2, one test per guarantee (numbered as in the issue), on every backend."""
+"""The guarantees of docs/cancellation.md, one test per guarantee (numbered as there), on
+every backend."""
 
 from __future__ import annotations
 

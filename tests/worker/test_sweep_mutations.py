@@ -1,4 +1,4 @@
-"""The sweep proves itself: each planted violation of DESIGN §2.2 must be reported, by name.
+"""The sweep proves itself: each planted violation of a guarantee must be reported, by name.
 
 Every test plants one bug in an otherwise correct worker (``monkeypatch``, undone after the
 test; the worker's code is untouched) and asserts that the sweep reports the invariant it
@@ -414,7 +414,7 @@ def stubborn_scenario() -> Worker:
 
 
 async def test_an_abandoned_thread_reported_as_such_is_not_a_leak() -> None:
-    """§2.2.9: a tool thread that ignored cancellation is the one reported exception."""
+    """guarantee 9: a tool thread that ignored cancellation is the one reported exception."""
     report = await cancellation_sweep(stubborn_scenario, "Go.", max_checkpoints=6)
     report.raise_for_violations()
     assert report.cancelled > 0

@@ -1,4 +1,5 @@
-"""The invariant checks of the cancellation sweep: what one re-run left, judged against DESIGN §2.2.
+"""The invariant checks of the cancellation sweep: what one re-run left, judged against the
+guarantees (docs/cancellation.md).
 
 Each check is named after a key of `INVARIANTS`: every run ends; it ends the way it was stopped;
 an acknowledged cancel stops it; nothing said or done is lost (input, streamed text, tool output,
@@ -37,7 +38,7 @@ _EXPECTED_KIND = {
     "supersede": "superseded",
 }
 # A cancel from another thread (a Stop button, the deadline timer) reaches the loop up to one
-# iteration later (DESIGN §2.2.3, "about one loop iteration"): one more stream event may arrive,
+# iteration later (guarantee 3, "about one loop iteration"): one more stream event may arrive,
 # and a tool may start in the loop turn the cancel lands in. From the loop's own thread, none may.
 _CROSS_THREAD = frozenset({"thread", "timeout"})
 _POOL_THREADS = ("AnyIO worker thread", "Trio thread", "asyncio_", "llm-worker-deadlines")

@@ -14,23 +14,25 @@ from typing import Literal
 SweepMode = Literal["cancel", "token", "thread", "timeout", "supersede", "external"]
 """How each re-run is stopped at its checkpoint (see `cancellation_sweep`)."""
 
+#: Each invariant the sweep checks, with the number of the guarantee it stands for
+#: (docs/cancellation.md, "Guarantees").
 INVARIANTS: dict[str, str] = {
-    "ended": "§2.2.3 the run ends (within run_timeout), the cancel notwithstanding",
-    "outcome": "§2.2.8 a stopped run raises Cancelled with the cause kind of how it was stopped",
-    "cancel-lost": "§2.2.2 cancel() acknowledges a cancel while the run is in progress",
-    "cancel-ignored": "§2.2.3 an acknowledged cancel stops the run: no new model event waited "
+    "ended": "#3: the run ends (within run_timeout), the cancel notwithstanding",
+    "outcome": "#8: a stopped run raises Cancelled with the cause kind of how it was stopped",
+    "cancel-lost": "#2: cancel() acknowledges a cancel while the run is in progress",
+    "cancel-ignored": "#3: an acknowledged cancel stops the run: no new model event waited "
     "for, model request or tool started after it (unless the run had already completed)",
-    "cancel-swallowed": "§2.2.8 an outer cancellation re-raises the framework's own exception",
-    "boundary": "§2.2.8 the run's end event (on_run) matches how it ended",
-    "user-message": "§2.2.5 the input is in the history exactly once, before the run's answers",
-    "streamed-text": "§2.2.5 text, reasoning and call arguments streamed to the run are kept",
-    "interrupted-flag": "§2.2.5 a cut-off message is marked interrupted, a finished one is not",
-    "tool-results": "§2.2.5 every tool call answered exactly once, right after its turn",
-    "tool-output": "§2.2.4 a tool's (partial) output is kept in its result; cut calls never run",
-    "on-abort": "§2.2.6 on_abort runs exactly once per interrupted run, never for a finished one",
-    "partial": "§2.2.5 err.partial.items / result.items are exactly what the run added",
-    "leak": "§2.2.9 no task or thread the run started is left running; the worker is idle",
-    "reuse": "§2.2.10 the worker runs again, its request is valid and tells of the interruption",
+    "cancel-swallowed": "#8: an outer cancellation re-raises the framework's own exception",
+    "boundary": "#8: the run's end event (on_run) matches how it ended",
+    "user-message": "#5: the input is in the history exactly once, before the run's answers",
+    "streamed-text": "#5: text, reasoning and call arguments streamed to the run are kept",
+    "interrupted-flag": "#5: a cut-off message is marked interrupted, a finished one is not",
+    "tool-results": "#5: every tool call answered exactly once, right after its turn",
+    "tool-output": "#4: a tool's (partial) output is kept in its result; cut calls never run",
+    "on-abort": "#6: on_abort runs exactly once per interrupted run, never for a finished one",
+    "partial": "#5: err.partial.items / result.items are exactly what the run added",
+    "leak": "#9: no task or thread the run started is left running; the worker is idle",
+    "reuse": "#10: the worker runs again, its request is valid and tells of the interruption",
     "check": "the user's check(worker, outcome) passes",
 }
 
