@@ -82,33 +82,41 @@ class HTTPModel:
     #: Keyword arguments of `SSEResponseStream` for this provider's wire protocol.
     _sse_options: ClassVar[dict[str, Any]] = {}
 
-    def _connect(
-        self,
-        client: Any,
-        *,
-        api_key: str | None,
-        base_url: str | None,
-        sdk_client: Callable[..., Any],
-        sdk_http_client: Callable[..., Any],
-        key_variable: str,
-        base_url_variable: str,
-        missing_key: str,
-    ) -> None:
-        """Use ``client`` (the caller's) or build one; set `client` and the no-retry copy.
+    #: The SDK's client class and its HTTP client class; the variables for the key and endpoint.
+    sdk_client: ClassVar[Callable[..., Any]]
+    sdk_http_client: ClassVar[Callable[..., Any]]
+    key_variable: ClassVar[str]
+    base_url_variable: ClassVar[str]
 
-        Raises `MissingCredentials` (``missing_key``) when no client and no key is given.
-        """
+    def __init__(
+        self,
+        model: str,
+        *,
+        client: Any = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        retry: RetryPolicy = RetryPolicy(),  # noqa: B008 - frozen dataclass, safe to share
+        timeouts: Timeouts = Timeouts(),  # noqa: B008 - frozen dataclass, safe to share
+        max_event_bytes: int = MAX_EVENT_BYTES,
+    ) -> None:
+        """Use ``client`` (the caller's) or build one from ``api_key`` and ``base_url`` (else the
+        provider's environment variables). Raises `MissingCredentials` when there is no client
+        and no key."""
+        self.model = model
+        self.retry = retry
+        self.timeouts = timeouts
+        self.max_event_bytes = max_event_bytes
         self._owns_client = client is None
         if client is None:
-            key = api_key or os.environ.get(key_variable)
+            key = api_key or os.environ.get(self.key_variable)
             if not key:
-                raise MissingCredentials(missing_key, variable=key_variable)
-            client = sdk_client(
+                raise MissingCredentials(self._missing_key(), variable=self.key_variable)
+            client = self.sdk_client(
                 api_key=key,
-                base_url=base_url or os.environ.get(base_url_variable) or None,
+                base_url=base_url or os.environ.get(self.base_url_variable) or None,
                 max_retries=0,
                 timeout=self.timeouts.for_httpx(),
-                http_client=sdk_http_client(**http_client_options(self.timeouts)),
+                http_client=self.sdk_http_client(**http_client_options(self.timeouts)),
             )
         self.client = client
         # The same client (connection pool and all) with its retries off: ours run instead.
@@ -118,6 +126,9 @@ class HTTPModel:
     @property
     def name(self) -> str:
         return f"{self.provider}:{self.model}"
+
+    def _missing_key(self) -> str:
+        return f"{self.name} needs an API key: set {self.key_variable} or pass api_key="
 
     def request_options(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body for ``request`` but its history (pure)."""

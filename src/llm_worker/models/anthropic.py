@@ -128,6 +128,10 @@ class AnthropicModel(HTTPModel):
     path = "/v1/messages"
     history_key = "messages"
     stream_class = anthropic.AsyncStream
+    sdk_client = anthropic.AsyncAnthropic
+    sdk_http_client = anthropic.DefaultAsyncHttpxClient
+    key_variable = "ANTHROPIC_API_KEY"
+    base_url_variable = "ANTHROPIC_BASE_URL"
 
     def __init__(
         self,
@@ -144,22 +148,16 @@ class AnthropicModel(HTTPModel):
     ) -> None:
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {max_tokens!r}")
-        self.model = model
-        self.retry = retry
-        self.timeouts = timeouts
         self.max_tokens = max_tokens
         self.thinking = thinking
-        self.max_event_bytes = max_event_bytes
-        self._connect(
-            client,
-            api_key=api_key,
+        super().__init__(
+            model,
+            client=client,
             base_url=base_url,
-            sdk_client=anthropic.AsyncAnthropic,
-            sdk_http_client=anthropic.DefaultAsyncHttpxClient,
-            key_variable="ANTHROPIC_API_KEY",
-            base_url_variable="ANTHROPIC_BASE_URL",
-            missing_key="AnthropicModel needs an API key: pass api_key=... or set "
-            "ANTHROPIC_API_KEY",
+            api_key=api_key,
+            retry=retry,
+            timeouts=timeouts,
+            max_event_bytes=max_event_bytes,
         )
 
     def __repr__(self) -> str:

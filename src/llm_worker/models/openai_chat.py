@@ -118,6 +118,10 @@ class OpenAIChatModel(HTTPModel):
     path = "/chat/completions"
     history_key = "messages"
     stream_class = openai.AsyncStream
+    sdk_client = openai.AsyncOpenAI
+    sdk_http_client = openai.DefaultAsyncHttpxClient
+    key_variable = "OPENAI_API_KEY"
+    base_url_variable = "OPENAI_BASE_URL"
 
     def __init__(
         self,
@@ -132,22 +136,22 @@ class OpenAIChatModel(HTTPModel):
         extra_body: dict[str, Any] | None = None,
         max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
-        self.model = model
-        self.max_event_bytes = max_event_bytes
         self.provider = provider
-        self.retry = retry
-        self.timeouts = timeouts
         self.extra_body = dict(extra_body) if extra_body else None
-        self._connect(
-            client,
-            api_key=api_key,
+        super().__init__(
+            model,
+            client=client,
             base_url=base_url,
-            sdk_client=openai.AsyncOpenAI,
-            sdk_http_client=openai.DefaultAsyncHttpxClient,
-            key_variable="OPENAI_API_KEY",
-            base_url_variable="OPENAI_BASE_URL",
-            missing_key="OPENAI_API_KEY is not set; set it or pass api_key=... (local servers "
-            "such as Ollama accept any non-empty key)",
+            api_key=api_key,
+            retry=retry,
+            timeouts=timeouts,
+            max_event_bytes=max_event_bytes,
+        )
+
+    def _missing_key(self) -> str:
+        return (
+            "OPENAI_API_KEY is not set; set it or pass api_key=... (local servers such as "
+            "Ollama accept any non-empty key)"
         )
 
     def __repr__(self) -> str:

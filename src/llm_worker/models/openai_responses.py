@@ -122,6 +122,10 @@ class OpenAIResponsesModel(HTTPModel):
     path = "/responses"
     history_key = "input"
     stream_class = openai.AsyncStream
+    sdk_client = openai.AsyncOpenAI
+    sdk_http_client = openai.DefaultAsyncHttpxClient
+    key_variable = "OPENAI_API_KEY"
+    base_url_variable = "OPENAI_BASE_URL"
     # Error events become `StreamError`s that UIs see: `StreamTranslation` reports them.
     _sse_options: ClassVar[dict[str, Any]] = {"raise_errors": False}
 
@@ -138,23 +142,18 @@ class OpenAIResponsesModel(HTTPModel):
         include_encrypted_reasoning: bool | None = None,
         max_event_bytes: int = MAX_EVENT_BYTES,
     ) -> None:
-        self.model = model
-        self.max_event_bytes = max_event_bytes
-        self.retry = retry
-        self.timeouts = timeouts
         self.reasoning = dict(reasoning) if reasoning is not None else None
         if include_encrypted_reasoning is None:
             include_encrypted_reasoning = reasoning is not None or is_reasoning_model(model)
         self.include_encrypted_reasoning = include_encrypted_reasoning
-        self._connect(
-            client,
-            api_key=api_key,
+        super().__init__(
+            model,
+            client=client,
             base_url=base_url,
-            sdk_client=openai.AsyncOpenAI,
-            sdk_http_client=openai.DefaultAsyncHttpxClient,
-            key_variable="OPENAI_API_KEY",
-            base_url_variable="OPENAI_BASE_URL",
-            missing_key=f"{PROVIDER}:{model} needs an API key: set OPENAI_API_KEY or pass api_key=",
+            api_key=api_key,
+            retry=retry,
+            timeouts=timeouts,
+            max_event_bytes=max_event_bytes,
         )
 
     def __repr__(self) -> str:
