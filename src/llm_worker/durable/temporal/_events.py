@@ -1,0 +1,68 @@
+"""A run's events, published to its workflow in batches, where followers read them by position.
+
+Invariants:
+* `EventPublisher.add` never awaits or blocks (the run emits events synchronously); events are
+  sent in order, one batch at a time, every ``interval`` seconds and once more at the end.
+* A batch that could not be sent is kept and sent with the next one: none is dropped while the
+  activity lives. Events of an attempt that crashed are lost with it (the run's items are not:
+  they are in the session store); the next attempt's events follow them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import anyio
+from pydantic import TypeAdapter
+
+from ...events import Event
+
+__all__ = ["EventPublisher", "decode_event", "encode_event"]
+
+logger = logging.getLogger("llm_worker.durable")
+
+_event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def encode_event(event: Event) -> str:
+    return _event_adapter.dump_json(event).decode()
+
+
+def decode_event(data: str | bytes) -> Event:
+    return _event_adapter.validate_json(data)
+
+
+class EventPublisher:
+    """Buffers a run's events and sends them with ``send`` every ``interval`` seconds."""
+
+    def __init__(self, send: Callable[[list[str]], Awaitable[None]], interval: float) -> None:
+        self._send = send
+        self.interval = interval
+        self._pending: list[str] = []
+        self.sent = 0
+
+    def add(self, event: Event) -> None:
+        self._pending.append(encode_event(event))
+
+    async def run(self) -> None:
+        """Send a batch every ``interval`` until cancelled. Cancellation: at the sleep or send."""
+        while True:
+            await anyio.sleep(self.interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send what is buffered. Cancellation: the batch stays buffered if it was not sent."""
+        if not self._pending:
+            return
+        batch = self._pending
+        self._pending = []
+        try:
+            await self._send(batch)
+        except BaseException as error:
+            self._pending[:0] = batch  # kept, in order, for the next flush
+            if isinstance(error, Exception):
+                logger.warning("could not publish %d run events: %s", len(batch), error)
+                return
+            raise
+        self.sent += len(batch)
