@@ -13,10 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from agents import AGENTS  # noqa: E402
-from temporalio.client import Client  # noqa: E402
+from agents import AGENTS
+from temporalio.client import Client
 
-from llm_worker.durable.temporal import AgentWorker  # noqa: E402
+from llm_worker.durable.temporal import AgentWorker
 
 
 async def main(address: str, task_queue: str, db: str, throttle: float) -> None:

@@ -38,9 +38,14 @@ async def count_slowly(limit: int, ctx: ToolContext) -> str:
 @tool
 async def record(note: str) -> str:
     """Record ``note`` in $RECORD_FILE (one line per execution)."""
-    with Path(os.environ["RECORD_FILE"]).open("a") as file:
-        file.write(note + "\n")
+    append_line(os.environ["RECORD_FILE"], note)
     return f"recorded {note}"
+
+
+def append_line(path: str, line: str) -> None:
+    """One short append (a test's record of what ran): not worth a thread."""
+    with Path(path).open("a") as file:
+        file.write(line + "\n")
 
 
 class CommandModel:
@@ -61,7 +66,7 @@ def choose(history: list[Item] | tuple[Item, ...] | object) -> tuple[Script, flo
     words = last_input.text.split() if last_input else [""]
     since = items[items.index(last_input) + 1 :] if last_input else []
     results = [i for i in since if isinstance(i, ToolResult)]
-    crashed = any(isinstance(i, Note) and "process stopped" in i.text for i in since)
+    crashed = any(isinstance(i, Note) and "crash:" in i.text for i in since)
     command = words[0]
     if command == "slow":
         return Script.text(SLOW_TEXT, chunks=400), PACE
@@ -82,8 +87,7 @@ class AbortLog(Hooks):
     async def on_abort(self, ctx: HookContext, reason: str, cause: Cause) -> None:
         path = os.environ.get("ABORT_FILE")
         if path:
-            with Path(path).open("a") as file:
-                file.write(f"{os.getpid()} {cause.kind} {reason}\n")
+            append_line(path, f"{os.getpid()} {cause.kind} {reason}")
 
 
 def make_agent(history: list[Item]) -> Worker:

@@ -63,8 +63,16 @@ def temporal_address() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [
-            binary, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-            "--headless", "--log-level", "error",
+            binary,
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--headless",
+            "--log-level",
+            "error",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
