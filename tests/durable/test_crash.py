@@ -1,4 +1,4 @@
-"""A worker killed with kill -9 mid-run: the run resumes on another worker from what it committed."""
+"""A worker killed with kill -9 mid-run: the run resumes on another worker from its commits."""
 
 from __future__ import annotations
 
