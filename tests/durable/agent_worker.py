@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from agents import AGENTS
+from parent import ParentWorkflow
 from temporalio.client import Client
 
 from llm_worker.durable.temporal import AgentWorker
@@ -24,7 +25,12 @@ async def main(address: str, task_queue: str, db: str, throttle: float) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with AgentWorker(
-        client, task_queue=task_queue, agents=AGENTS, store=db, heartbeat_throttle=throttle
+        client,
+        task_queue=task_queue,
+        agents=AGENTS,
+        store=db,
+        heartbeat_throttle=throttle,
+        workflows=[ParentWorkflow],
     ):
         print("ready", flush=True)
         await stop.wait()

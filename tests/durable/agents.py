@@ -1,9 +1,10 @@
 """Agents the test worker processes serve: a model driven by the input's first word.
 
 ``slow ...``: a long answer streamed slowly (stop it mid-stream). ``tool ...``: a cooperative
-tool that counts slowly and keeps its partial count when cancelled. ``crash ...``: a tool that
-records each execution in a file (``$RECORD_FILE``), then a slow answer — unless the history
-says a crash cut the last turn off, then a short answer. Anything else: a short answer.
+tool that counts slowly and keeps its partial count when cancelled. ``big ...``: a tool whose
+output is larger than a Temporal payload. ``crash ...``: a tool that records each execution in
+a file (``$RECORD_FILE``), then a slow answer — unless the history says a crash cut the last
+turn off, then a short answer. Anything else: a short answer.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def choose(history: list[Item] | tuple[Item, ...] | object) -> tuple[Script, flo
         return Script.text(SLOW_TEXT, chunks=400), PACE
     if command == "tool" and not results:
         return Script.tool_calls(("count_slowly", {"limit": 400})), 0.0
+    if command == "big" and not results:
+        return Script.tool_calls(("big_output", {})), 0.0
     if command == "crash" and not results:
         return Script.tool_calls(("record", {"note": "executed"})), 0.0
     if command == "crash" and not crashed:
@@ -79,6 +82,12 @@ def choose(history: list[Item] | tuple[Item, ...] | object) -> tuple[Script, flo
     if command == "crash":
         return Script.text("Resumed after the crash."), 0.0
     return Script.text(f"Done: {' '.join(words)}."), 0.0
+
+
+@tool
+async def big_output() -> str:
+    """Return 3 MB of text: more than one Temporal payload may hold."""
+    return "x" * 3_000_000
 
 
 class AbortLog(Hooks):
@@ -94,7 +103,7 @@ def make_agent(history: list[Item]) -> Worker:
     return Worker(
         CommandModel(),
         history=history,
-        tools=[count_slowly, record],
+        tools=[count_slowly, record, big_output],
         hooks=[AbortLog()],
         tool_grace=2.0,
     )

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import anyio
 import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
-from llm_worker import AssistantMessage, Cancelled, Event, ToolResult, UserMessage
+from llm_worker import (
+    AssistantMessage,
+    Cancelled,
+    Event,
+    LLMWorkerError,
+    ToolResult,
+    UserMessage,
+)
 from llm_worker.durable.temporal import RunHandle, TemporalRuns
 from llm_worker.events import RunCancelled, RunStarted, TextDelta, ToolStarted
 from llm_worker.store import SQLiteStore
@@ -193,3 +202,67 @@ async def test_a_follower_that_reconnects_loses_no_event(cluster: Cluster) -> No
     assert isinstance(seen[-1], RunCancelled)
     text = "".join(e.text for e in seen if isinstance(e, TextDelta))
     assert text.startswith("word0 word1 word2")
+
+
+async def test_cancelling_the_workflow_itself_stops_the_run_as_explicit(cluster: Cluster) -> None:
+    runs = await runs_for(cluster)
+    handle = await runs.start("agent", "slow please", session=session())
+    with anyio.fail_after(30):
+        await first_text(handle)
+        await runs.client.get_workflow_handle(handle.run_id.partition(":")[2]).cancel()
+        with pytest.raises(Cancelled) as stopped:
+            await handle.result()
+    assert (stopped.value.kind, stopped.value.reason) == ("explicit", "the workflow was cancelled")
+    message = stopped.value.partial.items[-1]
+    assert isinstance(message, AssistantMessage)
+    assert message.interrupted
+
+
+async def test_cancelling_a_parent_workflow_stops_its_child_run_as_parent(cluster: Cluster) -> None:
+    runs = await runs_for(cluster)
+    name = session()
+    parent = await runs.client.start_workflow(
+        "test-parent",
+        args=[name, cluster.task_queue],
+        id=f"parent-{name}",
+        task_queue=cluster.task_queue,
+    )
+    with anyio.fail_after(30):
+        child_id = runs.workflow_id(name)
+        while True:  # the child starts once the parent ran
+            with contextlib.suppress(RPCError):
+                description = await runs.client.get_workflow_handle(child_id).describe()
+                break
+            await anyio.sleep(0.1)
+        child = runs.get(f"{description.run_id}:{child_id}")
+        await first_text(child)
+        await parent.cancel()
+        with pytest.raises(Cancelled) as stopped:
+            await child.result()
+    assert (stopped.value.kind, stopped.value.reason) == (
+        "parent",
+        "the parent workflow was cancelled",
+    )
+    message = stopped.value.partial.items[-1]
+    assert isinstance(message, AssistantMessage)
+    assert message.interrupted
+
+
+async def test_a_run_larger_than_a_temporal_payload_is_read_from_the_store(
+    cluster: Cluster,
+) -> None:
+    client = await Client.connect(cluster.address)
+    runs = TemporalRuns(client, task_queue=cluster.task_queue, store=str(cluster.db))
+    without_store = await runs_for(cluster)
+    name = session()
+    with anyio.fail_after(60):
+        result = await (await runs.start("agent", "big please", session=name)).result()
+        # the session's history (> 3 MB) never crosses Temporal: the next run just works
+        again = await (await without_store.start("agent", "hi again", session=name)).result()
+        big_again = await without_store.start("agent", "big again", session=name)
+        with pytest.raises(LLMWorkerError, match="pass store="):
+            await big_again.result()
+    outputs = [i for i in result.items if isinstance(i, ToolResult)]
+    assert len(outputs[0].content) == 3_000_000
+    assert result.output == "Done: big please."
+    assert again.output == "Done: hi again."

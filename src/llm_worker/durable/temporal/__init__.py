@@ -19,11 +19,13 @@ Layout: `_workflow` (the run workflow: cancel requests, events, the activity's o
 mapping from a Temporal cancellation to the run token's cause), `_payloads` (what crosses
 Temporal, and the conversion of results and errors), `_sessions` (histories by reference in the
 session store, and resuming an attempt), `_events` (publishing events), `_worker`
-(`AgentWorker`), `_client` (`TemporalRuns`, `RunHandle`). Needs ``llm-worker[temporal]``.
+(`AgentWorker`), `_client` (`TemporalRuns`, `RunHandle`), `_child` (runs as child
+workflows). Needs ``llm-worker[temporal]``.
 """
 
 from ._activity import AgentFactory
 from ._cancel import HandedOff
+from ._child import child_run_result, start_child_run
 from ._client import RunHandle, RunNotFound, RunOptions, TemporalRuns
 from ._payloads import RemoteError
 from ._worker import AgentWorker
@@ -39,4 +41,6 @@ __all__ = [
     "RunNotFound",
     "RunOptions",
     "TemporalRuns",
+    "child_run_result",
+    "start_child_run",
 ]

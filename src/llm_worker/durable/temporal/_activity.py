@@ -9,7 +9,9 @@ Invariants:
   the attempt alive and carry its progress; they are also how Temporal delivers a cancel.
 * The outcome returned is what a local ``worker.run`` gives (result or `RunError`, encoded), with
   every item the run added across attempts. An attempt stopped for a hand-off (shutdown, given
-  up) fails with a retryable ``HandedOff``; a missing agent or a failing factory fails for good.
+  up) fails with a retryable ``HandedOff``; a missing agent, a failing factory or a run that
+  raises something other than a `RunError` (a bug: another attempt would repeat it) fails for
+  good; the workflow turns that into a `RunError` for the caller.
 * Events are published until the end, then flushed (shielded, bounded) before the outcome is
   returned, so a follower sees every event of the attempt before the run is done.
 """
@@ -94,7 +96,16 @@ class AgentActivity:
             opened.session.attach(worker)
             token = CancelToken(f"temporal {request.run_key}")
             run = asyncio.create_task(self._drive(worker, request, opened, token))
-            outcome, handed_off = await await_translating_cancel(run, token, _ask_cancel_request)
+            try:
+                outcome, handed_off = await await_translating_cancel(
+                    run, token, _ask_cancel_request
+                )
+            except Exception as error:  # not a RunError: a bug another attempt would repeat
+                raise ApplicationError(
+                    f"the run of agent {request.agent!r} raised {error!r}",
+                    type=type(error).__name__,
+                    non_retryable=True,
+                ) from error
             if handed_off:
                 raise ApplicationError(
                     "this attempt stopped so that another one resumes the run",

@@ -54,6 +54,7 @@ from ._workflow import WORKFLOW_NAME
 
 __all__ = ["RunHandle", "RunNotFound", "RunOptions", "TemporalRuns"]
 
+ID_PREFIX = "llm-worker-session:"
 SUPERSEDE_ATTEMPTS = 20
 SUPERSEDED = CancelRequest("superseded by newer input", "superseded")
 
@@ -79,6 +80,18 @@ class RunOptions:
     retry_maximum_attempts: int = 0
 
 
+def activity_settings(task_queue: str, options: RunOptions) -> ActivitySettings:
+    """What the run workflow needs of ``options`` to schedule the agent activity."""
+    return ActivitySettings(
+        task_queue=task_queue,
+        heartbeat_timeout=options.heartbeat_timeout,
+        start_to_close_timeout=options.start_to_close_timeout,
+        retry_initial_interval=options.retry_initial_interval,
+        retry_maximum_interval=options.retry_maximum_interval,
+        retry_maximum_attempts=options.retry_maximum_attempts,
+    )
+
+
 class TemporalRuns:
     """Starts runs of agents served by `AgentWorker` processes, and stops them from anywhere.
 
@@ -93,7 +106,7 @@ class TemporalRuns:
         task_queue: str,
         options: RunOptions | None = None,
         store: SQLiteStore | str | None = None,
-        id_prefix: str = "llm-worker-session:",
+        id_prefix: str = ID_PREFIX,
     ) -> None:
         self.client = client
         self.task_queue = task_queue
@@ -176,15 +189,7 @@ class TemporalRuns:
             await previous.result(follow_runs=False)
 
     def _settings(self) -> ActivitySettings:
-        options = self.options
-        return ActivitySettings(
-            task_queue=self.task_queue,
-            heartbeat_timeout=options.heartbeat_timeout,
-            start_to_close_timeout=options.start_to_close_timeout,
-            retry_initial_interval=options.retry_initial_interval,
-            retry_maximum_interval=options.retry_maximum_interval,
-            retry_maximum_attempts=options.retry_maximum_attempts,
-        )
+        return activity_settings(self.task_queue, self.options)
 
     def _load_items(self, ref: ItemsRef) -> list[Any]:
         if self._histories is None:

@@ -6,6 +6,9 @@ Invariants:
 * A batch that could not be sent is kept and sent with the next one: none is dropped while the
   activity lives. Events of an attempt that crashed are lost with it (the run's items are not:
   they are in the session store); the next attempt's events follow them.
+* Every signal stays well under Temporal's payload limit: a batch holds at most ``BATCH_BYTES``;
+  an event larger than ``EVENT_BYTES`` (an item with a huge tool output) is not published —
+  followers get a `StreamError` note in its place; the item itself is in the store and result.
 """
 
 from __future__ import annotations
@@ -16,13 +19,15 @@ from collections.abc import Awaitable, Callable
 import anyio
 from pydantic import TypeAdapter
 
-from ...events import Event
+from ...events import Event, StreamError
 
 __all__ = ["EventPublisher", "decode_event", "encode_event"]
 
 logger = logging.getLogger("llm_worker.durable")
 
 _event_adapter: TypeAdapter[Event] = TypeAdapter(Event)
+EVENT_BYTES = 256 * 1024
+BATCH_BYTES = 1024 * 1024
 
 
 def encode_event(event: Event) -> str:
@@ -43,7 +48,15 @@ class EventPublisher:
         self.sent = 0
 
     def add(self, event: Event) -> None:
-        self._pending.append(encode_event(event))
+        encoded = encode_event(event)
+        if len(encoded) > EVENT_BYTES:
+            note = StreamError(
+                message=f"a {event.type} event of {len(encoded)} bytes was not published "
+                "(too large for Temporal); it is in the run's result",
+                code="event_too_large",
+            )
+            encoded = encode_event(note)
+        self._pending.append(encoded)
 
     async def run(self) -> None:
         """Send a batch every ``interval`` until cancelled. Cancellation: at the sleep or send."""
@@ -53,16 +66,28 @@ class EventPublisher:
 
     async def flush(self) -> None:
         """Send what is buffered. Cancellation: the batch stays buffered if it was not sent."""
-        if not self._pending:
-            return
-        batch = self._pending
-        self._pending = []
-        try:
-            await self._send(batch)
-        except BaseException as error:
-            self._pending[:0] = batch  # kept, in order, for the next flush
-            if isinstance(error, Exception):
-                logger.warning("could not publish %d run events: %s", len(batch), error)
-                return
-            raise
-        self.sent += len(batch)
+        while self._pending:
+            batch = _take_batch(self._pending)
+            try:
+                await self._send(batch)
+            except BaseException as error:
+                self._pending[:0] = batch  # kept, in order, for the next flush
+                if isinstance(error, Exception):
+                    logger.warning("could not publish %d run events: %s", len(batch), error)
+                    return
+                raise
+            self.sent += len(batch)
+
+
+def _take_batch(pending: list[str]) -> list[str]:
+    """Remove and return the first events of ``pending`` that fit in one signal (at least one)."""
+    size = 0
+    count = 0
+    for encoded in pending:
+        size += len(encoded)
+        if count and size > BATCH_BYTES:
+            break
+        count += 1
+    batch = pending[:count]
+    del pending[:count]
+    return batch

@@ -13,7 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
@@ -40,7 +40,8 @@ class AgentWorker:
     directory): histories and checkpoints live there, by reference. ``heartbeat_throttle``
     bounds how late a run learns of a cancel; ``sticky_queue_timeout`` how long a workflow
     waits for a dead worker; ``event_interval`` how often events are published to followers.
-    Other keyword arguments go to `temporalio.worker.Worker`.
+    ``workflows`` and ``activities`` host your own beside them (e.g. a parent workflow that
+    runs agents with `start_child_run`). Other keyword arguments go to `temporalio.worker.Worker`.
 
     Cancellation: leaving the block shuts the worker down; runs still going are stopped and
     handed off (they resume on another worker from what they committed).
@@ -58,6 +59,8 @@ class AgentWorker:
         event_interval: float = 0.1,
         session_wait: float = 30.0,
         inline_items_limit: int = 512 * 1024,
+        workflows: Sequence[type] = (),
+        activities: Sequence[Callable[..., Any]] = (),
         **worker_options: Any,
     ) -> None:
         if not agents:
@@ -89,8 +92,8 @@ class AgentWorker:
         self.worker = TemporalWorker(
             client,
             task_queue=task_queue,
-            workflows=[AgentRunWorkflow],
-            activities=[self.activity.run_agent],
+            workflows=[AgentRunWorkflow, *workflows],
+            activities=[self.activity.run_agent, *activities],
             **options,
         )
 
