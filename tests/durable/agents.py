@@ -2,9 +2,10 @@
 
 ``slow ...``: a long answer streamed slowly (stop it mid-stream). ``tool ...``: a cooperative
 tool that counts slowly and keeps its partial count when cancelled. ``big ...``: a tool whose
-output is larger than a Temporal payload. ``crash ...``: a tool that records each execution in
-a file (``$RECORD_FILE``), then a slow answer — unless the history says a crash cut the last
-turn off, then a short answer. Anything else: a short answer.
+output is larger than a Temporal payload. ``steps ...``: two tool calls, then a paced answer.
+``crash ...``: a tool that records each execution in a file (``$RECORD_FILE``), then a slow
+answer — unless the history says a crash cut the last turn off, then a short answer. Anything
+else: a short answer.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ def choose(history: list[Item] | tuple[Item, ...] | object) -> tuple[Script, flo
         return Script.text(SLOW_TEXT, chunks=400), PACE
     if command == "tool" and not results:
         return Script.tool_calls(("count_slowly", {"limit": 400})), 0.0
+    if command == "steps" and not results:
+        return Script.tool_calls(("record", {"note": "step"}), ("count_slowly", {"limit": 4})), 0.05
+    if command == "steps":
+        return Script.text("one two three four five six", chunks=6), 0.05
     if command == "big" and not results:
         return Script.tool_calls(("big_output", {})), 0.0
     if command == "crash" and not results:
