@@ -82,8 +82,8 @@ def choose(history: list[Item] | tuple[Item, ...] | object) -> tuple[Script, flo
         return Script.tool_calls(("big_output", {})), 0.0
     if command == "crash" and not results:
         return Script.tool_calls(("record", {"note": "executed"})), 0.0
-    if command == "crash" and not crashed:
-        return Script.text(SLOW_TEXT, chunks=400), PACE
+    if command == "crash" and not crashed:  # slow enough (20 s) to start a second worker
+        return Script.text(SLOW_TEXT, chunks=400), 0.05
     if command == "crash":
         return Script.text("Resumed after the crash."), 0.0
     return Script.text(f"Done: {' '.join(words)}."), 0.0

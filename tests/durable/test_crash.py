@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 
 import anyio
+import pytest
 from temporalio.client import Client
 
-from llm_worker import AssistantMessage, Note, ToolCall, ToolResult, UserMessage
+from llm_worker import AssistantMessage, Cancelled, Note, ToolCall, ToolResult, UserMessage
 from llm_worker.durable.temporal import RunOptions, TemporalRuns
 from llm_worker.events import TextDelta
 from llm_worker.store import SQLiteStore
@@ -29,8 +30,8 @@ async def test_a_run_killed_mid_stream_resumes_on_another_worker_without_rerunni
         async for event in handle.events():
             if isinstance(event, TextDelta):
                 break  # the tool ran and its result is committed; the answer is streaming
-        doomed.kill()
-        own_cluster.start_worker()
+        own_cluster.start_worker()  # the run stays on the first worker...
+        doomed.kill()  # ...which dies
         result = await handle.result()
     assert result.status == "finished"
     assert result.output == "Resumed after the crash."
@@ -42,3 +43,33 @@ async def test_a_run_killed_mid_stream_resumes_on_another_worker_without_rerunni
     assert "crash" in note.text  # the model was told the turn was cut off
     with SQLiteStore(own_cluster.db) as store:
         assert store.load_history(name) == list(result.items)
+
+
+async def test_a_run_cancelled_while_its_worker_is_dead_returns_what_it_committed(
+    own_cluster: Cluster,
+) -> None:
+    doomed = own_cluster.start_worker()
+    client = await Client.connect(own_cluster.address)
+    runs = TemporalRuns(client, task_queue=own_cluster.task_queue, options=FAST_FAILOVER)
+    handle = await runs.start("agent", "crash test", session=f"s-{uuid.uuid4().hex[:8]}")
+    with anyio.fail_after(60):
+        async for event in handle.events():
+            if isinstance(event, TextDelta):
+                break
+        own_cluster.start_worker()
+        doomed.kill()
+        assert await handle.cancel("Stop while the worker was down")
+        with pytest.raises(Cancelled) as stopped:
+            await handle.result()
+    assert (stopped.value.kind, stopped.value.reason) == (
+        "explicit",
+        "Stop while the worker was down",
+    )
+    kept = stopped.value.partial.items
+    assert [type(item) for item in kept[:4]] == [
+        UserMessage,
+        AssistantMessage,
+        ToolCall,
+        ToolResult,
+    ]
+    assert own_cluster.records() == ["executed"]

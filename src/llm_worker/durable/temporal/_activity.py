@@ -12,6 +12,8 @@ Invariants:
   up) fails with a retryable ``HandedOff``; a missing agent, a failing factory or a run that
   raises something other than a `RunError` (a bug: another attempt would repeat it) fails for
   good; the workflow turns that into a `RunError` for the caller.
+* A retried attempt first asks the workflow whether the run was cancelled meanwhile (a cancel
+  made while no attempt ran): if so, it starts with its token cancelled and returns the partial.
 * Events are published until the end, then flushed (shielded, bounded) before the outcome is
   returned, so a follower sees every event of the attempt before the run is done.
 """
@@ -32,8 +34,9 @@ from temporalio.exceptions import ApplicationError
 from ...cancel import CancelToken
 from ...errors import RunError
 from ...items import Item
+from ...result import RunResult
 from ...worker import Worker
-from ._cancel import HandedOff, await_translating_cancel
+from ._cancel import HandedOff, await_translating_cancel, cancel_run
 from ._events import EventPublisher
 from ._payloads import (
     CancelRequest,
@@ -44,7 +47,7 @@ from ._payloads import (
     encode_result,
 )
 from ._sessions import OpenedSession, SessionHistories
-from ._workflow import ACTIVITY_NAME
+from ._workflow import ACTIVITY_NAME, SETTLE_ACTIVITY_NAME
 
 __all__ = ["AgentActivity", "AgentFactory"]
 
@@ -52,6 +55,7 @@ AgentFactory = Callable[[list[Item]], Worker]
 """Builds an agent's `Worker` on a session's history: ``factory(history) -> Worker``."""
 
 FLUSH_BOUND = 5.0  # seconds the last events may take to reach the workflow
+QUESTION_BOUND = 5.0  # seconds a retried attempt waits to learn of a cancel made meanwhile
 
 
 class AgentActivity:
@@ -95,6 +99,8 @@ class AgentActivity:
                 ) from error
             opened.session.attach(worker)
             token = CancelToken(f"temporal {request.run_key}")
+            if activity.info().attempt > 1:
+                await _cancel_if_requested(token)
             run = asyncio.create_task(self._drive(worker, request, opened, token))
             try:
                 outcome, handed_off = await await_translating_cancel(
@@ -114,6 +120,15 @@ class AgentActivity:
             return outcome
         finally:
             opened.session.close()
+
+    @activity.defn(name=SETTLE_ACTIVITY_NAME)
+    async def settle_run(self, request: RunRequest) -> dict[str, Any]:
+        """The partial result of a run whose attempt died without an outcome (encoded)."""
+        items, base = await self._histories.settle(request)
+        ref = ItemsRef(request.session, base, base + len(items))
+        too_large = sum(len(item.model_dump_json()) for item in items) > self._inline_items_limit
+        partial = RunResult(status="interrupted", items=tuple(items))
+        return encode_result(partial, items_ref=ref if too_large else None)
 
     async def _drive(
         self, worker: Worker, request: RunRequest, opened: OpenedSession, token: CancelToken
@@ -181,6 +196,22 @@ def _arm_deadline(token: CancelToken, request: RunRequest) -> Callable[[], None]
     remaining = max(0.0, request.deadline - time.time())
     timeout = request.timeout if request.timeout is not None else remaining
     return token.cancel_after(remaining, reason=f"the run timed out after {timeout:g}s")
+
+
+async def _cancel_if_requested(token: CancelToken) -> None:
+    """Cancel ``token`` now if the run was cancelled while no attempt was running.
+
+    Temporal retries an attempt that died even when a cancel was requested meanwhile; the new
+    attempt would learn of it only at a heartbeat, possibly after finishing the run. Asking first
+    makes the recorded cancel win. Cancellation: the question is bounded; on failure, go on.
+    """
+    with anyio.move_on_after(QUESTION_BOUND):
+        try:
+            request = await _ask_cancel_request()
+        except Exception:  # the workflow cannot be asked now: a cancel comes by heartbeat
+            return
+        if request is not None:
+            cancel_run(token, request)
 
 
 async def _ask_cancel_request() -> CancelRequest | None:

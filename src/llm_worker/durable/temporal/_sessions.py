@@ -13,6 +13,8 @@ Invariants:
   completed tool calls are not run again) if its input was committed, else it sends the input.
 * The items of a run are ``history[base:]``, across every attempt (a crashed attempt's items
   and the recovery note included), so the caller gets everything the run kept.
+* A run whose last attempt died and that was then cancelled (so not retried) is settled: its
+  items are read back for the caller and its unanswered calls answered (`settle`).
 * Opening waits for the session's lock (a superseded or given-up attempt may still be cleaning
   up) in a thread, bounded by ``wait``.
 """
@@ -78,6 +80,27 @@ class SessionHistories:
         history = session.history
         resume = again and any(isinstance(item, UserMessage) for item in history[base:])
         return OpenedSession(session, base, resume)
+
+    async def settle(self, request: RunRequest) -> tuple[list[Item], int]:
+        """What ``request``'s run kept, when its last attempt died without an outcome.
+
+        Calls it left without a result are answered (and the model will be told of the crash);
+        returns the run's items and where they begin. Nothing if the run never opened the
+        session. Cancellation: the thread finishes.
+        """
+        return await anyio.to_thread.run_sync(self._settle, request)
+
+    def _settle(self, request: RunRequest) -> tuple[list[Item], int]:
+        try:
+            mark = self.store.session_info(request.session).metadata
+        except SessionNotFound:
+            return [], 0
+        if mark.get(RUN_MARK) != request.run_key or BASE_MARK not in mark:
+            return [], 0
+        base = int(mark[BASE_MARK])
+        with self.store.open_session(request.session, wait=self.wait) as session:
+            session.settle_pending()
+            return session.history[base:], base
 
     def load_items(self, ref: ItemsRef) -> list[Item]:
         """The items ``ref`` points at (a run's items kept by reference)."""

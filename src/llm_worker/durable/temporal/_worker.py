@@ -93,7 +93,7 @@ class AgentWorker:
             client,
             task_queue=task_queue,
             workflows=[AgentRunWorkflow, *workflows],
-            activities=[self.activity.run_agent, *activities],
+            activities=[self.activity.run_agent, self.activity.settle_run, *activities],
             **options,
         )
 

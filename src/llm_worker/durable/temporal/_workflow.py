@@ -8,6 +8,9 @@ Invariants:
   learn the reason and kind (`cancel_request`), and the caller receives exactly them.
 * A cancel that comes before the activity started ends the run with `Cancelled` and nothing
   kept, as a local run cancelled before it began; one that comes after the end is a no-op.
+  When the activity ends with no outcome (cancelled before it started, or its last attempt died
+  and it was then cancelled or failed), a short activity reads what the run committed back from
+  the session store, so the caller still gets everything kept.
 * The activity is cancelled with ``WAIT_CANCELLATION_COMPLETED`` and awaited through a shield:
   the workflow always receives the activity's own outcome (the partial run), also when the
   workflow itself is cancelled (then the kind is ``parent`` for a child workflow, else
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -39,14 +43,17 @@ with workflow.unsafe.imports_passed_through():
         RunOutcome,
         RunRequest,
         encode_error,
+        encode_result,
     )
 
-__all__ = ["ACTIVITY_NAME", "WORKFLOW_NAME", "AgentRunWorkflow"]
+__all__ = ["ACTIVITY_NAME", "SETTLE_ACTIVITY_NAME", "WORKFLOW_NAME", "AgentRunWorkflow"]
 
 WORKFLOW_NAME = "llm-worker-run"
 ACTIVITY_NAME = "llm-worker-run-agent"
+SETTLE_ACTIVITY_NAME = "llm-worker-settle-run"
 NON_RETRYABLE = ["AgentNotRegistered", "AgentFactoryFailed"]
 FOLLOW_WAIT = timedelta(seconds=20)  # a follower's long poll returns empty after this
+SETTLE_TIMEOUT = timedelta(seconds=60)  # reading a dead attempt's items back (waits for a lock)
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -88,11 +95,30 @@ class AgentRunWorkflow:
         try:
             outcome = await self._await_activity(self._activity)
         except ActivityError as error:
-            if isinstance(error.cause, CancelledError):  # cancelled before it started
-                outcome = _cancelled_before_start(self._cancel or _fallback())
+            # No outcome: cancelled before it started, or its last attempt died and then it was
+            # cancelled or failed for good. What it committed is in the session: read it back.
+            partial = await self._settle(request, settings)
+            if self._cancel is not None or isinstance(error.cause, CancelledError):
+                # A cancel requested while an attempt was lost ends the run (Temporal retries
+                # no further): whatever error the lost attempt left, it was stopped.
+                outcome = _cancelled_without_outcome(self._cancel or _fallback(), partial)
             else:
-                outcome = _activity_failed(error)
+                outcome = _activity_failed(error, partial)
         return await self._end(outcome)
+
+    async def _settle(self, request: RunRequest, settings: ActivitySettings) -> dict[str, Any]:
+        try:
+            partial: dict[str, Any] = await workflow.execute_activity(
+                SETTLE_ACTIVITY_NAME,
+                request,
+                result_type=dict,
+                task_queue=settings.task_queue,
+                start_to_close_timeout=SETTLE_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError:
+            return encode_result(RunResult(status="interrupted"))
+        return partial
 
     async def _await_activity(self, handle: workflow.ActivityHandle[RunOutcome]) -> RunOutcome:
         """The activity's outcome. Cancellation of the workflow: recorded, passed on, awaited."""
@@ -149,13 +175,21 @@ def _fallback() -> CancelRequest:
 
 
 def _cancelled_before_start(request: CancelRequest) -> RunOutcome:
+    return _cancelled_without_outcome(request, encode_result(RunResult(status="interrupted")))
+
+
+def _cancelled_without_outcome(request: CancelRequest, partial: dict[str, Any]) -> RunOutcome:
+    """Cancelled before it started (nothing kept), or after its last attempt died (``partial``)."""
     cause = Cause.interrupt(run_kind(request.kind), request.reason, origin="temporal")
-    error = Cancelled(f"run cancelled before it started: {cause}", cause=cause)
-    error.partial = RunResult(status="interrupted")
-    return RunOutcome(error=encode_error(error))
+    started = bool(partial.get("items_ref")) or partial.get("items", "[]") != "[]"
+    when = "while its worker was lost" if started else "before it started"
+    error = Cancelled(f"run cancelled {when}: {cause}", cause=cause)
+    encoded = encode_error(error)
+    encoded["partial"] = partial
+    return RunOutcome(error=encoded)
 
 
-def _activity_failed(error: ActivityError) -> RunOutcome:
+def _activity_failed(error: ActivityError, partial: dict[str, Any]) -> RunOutcome:
     cause_error = error.cause
     if isinstance(cause_error, ApplicationError):
         remote = RemoteError(cause_error.type or "ApplicationError", cause_error.message)
@@ -164,4 +198,6 @@ def _activity_failed(error: ActivityError) -> RunOutcome:
     reason = f"{remote.type_name}: {remote}"
     cause = Cause("failure", error=remote, origin="temporal", reason=reason)
     failure = RunError(f"the agent activity failed: {reason}", cause=cause)
-    return RunOutcome(error=encode_error(failure))
+    encoded = encode_error(failure)
+    encoded["partial"] = partial
+    return RunOutcome(error=encoded)
