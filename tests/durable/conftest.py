@@ -173,9 +173,9 @@ class Cluster:
             worker.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster(temporal_address: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """One worker process shared by a test module's runs (each test uses its own sessions)."""
+    """One worker process shared by the tests' runs (each test uses its own sessions)."""
     shared = Cluster(temporal_address, tmp_path_factory.mktemp("cluster"))
     shared.start_worker()
     yield shared

@@ -97,6 +97,7 @@ async def test_cancel_mid_tool_gives_the_tool_its_grace_and_keeps_its_partial_ou
     assert "[Interrupted: Stop pressed; the output above is partial.]" in results[0].content
 
 
+@pytest.mark.timeout(120)
 async def test_a_cancel_before_the_run_started_takes_effect(own_cluster: Cluster) -> None:
     runs = await runs_for(own_cluster)  # no worker yet: the run cannot have started
     handle = await runs.start("agent", "slow please", session=session())

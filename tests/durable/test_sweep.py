@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import anyio
+import pytest
 from temporalio.client import Client
 
 from llm_worker import Cancelled, Item, RunResult, ToolCall, ToolResult
@@ -35,6 +36,7 @@ async def stop_after(
         return session, stopped
 
 
+@pytest.mark.timeout(180)
 async def test_a_run_stopped_after_any_of_its_events_keeps_everything(cluster: Cluster) -> None:
     client = await Client.connect(cluster.address)
     runs = TemporalRuns(client, task_queue=cluster.task_queue)
