@@ -87,7 +87,7 @@ class AgentActivity:
                 type="AgentNotRegistered",
                 non_retryable=True,
             )
-        opened = await self._histories.open(request)
+        opened = await self._open(request)
         try:
             try:
                 worker = factory(opened.session.history)
@@ -120,6 +120,21 @@ class AgentActivity:
             return outcome
         finally:
             opened.session.close()
+
+    async def _open(self, request: RunRequest) -> OpenedSession:
+        """Open the run's session (in a thread: it may wait for the session's lock).
+
+        Cancellation: the open cannot be abandoned half-way (the lock would stay held), so it
+        finishes, the session is closed again, and the cancellation goes on.
+        """
+        opening = asyncio.ensure_future(self._histories.open(request))
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait([opening])
+            if not opening.cancelled() and opening.exception() is None:
+                opening.result().session.close()
+            raise
 
     @activity.defn(name=SETTLE_ACTIVITY_NAME)
     async def settle_run(self, request: RunRequest) -> dict[str, Any]:
