@@ -59,6 +59,12 @@ EXPECTED: dict[str, list[str]] = {
         "on_abort: prompts must not contain passwords (kind aborted)",
         "run: aborted by a hook: prompts must not contain passwords",
     ],
+    "temporal_stop.py": [
+        "-> stopped (explicit: Stop pressed in another process); kept:",
+        "   tool result slow_count: interrupted: counted to",
+        "-> finished: (My previous answer was interrupted.)",
+        "a Stop after the end does nothing: cancel() -> False",
+    ],
     "cancellation_sweep.py": [
         "  cancel: ",
         "  thread: ",
