@@ -38,14 +38,13 @@ async def test_a_run_killed_mid_stream_resumes_on_another_worker_without_rerunni
     assert result.output == "Resumed after the crash."
     assert own_cluster.records() == ["executed"]  # the completed call was not run again
     kinds = [type(item) for item in result.items]
-    assert kinds[:5] == [UserMessage, AssistantMessage, ToolCall, ToolResult, Note]
-    assert kinds[-2:] == [Note, AssistantMessage]
-    # On a loaded machine the resumed attempt may itself be handed off (a missed heartbeat):
-    # each hand-off adds an interrupted answer and its note, never a second tool run.
-    assert kinds[5:-2] == [AssistantMessage, Note] * ((len(kinds) - 7) // 2)
-    note = result.items[4]
-    assert isinstance(note, Note)
-    assert "crash" in note.text  # the model was told the turn was cut off
+    assert kinds[:4] == [UserMessage, AssistantMessage, ToolCall, ToolResult], kinds
+    assert kinds[-2:] == [Note, AssistantMessage], kinds
+    # On a loaded machine an attempt may also be handed off (a missed heartbeat): that adds an
+    # interrupted answer and its note, never a second call or result.
+    assert set(kinds[4:-2]) <= {AssistantMessage, Note}, kinds
+    notes = [item for item in result.items if isinstance(item, Note)]
+    assert any("crash" in note.text for note in notes)  # the model was told of the crash
     with SQLiteStore(own_cluster.db) as store:
         assert store.load_history(name) == list(result.items)
 
