@@ -1,0 +1,98 @@
+"""``llm-worker serve``: the chat page and its API on one port (see `llm_worker.web`).
+
+Invariants:
+* Flags are checked before anything listens: a bad model spec or port is a usage error, and a
+  missing ``web`` extra names the install command.
+* Beyond loopback the API is never open: without ``--token`` a random one is made and printed,
+  in the URL to open (its fragment, which browsers do not send to servers or logs).
+* SIGINT or SIGTERM stops the server gracefully: every run is stopped and keeps what it said,
+  open streams end with ``abort``, sessions are saved and released; the exit status is 0.
+* Keys are never printed: the banner shows the model spec and the URL only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import secrets
+import threading
+import webbrowser
+
+from ._common import EXIT_OK, EXIT_USAGE, CLIError, stderr_line
+
+BACKENDS = ("asyncio", "trio")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _check_web_extra(args.backend)
+    from ..web import WebSettings, create_app
+
+    if args.model:
+        from ._config import build_model
+
+        build_model(args.model.strip(), args.base_url)  # a bad spec fails before we listen
+    token = args.token
+    settings = WebSettings(
+        model=args.model.strip() if args.model else None,
+        tools=args.tools,
+        db=args.db,
+        system=args.system,
+        base_url=args.base_url,
+        host=args.host,
+        token=token,
+    )
+    if not settings.loopback_only and token is None:
+        token = secrets.token_urlsafe(24)
+        settings = WebSettings(**{**settings.__dict__, "token": token})
+    if token is not None and len(token) < 8:
+        raise CLIError("--token must be at least 8 characters long", EXIT_USAGE)
+    app = create_app(settings)
+    url = _page_url(args.host, args.port, token)
+    stderr_line(f"serving {url} (Ctrl-C stops)")
+    if not settings.loopback_only:
+        stderr_line("reachable beyond this machine: every API call needs the token in the URL")
+    import anyio
+
+    opener = threading.Timer(0.5, webbrowser.open, args=(url,)) if args.open else None
+    if opener is not None:
+        opener.daemon = True
+        opener.start()
+    try:
+        anyio.run(_serve, app, args.host, args.port, backend=args.backend)
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    finally:
+        if opener is not None:
+            opener.cancel()
+    stderr_line("stopped")
+    return EXIT_OK
+
+
+async def _serve(app: object, host: str, port: int) -> None:
+    from ..web import serve
+
+    await serve(app, host=host, port=port, signals=True)  # type: ignore[arg-type]
+
+
+def _page_url(host: str, port: int, token: str | None) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    fragment = f"#token={token}" if token else ""
+    return f"http://{shown}:{port}/{fragment}"
+
+
+def _check_web_extra(backend: str) -> None:
+    needed = ["starlette", "hypercorn"] + (["trio"] if backend == "trio" else [])
+    missing = []
+    for name in needed:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise CLIError(
+            f"serve needs {' and '.join(missing)}: pip install 'llm-worker[web]'"
+            + (" trio" if "trio" in missing else ""),
+            EXIT_USAGE,
+        )
