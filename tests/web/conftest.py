@@ -39,12 +39,15 @@ class RunningServer:
     thread: threading.Thread
     stopping: threading.Event
     failure: list[BaseException]
+    backend: Any = None
 
     @property
     def registry(self) -> Any:
         return self.app.state.service.registry
 
     def stop(self) -> None:
+        if not self.thread.is_alive():
+            return
         self.stopping.set()
         self.thread.join(30)
         assert not self.thread.is_alive(), "the server did not stop"
@@ -85,7 +88,10 @@ def start_server(backend: Any, db: Path, **options: Any) -> RunningServer:
     deadline = time.monotonic() + 20
     while True:
         try:
-            if httpx2.get(f"{url}/api/health", timeout=2, headers=_auth(options)).status_code == 200:
+            if (
+                httpx2.get(f"{url}/api/health", timeout=2, headers=_auth(options)).status_code
+                == 200
+            ):
                 break
         except httpx2.TransportError:
             pass
@@ -93,7 +99,7 @@ def start_server(backend: Any, db: Path, **options: Any) -> RunningServer:
             stopping.set()
             raise RuntimeError(f"the server did not start: {failure}")
         time.sleep(0.05)
-    return RunningServer(url, port, db, app, thread, stopping, failure)
+    return RunningServer(url, port, db, app, thread, stopping, failure, backend)
 
 
 def _auth(options: dict[str, Any]) -> dict[str, str]:
@@ -102,9 +108,7 @@ def _auth(options: dict[str, Any]) -> dict[str, str]:
 
 
 @pytest.fixture
-def server_factory(
-    anyio_backend: Any, tmp_path: Path
-) -> Iterator[Callable[..., RunningServer]]:
+def server_factory(anyio_backend: Any, tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     """Start servers (``server_factory(model="offline", ...)``); all stopped at the end."""
     started: list[RunningServer] = []
 
@@ -128,14 +132,18 @@ def chat_body(chat_id: str, text: str, **extra: Any) -> dict[str, Any]:
     """The body ``useChat`` sends for a new user message."""
     return {
         "id": chat_id,
-        "messages": [{"id": f"u-{text[:8]}", "role": "user", "parts": [{"type": "text", "text": text}]}],
+        "messages": [
+            {"id": f"u-{text[:8]}", "role": "user", "parts": [{"type": "text", "text": text}]}
+        ],
         "trigger": "submit-message",
         "messageId": None,
         **extra,
     }
 
 
-async def read_stream(response: httpx2.Response, reader: UIMessageReader | None = None) -> UIMessageReader:
+async def read_stream(
+    response: httpx2.Response, reader: UIMessageReader | None = None
+) -> UIMessageReader:
     """Read an SSE UI message stream to its end, checking every chunk as the SDK would."""
     assert response.status_code == 200, await response.aread()
     assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"

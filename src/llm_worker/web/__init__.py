@@ -18,4 +18,11 @@ from ._requests import ApiError
 from ._server import serve
 from ._settings import WebSettings
 
-__all__ = ["UI_MESSAGE_STREAM_HEADERS", "ApiError", "UIStreamEncoder", "WebSettings", "create_app", "serve"]
+__all__ = [
+    "UI_MESSAGE_STREAM_HEADERS",
+    "ApiError",
+    "UIStreamEncoder",
+    "WebSettings",
+    "create_app",
+    "serve",
+]

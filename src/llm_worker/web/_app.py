@@ -101,7 +101,9 @@ def create_app(settings: WebSettings | None = None, **options: Any) -> Starlette
         body = await read_model(request, ChatRequest, limit=settings.max_body_bytes)
         text = None if body.continues else body.user_text()
         if text is not None and len(text) > settings.max_message_chars:
-            raise ApiError(413, f"the message is longer than {settings.max_message_chars} characters")
+            raise ApiError(
+                413, f"the message is longer than {settings.max_message_chars} characters"
+            )
         return _AsResponse(ChatStream(service.registry, body.id, text))
 
     async def list_chats(request: Request) -> Response:

@@ -217,4 +217,3 @@ class ChatRegistry:
         if name != "none":
             raise ApiError(409, f"this chat uses the toolset {name!r}, which the server lacks")
         return [], name if chosen else None
-

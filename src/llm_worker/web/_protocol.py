@@ -124,7 +124,11 @@ class UIStreamEncoder:
                 known = self._calls_by_index.get(index)
                 if known is not None:
                     out.append(
-                        {"type": "tool-input-delta", "toolCallId": known[0], "inputTextDelta": arguments}
+                        {
+                            "type": "tool-input-delta",
+                            "toolCallId": known[0],
+                            "inputTextDelta": arguments,
+                        }
                     )
             case StopReason(reason=reason):
                 self._stop_reason = reason
@@ -261,11 +265,19 @@ class UIStreamEncoder:
             return
         if result.status in _OUTPUT_STATUSES:
             out.append(
-                {"type": "tool-output-available", "toolCallId": result.call_id, "output": result.content}
+                {
+                    "type": "tool-output-available",
+                    "toolCallId": result.call_id,
+                    "output": result.content,
+                }
             )
         else:
             out.append(
-                {"type": "tool-output-error", "toolCallId": result.call_id, "errorText": result.content}
+                {
+                    "type": "tool-output-error",
+                    "toolCallId": result.call_id,
+                    "errorText": result.content,
+                }
             )
         out.append(status)
 

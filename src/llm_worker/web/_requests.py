@@ -10,6 +10,7 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -88,9 +89,7 @@ class CancelRequest(BaseModel):
     reason: str | None = Field(default=None, max_length=500)
 
 
-async def read_model(
-    request: Request, model: type[M], *, limit: int, empty_ok: bool = False
-) -> M:
+async def read_model(request: Request, model: type[M], *, limit: int, empty_ok: bool = False) -> M:
     """The request's JSON body as ``model``. Raises `ApiError` (413 too big, 400 malformed).
 
     Cancellation: safe; a body half-read is simply dropped.
@@ -99,10 +98,11 @@ async def read_model(
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"the request body is larger than {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"the request body is larger than {limit} bytes")
+    async with contextlib.aclosing(request.stream()) as chunks:
+        async for chunk in chunks:
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, f"the request body is larger than {limit} bytes")
     if not body.strip() and empty_ok:
         return model()
     try:

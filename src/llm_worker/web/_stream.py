@@ -105,6 +105,3 @@ class ChatStream:
         except OSError:  # the connection broke under the write: the watcher cancels the run
             self._gone = True
             self.token.cancel(DISCONNECTED)
-
-
-
