@@ -1,9 +1,10 @@
 """A session's history → AI SDK UI messages (what ``useChat`` accepts as ``messages``).
 
 Invariants:
-* One UI message per user input, and one assistant UI message for everything that followed it
-  (text, reasoning, tool calls with their results, over every turn), so a reloaded chat looks
-  like the stream that built it. Notes the worker wrote for the model are not shown.
+* One UI message per user input, and one assistant UI message per run that followed it (text,
+  reasoning, tool calls with their results, over every turn), so a reloaded chat looks like the
+  streams that built it. Notes the worker wrote for the model are not shown; an interruption
+  note starts a new assistant message (the run that continued after a stop).
 * Part shapes are the SDK's: ``text`` / ``reasoning`` with ``state: "done"``, ``step-start`` at
   each model response, ``tool-<name>`` with ``input-available`` / ``output-available`` /
   ``output-error``, and ``data-*`` parts for what the SDK has no part for: an interruption
@@ -16,7 +17,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..items import AssistantMessage, Item, ReasoningPart, ToolCall, ToolResult, UserMessage
+from ..items import (
+    AssistantMessage,
+    Item,
+    Note,
+    ReasoningPart,
+    ToolCall,
+    ToolResult,
+    UserMessage,
+)
 
 __all__ = ["ui_messages"]
 
@@ -37,8 +46,10 @@ def ui_messages(items: Sequence[Item], last_stop: dict[str, Any] | None = None) 
                 {"id": item.id, "role": "user", "parts": [{"type": "text", "text": item.text}]}
             )
             continue
-        if not isinstance(item, AssistantMessage | ToolCall | ToolResult):
-            continue  # notes are for the model
+        if isinstance(item, Note):  # for the model; one starts the run after a stop
+            if item.kind == "interrupted":
+                assistant = None
+            continue
         if assistant is None:
             assistant = {"id": item.id, "role": "assistant", "parts": []}
             messages.append(assistant)

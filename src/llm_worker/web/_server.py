@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 
 import anyio
 from starlette.applications import Starlette
@@ -78,12 +77,11 @@ async def _wait_for_signal(stop: anyio.Event) -> None:
 
 
 def _on_trio() -> bool:
-    """Whether this task runs on trio (then Hypercorn's trio worker serves)."""
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return False
+    """Whether this task runs on trio: anyio runs on asyncio or trio, and asyncio has a loop."""
+    import asyncio
+
     try:
-        trio.lowlevel.current_task()
+        asyncio.get_running_loop()
     except RuntimeError:
-        return False
-    return True
+        return True
+    return False

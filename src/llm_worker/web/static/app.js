@@ -82,7 +82,7 @@
     if (mark) {
       const box = el("div", "interrupted");
       const data = mark.data || {};
-      box.append(el("span", "label", "⏹ Interrupted" + (data.reason ? ": " + data.reason : "") + (data.kind && data.kind !== "explicit" ? " (" + data.kind + ")" : "")));
+      box.append(el("span", "label", "Interrupted" + (data.reason ? ": " + data.reason : "") + (data.kind && data.kind !== "explicit" ? " (" + data.kind + ")" : "")));
       if (isLast && !state.running) {
         const again = el("button", "continue", "Continue");
         again.type = "button";
@@ -99,7 +99,7 @@
 
   function renderTool(part) {
     const details = el("details", "tool");
-    details.open = part.state !== "output-available";
+    details.open = part.state !== "output-available" || (part.resultStatus && part.resultStatus !== "ok");
     const summary = el("summary");
     const labels = { "input-streaming": "preparing", "input-available": "running", "output-available": "done", "output-error": "error" };
     let label = labels[part.state] || part.state;
