@@ -16,7 +16,7 @@ class _Chunk(BaseModel):
 
 class Start(_Chunk):
     type: Literal["start"]
-    messageId: str | None = None  # noqa: N815 - the SDK's field names
+    messageId: str | None = None
 
 
 class StartStep(_Chunk):
@@ -40,51 +40,51 @@ class BlockDelta(_Chunk):
 
 class ToolInputStart(_Chunk):
     type: Literal["tool-input-start"]
-    toolCallId: str  # noqa: N815
-    toolName: str  # noqa: N815
+    toolCallId: str
+    toolName: str
 
 
 class ToolInputDelta(_Chunk):
     type: Literal["tool-input-delta"]
-    toolCallId: str  # noqa: N815
-    inputTextDelta: str  # noqa: N815
+    toolCallId: str
+    inputTextDelta: str
 
 
 class ToolInputAvailable(_Chunk):
     type: Literal["tool-input-available"]
-    toolCallId: str  # noqa: N815
-    toolName: str  # noqa: N815
+    toolCallId: str
+    toolName: str
     input: Any
 
 
 class ToolInputError(_Chunk):
     type: Literal["tool-input-error"]
-    toolCallId: str  # noqa: N815
-    toolName: str  # noqa: N815
+    toolCallId: str
+    toolName: str
     input: Any
-    errorText: str  # noqa: N815
+    errorText: str
 
 
 class ToolOutputAvailable(_Chunk):
     type: Literal["tool-output-available"]
-    toolCallId: str  # noqa: N815
+    toolCallId: str
     output: Any
 
 
 class ToolOutputError(_Chunk):
     type: Literal["tool-output-error"]
-    toolCallId: str  # noqa: N815
-    errorText: str  # noqa: N815
+    toolCallId: str
+    errorText: str
 
 
 class ErrorChunk(_Chunk):
     type: Literal["error"]
-    errorText: str  # noqa: N815
+    errorText: str
 
 
 class Finish(_Chunk):
     type: Literal["finish"]
-    finishReason: (  # noqa: N815
+    finishReason: (
         Literal["stop", "length", "content-filter", "tool-calls", "error", "other"] | None
     ) = None
 
@@ -168,7 +168,7 @@ class UIMessageReader:
             return
         self.feed(parse_chunk(payload))
 
-    def feed(self, chunk: _Chunk) -> None:  # noqa: C901 - one case per chunk type, like the SDK
+    def feed(self, chunk: _Chunk) -> None:
         if self.ending is not None:
             raise ProtocolViolation(f"{chunk!r} after the message ended")
         if not self.chunks and not isinstance(chunk, Start):

@@ -78,17 +78,20 @@ async def test_a_full_chat_with_a_tool_streams_every_part_and_is_kept(
         reader = await read_stream(response)
     assert reader.ending == "finish"
     (call,) = reader.tools.values()
-    assert call["name"] == "get_weather" and call["state"] == "output-available"
+    assert call["name"] == "get_weather"
+    assert call["state"] == "output-available"
     assert "Paris" in call["output"]
     assert reader.text
     kinds = [chunk.type for chunk in reader.chunks]  # type: ignore[attr-defined]
-    assert kinds[:2] == ["start", "start-step"] and kinds.count("start-step") == 2
+    assert kinds[:2] == ["start", "start-step"]
+    assert kinds.count("start-step") == 2
     chat = (await client.get(f"{server.url}/api/chats/full")).json()
     assert [m["role"] for m in chat["messages"]] == ["user", "assistant"]
     parts = chat["messages"][1]["parts"]
     assert any(p["type"] == "tool-get_weather" and p["state"] == "output-available" for p in parts)
     listed = (await client.get(f"{server.url}/api/chats")).json()["chats"]
-    assert [c["id"] for c in listed] == ["full"] and listed[0]["title"] == "get_weather for Paris"
+    assert [c["id"] for c in listed] == ["full"]
+    assert listed[0]["title"] == "get_weather for Paris"
     await nothing_left(server)
 
 
@@ -104,7 +107,8 @@ async def test_stop_mid_stream_keeps_the_text_ends_with_abort_and_the_chat_goes_
     assert reader.ending == "abort"
     assert reader.data_of("interrupted") == [{"kind": "explicit", "reason": "enough"}]
     kept = [i for i in stored(server, "s1") if isinstance(i, AssistantMessage)]
-    assert kept[-1].interrupted and kept[-1].text == reader.text != ""
+    assert kept[-1].interrupted
+    assert kept[-1].text == reader.text != ""
     async with client.stream("POST", f"{server.url}/api/chat", json=chat_body("s1", "again")) as r:
         assert (await read_stream(r)).ending == "finish"
     history = (await client.get(f"{server.url}/api/chats/s1")).json()["messages"]
@@ -129,7 +133,8 @@ async def test_stop_mid_tool_delivers_the_tools_partial_output(
     assert "before being stopped" in call["output"]
     assert reader.data_of("tool-result")[-1]["status"] == "interrupted"
     results = [i for i in stored(server, "t1") if isinstance(i, ToolResult)]
-    assert results[-1].status == "interrupted" and "before being stopped" in results[-1].content
+    assert results[-1].status == "interrupted"
+    assert "before being stopped" in results[-1].content
     await nothing_left(server)
 
 
@@ -170,9 +175,11 @@ async def test_a_disconnect_mid_stream_cancels_the_run_and_keeps_what_was_said(
                 break
     await nothing_left(server)
     history = stored(server, "d1")
-    assert isinstance(history[-1], AssistantMessage) and history[-1].interrupted
+    assert isinstance(history[-1], AssistantMessage)
+    assert history[-1].interrupted
     runs = SQLiteStore(server.db).runs("d1")
-    assert runs[-1].outcome == "cancelled" and runs[-1].reason == "the client disconnected"
+    assert runs[-1].outcome == "cancelled"
+    assert runs[-1].reason == "the client disconnected"
     chat = (await client.get(f"{server.url}/api/chats/d1")).json()
     (mark,) = [p for p in chat["messages"][-1]["parts"] if p["type"] == "data-interrupted"]
     assert mark["data"]["reason"] == "the client disconnected"
@@ -237,7 +244,8 @@ async def test_a_double_stop_is_harmless_and_never_hits_the_next_run(
     async with client.stream("POST", f"{server.url}/api/chat", json=chat_body("dbl", "go")) as r:
         assert (await read_stream(r)).ending == "finish"
     missing = await client.post(f"{server.url}/api/chats/nope/cancel", json={})
-    assert missing.status_code == 404 and "error" in missing.json()
+    assert missing.status_code == 404
+    assert "error" in missing.json()
 
 
 async def test_a_continue_resumes_an_interrupted_answer(
@@ -252,7 +260,8 @@ async def test_a_continue_resumes_an_interrupted_answer(
     body = chat_body("res", "hi", trigger="regenerate-message", resume=True)
     async with client.stream("POST", f"{server.url}/api/chat", json=body) as response:
         reader = await read_stream(response)
-    assert reader.ending == "finish" and reader.text
+    assert reader.ending == "finish"
+    assert reader.text
     history = stored(server, "res")
     assert sum(isinstance(i, UserMessage) for i in history) == 1
     await nothing_left(server)

@@ -36,7 +36,8 @@ MALFORMED = [
     (b'{"id": "x", "messages": [{"role": "robot", "parts": []}]}', 400, "role"),
     (b'{"id": "x", "messages": []}', 400, "no text"),
     (
-        b'{"id": "bad\\u0000name", "messages": [{"role": "user", "parts": [{"type": "text", "text": "hi"}]}]}',
+        b'{"id": "bad\\u0000name", "messages": [{"role": "user", "parts": '
+        b'[{"type": "text", "text": "hi"}]}]}',
         400,
         "bad chat id",
     ),
@@ -122,7 +123,8 @@ async def test_the_pages_own_origin_is_served(
     server = server_factory(model_factory=fast)
     await still_serving(client, server.url, origin=server.url, **{"sec-fetch-site": "same-origin"})
     page = await client.get(f"{server.url}/", headers={"host": f"localhost:{server.port}"})
-    assert page.status_code == 200 and "Stop" in page.text
+    assert page.status_code == 200
+    assert "Stop" in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
 
 

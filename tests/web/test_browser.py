@@ -28,7 +28,9 @@ SCREENSHOT_ENV = "LLM_WORKER_SCREENSHOT_DIR"  # also copy the screenshot there (
 def browser() -> Iterator[Any]:
     missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
     if missing:
-        message = f"{' and '.join(missing)} missing: `make test` installs chromium and chromium-driver"
+        message = (
+            f"{' and '.join(missing)} missing: `make test` installs chromium and chromium-driver"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

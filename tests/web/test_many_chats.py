@@ -70,6 +70,7 @@ async def test_fifty_concurrent_chats_with_random_stops_and_disconnects_all_end_
             history = store.load_history(f"many-{number}")
             assert history_violations(history) == [], number
             runs = store.runs(f"many-{number}")
-            assert len(runs) == 1 and runs[0].ended
+            assert len(runs) == 1
+            assert runs[0].ended
             if plans[number] == "disconnect" and runs[0].outcome == "cancelled":
                 assert runs[0].reason == "the client disconnected"

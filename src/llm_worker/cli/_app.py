@@ -34,8 +34,8 @@ from ._common import (
 )
 from ._config import TOOLSETS
 from ._run import cmd_run
-from ._serve import BACKENDS, cmd_serve
 from ._safe import valid_text, visible
+from ._serve import BACKENDS, cmd_serve
 from ._sessions import cmd_delete, cmd_sessions, cmd_show
 
 ENV_HELP = """\

@@ -23,7 +23,6 @@ from ..items import (
     Note,
     ReasoningPart,
     ToolCall,
-    ToolResult,
     UserMessage,
 )
 

@@ -28,7 +28,7 @@ TOKEN_HEADER = "x-llm-worker-token"
 
 
 class RequestGuard:
-    """Refuses foreign ``Host`` / ``Origin`` headers and, with a token, unauthenticated API calls."""
+    """Refuses foreign ``Host`` / ``Origin`` headers and, with a token, calls without it."""
 
     def __init__(self, app: ASGIApp, settings: WebSettings) -> None:
         self.app = app
