@@ -1,0 +1,127 @@
+"""``llm-worker serve`` as a process: it serves the page and the API, SIGINT stops it cleanly,
+and a chat started in the browser continues on the command line (same sessions)."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+
+from llm_worker.store import SQLiteStore
+
+from .conftest import chat_body, free_port
+
+MODULE = [sys.executable, "-m", "llm_worker"]
+_SCRUBBED = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "LLM_WORKER_MODEL", "LLM_WORKER_DB")
+
+
+def cli_env(db: Path) -> dict[str, str]:
+    """A CLI process's environment: its own database, a fast offline model, no keys."""
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env.update(LLM_WORKER_DB=str(db), LLM_WORKER_OFFLINE_PACE="0.001", PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MODULE, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def start_serve(db: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """Start the server; return it and the URL it printed."""
+    process = subprocess.Popen(
+        [*MODULE, "serve", "--db", str(db), *args],
+        env=cli_env(db),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stderr], [], [], 0.5)
+        if ready:
+            line = process.stderr.readline()
+            found = re.search(r"serving (http://\S+)", line)
+            if found:
+                return process, found.group(1)
+        assert process.poll() is None, process.communicate()
+    process.kill()
+    raise AssertionError("serve printed no URL")
+
+
+def wait_ready(url: str, **headers: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx2.get(url, timeout=2, headers=headers).status_code < 500:
+                return
+        except httpx2.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} never answered")
+
+
+def test_serve_serves_the_page_and_sigint_stops_it_cleanly(tmp_path: Path) -> None:
+    db = tmp_path / "chats.db"
+    port = free_port()
+    process, url = start_serve(db, "--port", str(port), "--tools", "demo")
+    try:
+        assert url == f"http://127.0.0.1:{port}/"
+        wait_ready(url)
+        page = httpx2.get(url, timeout=10)
+        assert page.status_code == 200
+        assert 'id="stop"' in page.text
+        body = chat_body("from-web", "hello from the page")
+        with httpx2.stream("POST", f"{url}api/chat", json=body, timeout=30) as response:
+            assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+            lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "data: [DONE]"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err
+    assert "stopped" in err
+    assert "Traceback" not in err
+
+    done = run_cli("run", "--session", "from-web", "--db", str(db), "and more", env=cli_env(db))
+    assert done.returncode == 0, done.stderr
+    with SQLiteStore(db) as store:
+        texts = [getattr(item, "text", "") for item in store.load_history("from-web")]
+    assert "hello from the page" in texts
+    assert "and more" in texts
+
+
+def test_serve_beyond_loopback_requires_the_printed_token(tmp_path: Path) -> None:
+    db = tmp_path / "chats.db"
+    port = free_port()
+    process, url = start_serve(db, "--host", "0.0.0.0", "--port", str(port))
+    try:
+        token = url.split("#token=")[1]
+        base = f"http://127.0.0.1:{port}"
+        wait_ready(f"{base}/")
+        assert httpx2.get(f"{base}/api/chats", timeout=10).status_code == 401
+        auth = {"authorization": f"Bearer {token}"}
+        assert httpx2.get(f"{base}/api/chats", headers=auth, timeout=10).status_code == 200
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert os.path.exists(db)
