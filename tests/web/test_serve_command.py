@@ -91,7 +91,7 @@ def test_serve_serves_the_page_and_sigint_stops_it_cleanly(tmp_path: Path) -> No
             lines = [line for line in response.iter_lines() if line.startswith("data: ")]
         assert lines[-1] == "data: [DONE]"
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=20)
+        _, err = process.communicate(timeout=20)
     finally:
         if process.poll() is None:
             process.kill()
