@@ -160,3 +160,36 @@ def test_escape_stops_a_running_tool_and_shows_its_partial_output(
     wait(browser, lambda d: page(d)["marks"] and not page(d)["stop"])
     wait(browser, lambda d: "interrupted" in page(d)["tools"][0])
     assert "before being stopped" in page(browser)["tools"][0]
+
+
+HOSTILE = [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(1)</script>",
+    "[click](javascript:alert(1))",
+    '[x](http://a.example/" onmouseover="alert(1))',
+    "```\n<b>code</b>\n```",
+    "**<i>bold</i>**",
+]
+
+
+def test_the_markdown_renderer_escapes_html_before_it_adds_any(
+    browser: Any, page_server: RunningServer
+) -> None:
+    browser.get(page_server.url + "/")
+    wait(browser, lambda d: d.execute_script("return !!window.llmMarkdown"))
+    rendered = browser.execute_script(
+        "return arguments[0].map((t) => window.llmMarkdown.render(t));", HOSTILE
+    )
+    for html in rendered:
+        assert "<img" not in html
+        assert "<script" not in html
+        assert "javascript:" not in html.split("href=")[-1] or "href=" not in html
+        assert 'onmouseover="' not in html
+        assert "<i>" not in html
+        assert "<b>" not in html
+    sample = "# Title\n\n- **bold** and `code`\n- [a link](https://example.org)\n\n```\nx < y\n```"
+    html = browser.execute_script("return window.llmMarkdown.render(arguments[0]);", sample)
+    assert "<strong>bold</strong>" in html
+    assert "<code>code</code>" in html
+    assert '<a href="https://example.org"' in html
+    assert "x &lt; y" in html

@@ -64,6 +64,16 @@ def start_serve(db: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
     raise AssertionError("serve printed no URL")
 
 
+def finish(process: subprocess.Popen[str]) -> str:
+    """Wait for the process (killing it after 20 s); its stderr. Closes its pipes."""
+    try:
+        _, err = process.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+    return err
+
+
 def wait_ready(url: str, **headers: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -91,10 +101,8 @@ def test_serve_serves_the_page_and_sigint_stops_it_cleanly(tmp_path: Path) -> No
             lines = [line for line in response.iter_lines() if line.startswith("data: ")]
         assert lines[-1] == "data: [DONE]"
         process.send_signal(signal.SIGINT)
-        _, err = process.communicate(timeout=20)
     finally:
-        if process.poll() is None:
-            process.kill()
+        err = finish(process)
     assert process.returncode == 0, err
     assert "stopped" in err
     assert "Traceback" not in err
@@ -119,9 +127,43 @@ def test_serve_beyond_loopback_requires_the_printed_token(tmp_path: Path) -> Non
         auth = {"authorization": f"Bearer {token}"}
         assert httpx2.get(f"{base}/api/chats", headers=auth, timeout=10).status_code == 200
         process.send_signal(signal.SIGINT)
-        process.communicate(timeout=20)
     finally:
-        if process.poll() is None:
-            process.kill()
+        finish(process)
     assert process.returncode == 0
     assert os.path.exists(db)
+
+
+def test_a_chat_killed_mid_tool_reopens_like_the_cli_reopens_it(tmp_path: Path) -> None:
+    db = tmp_path / "chats.db"
+    process, url = start_serve(db, "--port", str(free_port()), "--tools", "demo")
+    try:
+        wait_ready(url)
+        body = chat_body("killed", "use slow_count to 40")
+        with httpx2.stream("POST", f"{url}api/chat", json=body, timeout=30) as response:
+            for line in response.iter_lines():
+                if '"tool-input-available"' in line:
+                    process.kill()  # kill -9 while the tool runs
+                    break
+    finally:
+        finish(process)
+    again, url = start_serve(db, "--port", str(free_port()))
+    try:
+        wait_ready(url)
+        chat = httpx2.get(f"{url}api/chats/killed", timeout=10).json()
+        assert chat["status"] == "crashed"
+        with httpx2.stream(
+            "POST", f"{url}api/chat", json=chat_body("killed", "hello again"), timeout=30
+        ) as response:
+            lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+        assert '"finish"' in lines[-2]
+        again.send_signal(signal.SIGINT)
+    finally:
+        finish(again)
+    with SQLiteStore(db) as store:
+        history = store.load_history("killed")
+    from llm_worker.items import ToolResult
+    from llm_worker.testing import history_violations
+
+    assert history_violations(history) == []
+    (result,) = [item for item in history if isinstance(item, ToolResult)]
+    assert result.status == "cancelled"  # answered as the CLI answers a crashed call
