@@ -39,8 +39,11 @@ class ApiError(LLMWorkerError):
         self.message = message
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error_response(status: int, message: str, *, close: bool = False) -> JSONResponse:
+    """``{"error": message}``; ``close`` when the request's body was left unread (a refusal,
+    a body too big), so that the client does not send its next request on this connection."""
+    headers = {"connection": "close"} if close or status == 413 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 class UIMessagePart(BaseModel):

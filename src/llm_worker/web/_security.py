@@ -47,7 +47,7 @@ class RequestGuard:
         refusal = self._refusal(scope)
         if refusal is not None:
             status, message = refusal
-            await error_response(status, message)(scope, receive, send)
+            await error_response(status, message, close=True)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
