@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -147,19 +148,26 @@ def test_a_person_can_chat_stop_continue_and_reload_in_the_page(
 
 
 def test_escape_stops_a_running_tool_and_shows_its_partial_output(
-    browser: Any, page_server: RunningServer
+    browser: Any, page_server: RunningServer, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     browser.get(page_server.url + "/")
     wait(browser, lambda d: d.execute_script("return !!document.getElementById('prompt')"))
-    send(browser, "use slow_count to 40")
+    send(browser, "get_weather for Paris and slow_count to 40")
     wait(browser, lambda d: any("running" in state for state in page(d)["toolStates"]))
+    time.sleep(1.2)  # let it count a little: the partial output shows it
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
     wait(browser, lambda d: page(d)["marks"] and not page(d)["stop"])
-    wait(browser, lambda d: "interrupted" in page(d)["tools"][0])
-    assert "before being stopped" in page(browser)["tools"][0]
+    wait(browser, lambda d: "interrupted" in page(d)["tools"][1])
+    tools = page(browser)["tools"]
+    assert "done" in tools[0]
+    assert "before being stopped" in tools[1]
+    browser.save_screenshot(str(tmp_path / "stopped-tool.png"))
+    if os.environ.get(SCREENSHOT_ENV):
+        target = Path(os.environ[SCREENSHOT_ENV]) / "web-stopped-tool.png"
+        shutil.copy(tmp_path / "stopped-tool.png", target)
 
 
 HOSTILE = [

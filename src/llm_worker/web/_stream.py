@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..cancel import CancelToken
 from ..errors import Cancelled
+from ..run_stream import RunStream
 from ._chats import ChatRegistry
 from ._protocol import HEADERS, Chunk, UIStreamEncoder, sse, sse_done
 from ._requests import ApiError, error_response
@@ -53,12 +54,14 @@ class ChatStream:
             await error_response(exc.status, exc.message)(scope, receive, send)
             return
         try:
+            # Registered before the first await: a Stop that arrives from now on reaches it.
+            stream = chat.worker.stream(self.text, token=self.token, supersede=True)
             headers = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch_disconnect, receive)
                 try:
-                    await self._stream(chat.worker, send)
+                    await self._stream(stream, send)
                 finally:
                     group.cancel_scope.cancel()
         finally:
@@ -73,13 +76,9 @@ class ChatStream:
                 self.token.cancel(DISCONNECTED)
                 return
 
-    async def _stream(self, worker: object, send: Send) -> None:
-        from ..worker import Worker
-
-        assert isinstance(worker, Worker)
+    async def _stream(self, stream: RunStream, send: Send) -> None:
         encoder = UIStreamEncoder(f"msg-{uuid.uuid4().hex[:16]}")
         await self._write(send, encoder.start())
-        stream = worker.stream(self.text, token=self.token, supersede=True)
         async with stream as run:
             async for event in run:
                 chunks = encoder.encode(event)

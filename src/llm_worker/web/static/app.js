@@ -104,8 +104,8 @@
     const labels = { "input-streaming": "preparing", "input-available": "running", "output-available": "done", "output-error": "error" };
     let label = labels[part.state] || part.state;
     let cls = part.state === "input-available" || part.state === "input-streaming" ? "running" : part.state === "output-error" ? "error" : "";
-    if (part.resultStatus === "interrupted" || part.resultStatus === "cancelled" || part.resultStatus === "abandoned") { label = part.resultStatus; cls = "interrupted"; }
-    if (part.state === "input-available" && !state.running) { label = "not finished"; cls = "interrupted"; }
+    if (part.resultStatus === "interrupted" || part.resultStatus === "cancelled" || part.resultStatus === "abandoned") { label = part.resultStatus; cls = "stopped"; }
+    if (part.state === "input-available" && !state.running) { label = "not finished"; cls = "stopped"; }
     summary.append(el("span", "name", part.type.slice(5)), el("span", "state " + cls, label));
     details.append(summary);
     const input = part.input !== undefined ? JSON.stringify(part.input) : part.rawInput || "";
