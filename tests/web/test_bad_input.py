@@ -143,3 +143,28 @@ async def test_with_a_token_every_api_call_needs_it(
     other = await client.get(f"{server.url}/api/chats", headers={"x-llm-worker-token": TOKEN})
     assert other.status_code == 200
     assert TOKEN not in (await client.get(f"{server.url}/")).text
+
+
+async def test_an_allowed_origin_gets_cors_and_others_are_still_refused(
+    server_factory: Any, client: httpx2.AsyncClient
+) -> None:
+    front_end = "http://localhost:5173"
+    server = server_factory(model_factory=fast, token=TOKEN, allowed_origins=[front_end])
+    preflight = await client.options(
+        f"{server.url}/api/chat",
+        headers={
+            "origin": front_end,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type, authorization",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == front_end
+    auth = {"authorization": f"Bearer {TOKEN}", "sec-fetch-site": "cross-site"}
+    await still_serving(client, server.url, origin=front_end, **auth)
+    listed = await client.get(f"{server.url}/api/chats", headers={"origin": front_end, **auth})
+    assert listed.headers["access-control-allow-origin"] == front_end
+    other = await client.get(
+        f"{server.url}/api/chats", headers={"origin": "http://localhost:3000", **auth}
+    )
+    await assert_refused(other, 403, "other sites")

@@ -202,6 +202,13 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser], agent: _Parser, db
         help="require this token on every API call (default: none on loopback, a random one "
         "printed when binding beyond it)",
     )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="URL",
+        help="let pages of this origin call the API (CORS), e.g. a useChat front-end at "
+        "http://localhost:5173; repeatable",
+    )
     serve.add_argument("--backend", choices=BACKENDS, default="asyncio", help="event loop")
     serve.add_argument("--open", action="store_true", help="open the page in a browser")
     serve.set_defaults(handler=cmd_serve)

@@ -13,6 +13,7 @@ Invariants:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import secrets
 import threading
@@ -32,20 +33,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         build_model(args.model.strip(), args.base_url)  # a bad spec fails before we listen
     token = args.token
-    settings = WebSettings(
-        model=args.model.strip() if args.model else None,
-        tools=args.tools,
-        db=args.db,
-        system=args.system,
-        base_url=args.base_url,
-        host=args.host,
-        token=token,
-    )
+    try:
+        settings = WebSettings(
+            model=args.model.strip() if args.model else None,
+            tools=args.tools,
+            db=args.db,
+            system=args.system,
+            base_url=args.base_url,
+            host=args.host,
+            token=token,
+            allowed_origins=tuple(args.allow_origin or ()),
+        )
+    except ValueError as exc:  # a short token, a malformed origin
+        raise CLIError(str(exc), EXIT_USAGE) from None
     if not settings.loopback_only and token is None:
         token = secrets.token_urlsafe(24)
-        settings = WebSettings(**{**settings.__dict__, "token": token})
-    if token is not None and len(token) < 8:
-        raise CLIError("--token must be at least 8 characters long", EXIT_USAGE)
+        settings = dataclasses.replace(settings, token=token)
     app = create_app(settings)
     url = _page_url(args.host, args.port, token)
     stderr_line(f"serving {url} (Ctrl-C stops)")

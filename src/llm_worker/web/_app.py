@@ -176,7 +176,7 @@ def create_app(settings: WebSettings | None = None, **options: Any) -> Starlette
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestGuard, settings=settings)],
+        middleware=_middleware(settings),
         exception_handlers={
             ApiError: _api_error,
             HTTPException: _http_error,
@@ -187,6 +187,24 @@ def create_app(settings: WebSettings | None = None, **options: Any) -> Starlette
     )
     app.state.service = service
     return app
+
+
+def _middleware(settings: WebSettings) -> list[Middleware]:
+    """The guard first (outermost); CORS for the allowed origins inside it."""
+    stack = [Middleware(RequestGuard, settings=settings)]
+    if settings.allowed_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        stack.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=[origin.rstrip("/") for origin in settings.allowed_origins],
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["content-type", "authorization", "x-llm-worker-token"],
+                expose_headers=["x-vercel-ai-ui-message-stream"],
+            )
+        )
+    return stack
 
 
 _PAGE_HEADERS = {

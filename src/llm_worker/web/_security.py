@@ -3,8 +3,10 @@
 Invariants:
 * Every HTTP request is checked before any route sees it: a ``Host`` that is not one of the
   server's names is refused (DNS rebinding), and so is an ``Origin`` (or a ``Sec-Fetch-Site:
-  cross-site``) that is not the page's own origin (cross-site POSTs from other pages the user
-  visits). Requests without ``Origin`` (curl, a server-side ``useChat`` transport) pass.
+  cross-site``) that is neither the page's own origin nor one of ``allowed_origins``
+  (cross-site POSTs from other pages the user visits). Requests without ``Origin`` (curl, a
+  server-side ``useChat`` transport) pass. CORS headers for allowed origins are Starlette's
+  `CORSMiddleware`, inside this guard.
 * With a token, every ``/api/`` request must carry it (``Authorization: Bearer``, or the
   ``x-llm-worker-token`` header); the page itself and its static files need none. Tokens are
   compared in constant time and never logged or echoed.
@@ -38,6 +40,7 @@ class RequestGuard:
         if not settings.any_host:
             self.hosts.add(settings.host.lower().strip("[]"))
         self.token = settings.token.encode() if settings.token else None
+        self.origins = {origin.rstrip("/").lower() for origin in settings.allowed_origins}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Cancellation: nothing of its own; the wrapped app's."""
@@ -59,12 +62,15 @@ class RequestGuard:
         if not self._host_allowed(host):
             return 403, "this server does not serve that host name"
         origin = headers.get("origin")
-        if origin is not None and not _same_origin(origin, host, scope.get("scheme", "http")):
+        allowed = origin is not None and origin.rstrip("/").lower() in self.origins
+        scheme = scope.get("scheme", "http")
+        if origin is not None and not allowed and not _same_origin(origin, host, scheme):
             return 403, "requests from other sites are refused"
-        if headers.get("sec-fetch-site") == "cross-site":
+        if headers.get("sec-fetch-site") == "cross-site" and not allowed:
             return 403, "requests from other sites are refused"
         path: str = scope.get("path", "")
-        if self.token is not None and path.startswith("/api/"):
+        preflight = allowed and scope.get("method") == "OPTIONS"  # carries no credentials
+        if self.token is not None and path.startswith("/api/") and not preflight:
             given = _bearer(headers.get("authorization")) or headers.get(TOKEN_HEADER, "")
             if not hmac.compare_digest(given.encode(), self.token):
                 return 401, "a valid token is required (open the URL the server printed)"

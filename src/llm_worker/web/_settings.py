@@ -32,7 +32,10 @@ class WebSettings:
     ``tools``: ``"demo"``, ``"none"``, a list of tools, or None for each session's stored set.
     ``db``: the session database (None: ``$LLM_WORKER_DB`` or the user data directory).
     ``host``: the address the server is bound to; with a loopback address only loopback
-    ``Host`` headers are served. ``token``: when set, every ``/api/`` call must carry it.
+    ``Host`` headers are served; ``allowed_hosts`` adds names. ``allowed_origins`` lists other
+    origins whose pages may call the API (CORS; e.g. ``"http://localhost:5173"`` for a
+    ``useChat`` front-end served by a dev server). ``token``: when set, every ``/api/`` call
+    must carry it.
     """
 
     model: str | None = None
@@ -43,12 +46,16 @@ class WebSettings:
     base_url: str | None = None
     host: str = "127.0.0.1"
     allowed_hosts: Sequence[str] = ()
+    allowed_origins: Sequence[str] = ()
     token: str | None = None
     max_body_bytes: int = 1_000_000
     max_message_chars: int = 200_000
     shutdown_grace: float = 5.0
 
     def __post_init__(self) -> None:
+        for origin in self.allowed_origins:
+            if not origin.startswith(("http://", "https://")) or origin.rstrip("/").count("/") > 2:
+                raise ValueError(f"an allowed origin is scheme://host[:port], got {origin!r}")
         if isinstance(self.tools, str) and self.tools not in ("demo", "none"):
             raise ValueError(f"tools must be 'demo', 'none' or a list of tools, got {self.tools!r}")
         if self.token is not None and len(self.token) < 8:
