@@ -59,6 +59,15 @@ EXPECTED: dict[str, list[str]] = {
         "on_abort: prompts must not contain passwords (kind aborted)",
         "run: aborted by a hook: prompts must not contain passwords",
     ],
+    "web_stop.py": [
+        "header x-vercel-ai-ui-message-stream: v1",
+        "stop: {'cancelled': True}",
+        "interrupted: {'kind': 'explicit', 'reason': 'user pressed Stop'}",
+        "data-interrupted abort",
+        "a second Stop, now idle: {'cancelled': False}",
+        "continued: finished",
+        "history: ['user', 'assistant', 'assistant']",
+    ],
     "cancellation_sweep.py": [
         "  cancel: ",
         "  thread: ",
