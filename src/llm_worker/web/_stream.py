@@ -68,7 +68,7 @@ class ChatStream:
             self.registry.release(chat)
 
     async def _watch_disconnect(self, receive: Receive) -> None:
-        """Cancel the run when the client goes away. Cancellation: returns (response ended)."""
+        """Cancel the run when the client goes away. Cancellation: plain (the response ended)."""
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
