@@ -3,7 +3,10 @@ open, and every session holds a valid history."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,6 +22,16 @@ from .conftest import chat_body, wait_until
 CHATS = 50
 
 
+def open_sockets() -> int:
+    """Sockets open in this process (the server thread's and the client's)."""
+    fds = Path("/proc/self/fd")
+    count = 0
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed while we looked
+            count += os.readlink(fd).startswith("socket:")
+    return count
+
+
 async def test_fifty_concurrent_chats_with_random_stops_and_disconnects_all_end_cleanly(
     server_factory: Any,
 ) -> None:
@@ -27,6 +40,7 @@ async def test_fifty_concurrent_chats_with_random_stops_and_disconnects_all_end_
     plans = [rng.choice(["finish", "stop", "disconnect"]) for _ in range(CHATS)]
     endings: dict[int, str | None] = {}
     limits = httpx2.Limits(max_connections=CHATS * 2)
+    sockets_before = open_sockets()  # the server's listening socket, the test's own
 
     async with httpx2.AsyncClient(timeout=60, limits=limits) as client:
 
@@ -60,6 +74,7 @@ async def test_fifty_concurrent_chats_with_random_stops_and_disconnects_all_end_
                     group.start_soon(chat, number)
 
     await wait_until(lambda: server.registry.active == 0 and server.registry.running == 0)
+    await wait_until(lambda: open_sockets() <= sockets_before)  # no connection left open
     for number, plan in enumerate(plans):
         if plan == "finish":
             assert endings[number] == "finish"
