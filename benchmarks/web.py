@@ -18,6 +18,7 @@ and the session store. Measured:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import subprocess
@@ -79,8 +80,11 @@ class ServeProcess:
         return float("nan")
 
     def sockets(self) -> int:
-        fds = Path(f"/proc/{self.process.pid}/fd")
-        return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+        count = 0
+        for fd in Path(f"/proc/{self.process.pid}/fd").iterdir():
+            with contextlib.suppress(OSError):  # closed while we looked
+                count += os.readlink(fd).startswith("socket:")
+        return count
 
     def close(self) -> None:
         self.process.terminate()
