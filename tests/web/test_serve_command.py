@@ -87,6 +87,8 @@ def wait_ready(url: str, **headers: str) -> None:
 
 def test_serve_serves_the_page_and_sigint_stops_it_cleanly(tmp_path: Path) -> None:
     db = tmp_path / "chats.db"
+    started = run_cli("run", "--session", "from-cli", "--db", str(db), "hello", env=cli_env(db))
+    assert started.returncode == 0, started.stderr
     port = free_port()
     process, url = start_serve(db, "--port", str(port), "--tools", "demo")
     try:
@@ -95,6 +97,8 @@ def test_serve_serves_the_page_and_sigint_stops_it_cleanly(tmp_path: Path) -> No
         page = httpx2.get(url, timeout=10)
         assert page.status_code == 200
         assert 'id="stop"' in page.text
+        from_cli = httpx2.get(f"{url}api/chats/from-cli", timeout=10).json()  # CLI → web
+        assert [m["role"] for m in from_cli["messages"]] == ["user", "assistant"]
         body = chat_body("from-web", "hello from the page")
         with httpx2.stream("POST", f"{url}api/chat", json=body, timeout=30) as response:
             assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
@@ -108,6 +112,7 @@ def test_serve_serves_the_page_and_sigint_stops_it_cleanly(tmp_path: Path) -> No
     assert "Traceback" not in err
 
     done = run_cli("run", "--session", "from-web", "--db", str(db), "and more", env=cli_env(db))
+    # web → CLI
     assert done.returncode == 0, done.stderr
     with SQLiteStore(db) as store:
         texts = [getattr(item, "text", "") for item in store.load_history("from-web")]

@@ -16,7 +16,9 @@ import argparse
 import dataclasses
 import importlib
 import secrets
+import socket
 import threading
+import time
 import webbrowser
 
 from ._common import EXIT_OK, EXIT_USAGE, CLIError, stderr_line
@@ -56,17 +58,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         stderr_line("reachable beyond this machine: every API call needs the token in the URL")
     import anyio
 
-    opener = threading.Timer(0.5, webbrowser.open, args=(url,)) if args.open else None
-    if opener is not None:
-        opener.daemon = True
-        opener.start()
+    if args.open:
+        threading.Thread(target=_open_when_listening, args=(url, args.port), daemon=True).start()
     try:
         anyio.run(_serve, app, args.host, args.port, backend=args.backend)
     except OSError as exc:
         raise CLIError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    finally:
-        if opener is not None:
-            opener.cancel()
     stderr_line("stopped")
     return EXIT_OK
 
@@ -75,6 +72,18 @@ async def _serve(app: object, host: str, port: int) -> None:
     from ..web import serve
 
     await serve(app, host=host, port=port, signals=True)  # type: ignore[arg-type]
+
+
+def _open_when_listening(url: str, port: int) -> None:
+    """Open the page once the port accepts connections (at most 30 s of trying)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            time.sleep(0.1)
+    webbrowser.open(url)
 
 
 def _page_url(host: str, port: int, token: str | None) -> str:
