@@ -267,27 +267,27 @@ async def test_a_continue_resumes_an_interrupted_answer(
     await nothing_left(server)
 
 
-async def test_a_chat_reopens_after_a_server_restart(
-    server_factory: Any, client: httpx2.AsyncClient, tmp_path: Any
+async def test_a_server_shutdown_stops_runs_gracefully_and_the_chat_reopens(
+    server_factory: Any, client: httpx2.AsyncClient
 ) -> None:
-    first = server_factory(model_factory=offline(0.001))
-    async with client.stream("POST", f"{first.url}/api/chat", json=chat_body("re", "hi")) as r:
-        await read_stream(r)
-    first.stop()
+    first = server_factory(model_factory=offline(0.02))
+
+    async def shut_down() -> None:
+        await anyio.to_thread.run_sync(first.stop)
+
+    reader = await stream_until(client, first, chat_body("re", "hi"), is_text, shut_down)
+    assert reader.ending == "abort"
+    assert reader.data_of("interrupted")[0]["reason"] == "the server is shutting down"
     from .conftest import start_server
 
-    second = start_server(first_backend(first), first.db, model_factory=offline(0.001))
+    second = start_server(first.backend, first.db, model_factory=offline(0.001))
     try:
         chat = (await client.get(f"{second.url}/api/chats/re")).json()
-        assert len(chat["messages"]) == 2
-        async with client.stream(
-            "POST", f"{second.url}/api/chat", json=chat_body("re", "more")
-        ) as r:
-            assert (await read_stream(r)).ending == "finish"
-        assert len(stored(second, "re")) >= 4
+        assert [m["role"] for m in chat["messages"]] == ["user", "assistant"]
+        assert chat["messages"][1]["parts"][-1]["type"] == "data-interrupted"
+        body = chat_body("re", "more")
+        async with client.stream("POST", f"{second.url}/api/chat", json=body) as response:
+            assert (await read_stream(response)).ending == "finish"
+        assert history_violations(stored(second, "re")) == []
     finally:
         second.stop()
-
-
-def first_backend(server: RunningServer) -> Any:
-    return server.backend
