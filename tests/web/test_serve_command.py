@@ -7,6 +7,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -172,3 +173,26 @@ def test_a_chat_killed_mid_tool_reopens_like_the_cli_reopens_it(tmp_path: Path) 
     assert history_violations(history) == []
     (result,) = [item for item in history if isinstance(item, ToolResult)]
     assert result.status == "cancelled"  # answered as the CLI answers a crashed call
+
+
+def test_serve_reports_bad_settings_in_one_line_before_listening(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.db"
+    foreign.write_text("not a database")
+    db = tmp_path / "chats.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = str(taken.getsockname()[1])
+        cases = [
+            (["--db", str(foreign)], "is not an llm-worker database"),
+            (["--db", str(db), "--port", busy], "cannot listen on 127.0.0.1"),
+            (["--db", str(db), "--model", "nope:x"], "unknown model spec"),
+            (["--db", str(db), "--token", "short"], "at least 8 characters"),
+            (["--db", str(db), "--allow-origin", "evil"], "scheme://host"),
+        ]
+        for args, words in cases:
+            done = run_cli("serve", *args, env=cli_env(db))
+            assert done.returncode in (1, 2), (args, done.stderr)
+            assert words in done.stderr, (args, done.stderr)
+            assert "Traceback" not in done.stderr
+            assert len(done.stderr.strip().splitlines()) == 1, done.stderr

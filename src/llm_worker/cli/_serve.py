@@ -1,8 +1,9 @@
 """``llm-worker serve``: the chat page and its API on one port (see `llm_worker.web`).
 
 Invariants:
-* Flags are checked before anything listens: a bad model spec or port is a usage error, and a
-  missing ``web`` extra names the install command.
+* Flags are checked before anything listens: a bad model spec, token or origin is a usage
+  error, a database that is not ours a store error, and a missing ``web`` extra names the
+  install command.
 * Beyond loopback the API is never open: without ``--token`` a random one is made and printed,
   in the URL to open (its fragment, which browsers do not send to servers or logs).
 * SIGINT or SIGTERM stops the server gracefully: every run is stopped and keeps what it said,
@@ -48,9 +49,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:  # a short token, a malformed origin
         raise CLIError(str(exc), EXIT_USAGE) from None
+    from ._config import open_store
+
+    probe = open_store(args)  # a file that is not ours is a StoreError line before we listen
+    if probe is not None:
+        probe.close()
     if not settings.loopback_only and token is None:
         token = secrets.token_urlsafe(24)
         settings = dataclasses.replace(settings, token=token)
+    _check_port(args.host, args.port)
     app = create_app(settings)
     url = _page_url(args.host, args.port, token)
     stderr_line(f"serving {url} (Ctrl-C stops)")
@@ -72,6 +79,20 @@ async def _serve(app: object, host: str, port: int) -> None:
     from ..web import serve
 
     await serve(app, host=host, port=port, signals=True)  # type: ignore[arg-type]
+
+
+def _check_port(host: str, port: int) -> None:
+    """A port we cannot bind is one error line, not the server's start-up noise."""
+    if not 0 <= port <= 65535:
+        raise CLIError(f"--port must be 0-65535, got {port}", EXIT_USAGE)
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise CLIError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _open_when_listening(url: str, port: int) -> None:
