@@ -1,8 +1,9 @@
 """ToolSource: something that provides tools only known at run time (an MCP server).
 
 Invariants:
-* A source is listed when a run first needs its tools and again only when it says its list
-  changed (``tools_changed``); listing is a cancellation point like any other await of a run.
+* A source is listed by each toolset that holds it when a run first needs its tools, and again
+  only when its ``tools_version`` moved (its list changed, it reconnected); listing is a
+  cancellation point like any other await of a run.
 * A source owns whatever it started (a process, a connection, a task) and releases all of it in
   ``aclose()``, which is bounded in time and cannot be cut half-way; the worker's ``aclose()``
   (or leaving ``async with worker``) closes every source it was given.
@@ -26,8 +27,8 @@ class ToolSource(Protocol):
     name: str
 
     @property
-    def tools_changed(self) -> bool:
-        """True until the first listing, and again when the source said its tools changed."""
+    def tools_version(self) -> int:
+        """A number that changes whenever the source's tools may have changed."""
         ...
 
     async def list_tools(self) -> Sequence[Tool[..., Any]]:

@@ -40,6 +40,7 @@ ProgressCallback = Callable[[float, float | None, str | None], None]
 P = ParamSpec("P")
 R = TypeVar("R")
 
+
 @dataclass(frozen=True, slots=True)
 class ToolAnnotations:
     """Hints about what a tool does, for hooks (e.g. ask before a destructive call).

@@ -4,8 +4,9 @@ Invariants:
 * Functions given to the worker keep their names; a listed tool whose name is already taken (by
   a function or by an earlier source) is exposed as ``<source>_<name>``, so no name ever
   shadows another and the model always calls what it saw.
-* Sources are listed by `prepare` when a run first needs their tools and again only when a source
-  says its list changed; between listings the sync views (`get`, `specs`, iteration) are stable.
+* Sources are listed by `prepare` when a run first needs their tools and again only when a
+  source's ``tools_version`` moved; between listings the sync views (`get`, `specs`,
+  iteration) are stable.
 * `aclose` closes every source, each bounded and shielded by the source itself, even when one of
   them fails; it never raises for a source that was never started.
 """
@@ -39,7 +40,8 @@ class Toolset:
     ) -> None:
         self._own: dict[str, Tool[..., Any]] = {}
         self.sources: list[ToolSource] = []
-        self._listed: dict[int, list[Tool[..., Any]]] = {}  # id(source) → its tools, as listed
+        # id(source) → the source's tools_version when listed, and its tools as listed then
+        self._listed: dict[int, tuple[int, list[Tool[..., Any]]]] = {}
         for item in tools:
             if isinstance(item, ToolSource) and not isinstance(item, Tool):
                 self.sources.append(item)
@@ -89,18 +91,23 @@ class Toolset:
         Cancellation: stops at the listing in progress; tools already listed are kept and the
         sources stay usable (the next run lists what is still missing).
         """
-        if not any(source.tools_changed for source in self.sources):
+        if not any(self._stale(source) for source in self.sources):
             return
         async with self._lock:
             for source in self.sources:
-                if source.tools_changed:
-                    self._listed[id(source)] = list(await source.list_tools())
-            self._tools = self._merged()
+                if self._stale(source):
+                    version = source.tools_version
+                    self._listed[id(source)] = (version, list(await source.list_tools()))
+                    self._tools = self._merged()
+
+    def _stale(self, source: ToolSource) -> bool:
+        listed = self._listed.get(id(source))
+        return listed is None or listed[0] != source.tools_version
 
     def _merged(self) -> dict[str, Tool[..., Any]]:
         merged = dict(self._own)
         for source in self.sources:
-            for listed in self._listed.get(id(source), []):
+            for listed in self._listed.get(id(source), (0, []))[1]:
                 name = listed.name
                 if name in merged:
                     prefix = _NOT_IN_NAMES.sub("_", source.name)
