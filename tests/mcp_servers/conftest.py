@@ -164,7 +164,7 @@ def web(shared_http: HTTPProbe) -> MCPServer:
 
 
 def children() -> list[int]:
-    """Pids of this process's live (not zombie) children, from /proc."""
+    """Pids of this process's live (not zombie) children, from /proc; HTTP services left out."""
     me = os.getpid()
     found = []
     for entry in Path("/proc").iterdir():
@@ -177,7 +177,9 @@ def children() -> list[int]:
         fields = stat[stat.rindex(")") + 2 :].split()
         state, parent = fields[0], int(fields[1])
         if parent == me and state != "Z":
-            found.append(int(entry.name))
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"--http" not in command:
+                found.append(int(entry.name))
     return found
 
 

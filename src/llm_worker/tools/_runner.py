@@ -172,7 +172,7 @@ def _outcome_result(
     why = (token.reason if token is not None else None) or "cancelled"
     value = outcome.value
     output = value if isinstance(value, ToolOutput) else None
-    text = output.text if output is not None else tool.render_result(value)
+    text = tool.render_result(value)
     attachments = output.attachments if output is not None else ()
     if outcome.status == "ok":
         status: ToolResultStatus = "error" if output and output.status == "error" else "ok"

@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from ..cancel import CancelToken, checked_duration
 from ._context import ToolContext
 from ._docstring import parse_docstring
+from ._output import ToolOutput
 from ._schema import ToolSpec, tool_schema
 from ._signature import arguments_model, is_async, unwrap, validate_arguments
 
@@ -232,7 +233,7 @@ class Tool(Generic[P, R]):
     def render_result(self, value: object) -> str:
         """The text sent back to the model for a tool's return value.
 
-        ``str`` as is, ``None`` as ``""``, bytes as a short placeholder, JSON-like values
+        ``str`` as is, a `ToolOutput` as its text, ``None`` as ``""``, bytes as a short placeholder, JSON-like values
         (models, dataclasses, dicts, lists, numbers) as compact JSON, anything else as ``str()``.
         """
         return _render_result(value)
@@ -241,6 +242,8 @@ class Tool(Generic[P, R]):
 def _render_result(value: object) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, ToolOutput):
+        return value.text
     if value is None:
         return ""
     if isinstance(value, bytes | bytearray | memoryview):

@@ -2,7 +2,8 @@
 
 Every notification it receives is appended, as one JSON line, to the file named by
 ``MCP_PROBE_LOG`` (if set), so a test can see the ``notifications/cancelled`` it was sent and
-its reason. ``MCP_PROBE_START_DELAY`` (seconds) delays the start; ``MCP_PROBE_FAIL_START`` makes
+its reason. ``MCP_PROBE_START_DELAY`` and ``MCP_PROBE_LIST_DELAY`` (seconds) delay the start and each
+listing; ``MCP_PROBE_FAIL_START`` makes
 it write that text to stderr and exit at once.
 """
 
@@ -28,17 +29,30 @@ def _record(event: dict[str, Any]) -> None:
             log.write(json.dumps(event) + "\n")
 
 
-_dispatch_notification = JSONRPCDispatcher._dispatch_notification
+_dispatch = JSONRPCDispatcher._dispatch
+_deaf = False  # set by ``hang``: from then on the server reads its input and ignores all of it
 
 
-def _recording_dispatch(self: Any, msg: Any, *args: Any, **kwargs: Any) -> Any:
-    _record({"notification": msg.method, "params": msg.params})
-    return _dispatch_notification(self, msg, *args, **kwargs)
+async def _recording_dispatch(self: Any, item: Any, *args: Any, **kwargs: Any) -> None:
+    message = getattr(item, "message", None)
+    if isinstance(message, types.JSONRPCNotification):
+        _record({"notification": message.method, "params": message.params, "ignored": _deaf})
+    if not _deaf:
+        await _dispatch(self, item, *args, **kwargs)
 
 
-JSONRPCDispatcher._dispatch_notification = _recording_dispatch  # type: ignore[method-assign]
+JSONRPCDispatcher._dispatch = _recording_dispatch  # type: ignore[method-assign]
 
 app = MCPServer("probe")
+
+if list_delay := float(os.environ.get("MCP_PROBE_LIST_DELAY", "0")):
+    _list_tools = MCPServer.list_tools
+
+    async def _slow_list_tools(self: Any) -> Any:
+        await anyio.sleep(list_delay)
+        return await _list_tools(self)
+
+    MCPServer.list_tools = _slow_list_tools  # type: ignore[method-assign]
 
 
 @app.tool()
@@ -62,9 +76,13 @@ async def count(steps: int, ctx: Context, delay: float = 0.05) -> str:
 
 @app.tool(annotations=types.ToolAnnotations(read_only_hint=True))
 async def hang(ctx: Context, seconds: float = 30.0) -> str:
-    """Report once, then block the whole server (it can answer nothing, not even a ping)."""
-    await ctx.report_progress(1, None, "about to block")
-    time.sleep(seconds)  # noqa: ASYNC251 -- on purpose: a server that ignores everything
+    """Report once, then ignore everything: cancels, pings, every request (a wedged server)."""
+    global _deaf
+    await ctx.report_progress(1, None, "about to hang")
+    _deaf = seconds > 0
+    with anyio.CancelScope(shield=True):
+        await anyio.sleep(seconds)
+    _deaf = False
     return "woke up"
 
 
