@@ -45,9 +45,7 @@ class ProbeLog:
 
     def cancels(self) -> list[dict[str, Any]]:
         return [
-            e["params"]
-            for e in self.events()
-            if e.get("notification") == "notifications/cancelled"
+            e["params"] for e in self.events() if e.get("notification") == "notifications/cancelled"
         ]
 
     def pids(self) -> list[int]:
@@ -81,7 +79,8 @@ def probe(probe_log: ProbeLog) -> Callable[..., MCPServer]:
 @pytest.fixture
 def time_server() -> MCPServer:
     """The real ``mcp-server-time`` from PyPI (installed by the test extra)."""
-    command = shutil.which("mcp-server-time") or str(Path(sys.executable).parent / "mcp-server-time")
+    beside_python = Path(sys.executable).parent / "mcp-server-time"
+    command = shutil.which("mcp-server-time") or str(beside_python)
     if not Path(command).exists():
         missing("mcp-server-time")
     return MCPServer.stdio(command, args=["--local-timezone", "UTC"], name="time")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from llm_worker import Worker, tool
 from llm_worker.events import ToolProgress
 from llm_worker.hooks import Decision, HookContext, Hooks, Skip
@@ -87,7 +85,8 @@ async def test_a_clashing_name_is_prefixed_with_the_server_name(web: MCPServer) 
         result = await worker.run("Echo twice.")
     assert sorted(r.content for r in results(result.items)) == ["b", "local a"]
     names = [spec.name for spec in model.requests[0].tools]
-    assert names.count("echo") == 1 and "probe_echo" in names
+    assert names.count("echo") == 1
+    assert "probe_echo" in names
 
 
 async def test_annotations_let_a_hook_refuse_destructive_calls(web: MCPServer) -> None:
@@ -108,16 +107,16 @@ async def test_annotations_let_a_hook_refuse_destructive_calls(web: MCPServer) -
         result = await worker.run("Go.")
     by_name = {r.name: r for r in results(result.items)}
     counted, hung = by_name["count"], by_name["hang"]
-    assert counted.status == "skipped" and "needs approval" in counted.content
+    assert counted.status == "skipped"
+    assert "needs approval" in counted.content
     assert hung.status == "ok"
     assert seen["hang"].read_only is True  # type: ignore[attr-defined]
 
 
 async def test_progress_notifications_become_run_events(web: MCPServer) -> None:
     model = ScriptedModel([Script.tool_calls(("count", {"steps": 3, "delay": 0})), "Done."])
-    async with Worker(model, tools=[web]) as worker:
-        async with worker.stream("Count.") as run:
-            progress = [event async for event in run if isinstance(event, ToolProgress)]
+    async with Worker(model, tools=[web]) as worker, worker.stream("Count.") as run:
+        progress = [event async for event in run if isinstance(event, ToolProgress)]
     assert [(p.progress, p.total, p.message) for p in progress] == [
         (1, 3, "counted 1"),
         (2, 3, "counted 2"),

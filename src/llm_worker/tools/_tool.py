@@ -233,8 +233,9 @@ class Tool(Generic[P, R]):
     def render_result(self, value: object) -> str:
         """The text sent back to the model for a tool's return value.
 
-        ``str`` as is, a `ToolOutput` as its text, ``None`` as ``""``, bytes as a short placeholder, JSON-like values
-        (models, dataclasses, dicts, lists, numbers) as compact JSON, anything else as ``str()``.
+        ``str`` as is, a `ToolOutput` as its text, ``None`` as ``""``, bytes as a short
+        placeholder, JSON-like values (models, dataclasses, dicts, lists, numbers) as compact
+        JSON, anything else as ``str()``.
         """
         return _render_result(value)
 

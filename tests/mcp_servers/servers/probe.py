@@ -2,9 +2,8 @@
 
 Every notification it receives is appended, as one JSON line, to the file named by
 ``MCP_PROBE_LOG`` (if set), so a test can see the ``notifications/cancelled`` it was sent and
-its reason. ``MCP_PROBE_START_DELAY`` and ``MCP_PROBE_LIST_DELAY`` (seconds) delay the start and each
-listing; ``MCP_PROBE_FAIL_START`` makes
-it write that text to stderr and exit at once.
+its reason. ``MCP_PROBE_START_DELAY`` and ``MCP_PROBE_LIST_DELAY`` (seconds) delay the start
+and each listing. The ``hang`` tool makes the server deaf: it then reads and ignores everything.
 """
 
 from __future__ import annotations
@@ -121,9 +120,6 @@ async def refuse() -> types.CallToolResult:
 
 
 def main() -> None:
-    if failure := os.environ.get("MCP_PROBE_FAIL_START"):
-        print(failure, file=sys.stderr, flush=True)
-        sys.exit(2)
     time.sleep(float(os.environ.get("MCP_PROBE_START_DELAY", "0")))
     _record({"started": os.getpid()})
     if len(sys.argv) > 2 and sys.argv[1] == "--http":
