@@ -59,6 +59,14 @@ EXPECTED: dict[str, list[str]] = {
         "on_abort: prompts must not contain passwords (kind aborted)",
         "run: aborted by a hook: prompts must not contain passwords",
     ],
+    "mcp_stop.py": [
+        "progress: counted 3",
+        "stopped: the user pressed Stop",
+        "kept count (interrupted):\n  counted 1\n  counted 2\n  counted 3\n",
+        "the server's stderr: counter: asked to stop: the user pressed Stop",
+        "next run: finished",
+        "closed: the server process has exited",
+    ],
     "cancellation_sweep.py": [
         "  cancel: ",
         "  thread: ",

@@ -8,10 +8,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from cli._helpers import cli_env, history, run_cli
 from llm_worker.items import ToolResult
 from llm_worker.store import SQLiteStore
 
-from cli._helpers import cli_env, history, run_cli
 from .conftest import PROBE, children
 
 

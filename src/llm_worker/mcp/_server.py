@@ -195,6 +195,10 @@ class MCPServer:
                 await current.wait_ready()
             return current
 
+    def stderr_tail(self) -> str:
+        """The end of what the server wrote to stderr (stdio servers; "" for HTTP)."""
+        return self._connection.stderr_tail() if self._connection is not None else ""
+
     def _mark_tools_changed(self) -> None:
         self._tools_version += 1
 
