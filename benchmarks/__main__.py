@@ -1,7 +1,7 @@
 """``python -m benchmarks`` (``make bench``): every section in one run; a table and a JSON file.
 
 Sections: cancel latency mid-stream and during a cooperative tool, stream overhead, scale and
-idle-worker memory, persistence. Peers run in the same process against the same server, so
+idle-worker memory, persistence, MCP tool servers (Stop reaching the server, call overhead). Peers run in the same process against the same server, so
 every comparison is a ratio measured in this run. ``--quick`` cuts trials for a smoke run;
 ``--only`` picks sections. Results go to ``benchmarks/results/latest.json`` (``--json``).
 """
@@ -16,11 +16,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import cancel_latency, persistence, scale, stream_overhead
+from . import cancel_latency, mcp_calls, persistence, scale, stream_overhead
 from ._common import Row, environment, markdown, print_table, source_state
 from ._server import ServerProcess
 
-SECTIONS = ("cancel", "stream", "scale", "persistence")
+SECTIONS = ("cancel", "stream", "scale", "persistence", "mcp")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             section("stream", lambda: stream_overhead.run(server, rounds=rounds))
     section("scale", scale.run)
     section("persistence", persistence.run)
+    section("mcp", lambda: mcp_calls.run(trials=trials, runs=50 if args.quick else 200))
 
     total = time.perf_counter() - started
     print_table(rows)

@@ -4,9 +4,10 @@ Invariants:
 * A ``tools/call`` request is written in the task that awaits it, so the call in progress there
   (`current_call`) learns its JSON-RPC id as the request goes out: that is the id our own
   ``notifications/cancelled`` names.
-* Once we told the server why a call stops (``cancelled_by_us``), the SDK's own courtesy cancel
-  for that request ("caller cancelled", sent when the map stops waiting) is not written: the
-  server hears about each cancelled call once, with the run's reason.
+* Once we told the server why a call stops (``cancelled_by_us``), the SDK's own courtesy cancels
+  for the requests of that call (the call itself, and the ping after our cancel: "caller
+  cancelled", sent when the SDK stops waiting) are not written: the server hears about each
+  cancelled call once, with the run's reason.
 * The end of the read stream (the process exited, the pipe broke) is reported once, at once, so
   a dead connection is never handed to the next call.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
@@ -31,7 +32,8 @@ __all__ = ["CallWire", "WatchedReadStream", "WatchedWriteStream", "current_call"
 class CallWire:
     """What the wire knows of one ``tools/call``: its request id, and whether we cancelled it."""
 
-    request_id: RequestId | None = None
+    request_id: RequestId | None = None  # the tools/call request
+    sent: set[RequestId] = field(default_factory=set)  # every request written for this call
     cancelled_by_us: bool = False  # set once our own cancel was written
 
 
@@ -48,13 +50,15 @@ class WatchedWriteStream:
         call = current_call.get()
         message = item.message
         if call is not None:
-            if isinstance(message, JSONRPCRequest) and message.method == "tools/call":
-                call.request_id = message.id
+            if isinstance(message, JSONRPCRequest):
+                call.sent.add(message.id)
+                if message.method == "tools/call":
+                    call.request_id = message.id
             elif (
                 call.cancelled_by_us
                 and isinstance(message, JSONRPCNotification)
                 and message.method == "notifications/cancelled"
-                and (message.params or {}).get("requestId") == call.request_id
+                and (message.params or {}).get("requestId") in call.sent
             ):
                 return  # the SDK's courtesy cancel: the server was already told, with the reason
         await self._inner.send(item)
