@@ -1,7 +1,8 @@
 """``python -m benchmarks`` (``make bench``): every section in one run; a table and a JSON file.
 
 Sections: cancel latency mid-stream and during a cooperative tool, stream overhead, scale and
-idle-worker memory, persistence, MCP tool servers (Stop reaching the server, call overhead). Peers run in the same process against the same server, so
+idle-worker memory, persistence, MCP tool servers (Stop reaching the server, call overhead).
+Peers run in the same process against the same server, so
 every comparison is a ratio measured in this run. ``--quick`` cuts trials for a smoke run;
 ``--only`` picks sections. Results go to ``benchmarks/results/latest.json`` (``--json``).
 """

@@ -50,7 +50,7 @@ async def _cancel_trials(server: MCPServer, log: Path, trials: int) -> dict[str,
     async with Worker(ScriptedModel([]), tools=[server]) as worker:
         for trial in range(trials + 1):  # the first one warms the connection up
             worker.model = ScriptedModel([Script.tool_calls(("count", {})), "ok"])
-            stamps = len(log.read_text().splitlines()) if log.exists() else 0
+            stamps = len(_stamps(log))
             pressed = 0.0
             seen = 0
             async with worker.stream("Count.") as run:
@@ -63,12 +63,17 @@ async def _cancel_trials(server: MCPServer, log: Path, trials: int) -> dict[str,
             done = time.monotonic()
             assert isinstance(run.error, Cancelled)
             with anyio.fail_after(5):
-                while len(lines := log.read_text().splitlines()) <= stamps:
+                while len(lines := _stamps(log)) <= stamps:
                     await anyio.sleep(0.001)
             if trial:
                 returned.append(done - pressed)
                 notified.append(float(lines[stamps].split()[0]) - pressed)
     return {"notified": latency_metrics(notified), "returned": latency_metrics(returned)}
+
+
+def _stamps(log: Path) -> list[str]:
+    """The server's cancel stamps so far (a small file, read whole)."""
+    return log.read_text().splitlines() if log.exists() else []
 
 
 async def _run_times(tools: list[Any], runs: int) -> list[float]:
