@@ -56,17 +56,21 @@ class MCPCall:
         self._arguments = arguments
         self._on_progress = on_progress
         self._messages: list[str] = []
+        self._wire: CallWire | None = None
         self.__name__ = f"{server.name}.{remote_name}"
 
-    def partial(self) -> ToolOutput:
-        """What the server reported through progress notifications so far."""
+    def partial(self) -> ToolOutput | None:
+        """What the server reported through progress notifications so far; None if the request
+        never went out (stopped while the server was starting)."""
+        if self._wire is None or self._wire.request_id is None:
+            return None
         return ToolOutput("\n".join(self._messages) or "(the server reported no progress)")
 
     async def __call__(self, token: CancelToken) -> ToolOutput:
         """Call the tool. Cancellation: see the module's invariants (cancel, ping, partial)."""
         with fail_on_cancel(token):  # a stop while the server (re)starts: the call never ran
             connection = await self._server.connection()
-        wire = CallWire()
+        wire = self._wire = CallWire()
         context = current_call.set(wire)
         result: types.CallToolResult | None = None
         error: MCPError | None = None
@@ -89,7 +93,11 @@ class MCPCall:
             return tool_output(result)
         if error is not None and not token.cancelled:
             raise self._failure(connection, error) from error
-        return self.partial()
+        partial = self.partial()
+        if partial is None:  # stopped before the request went out: the call never ran
+            token.raise_if_cancelled()
+            return ToolOutput("")
+        return partial
 
     async def _send(self, connection: Connection) -> types.CallToolResult:
         session = connection.session

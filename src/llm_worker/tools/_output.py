@@ -7,7 +7,8 @@ Invariants:
   (an MCP ``isError`` result). Whether an answer is partial is the runner's call (the call's
   token was cancelled before it returned), never the tool's.
 * A bound call that can say what it has so far (`ReportsPartial`) is asked once, after the
-  map gave up on it: its partial output is kept and the call is reported ``abandoned``.
+  map gave up on it: its partial output is kept and the call is reported ``abandoned`` — or,
+  when it says None (it never got to send anything), ``cancelled`` like any stopped call.
 """
 
 from __future__ import annotations
@@ -33,4 +34,4 @@ class ToolOutput:
 class ReportsPartial(Protocol):
     """A bound call that can tell, after it was stopped hard, what it had received so far."""
 
-    def partial(self) -> ToolOutput: ...
+    def partial(self) -> ToolOutput | None: ...

@@ -186,7 +186,7 @@ def _outcome_result(
         return history.tool_error(call, outcome.error)
     if outcome.status == "abandoned":
         return history.abandoned(call, why)
-    if outcome.started and isinstance(bound, ReportsPartial):  # stopped hard: what it had
-        partial = bound.partial()
+    partial = bound.partial() if outcome.started and isinstance(bound, ReportsPartial) else None
+    if partial is not None:  # stopped hard while its server still had it: what it had so far
         return history.abandoned(call, why, partial.text, partial.attachments)
     return history.stopped(call, why)
