@@ -3,7 +3,8 @@
 Sections: cancel latency mid-stream and during a cooperative tool, stream overhead, scale and
 idle-worker memory, persistence, MCP tool servers (Stop reaching the server, call overhead).
 Peers run in the same process against the same server, so every comparison is a ratio measured
-in this run. ``--quick`` cuts trials for a smoke run; ``--only`` picks sections. Results go to ``benchmarks/results/latest.json`` (``--json``).
+in this run. ``--quick`` cuts trials for a smoke run; ``--only`` picks sections. Results go to
+``benchmarks/results/latest.json`` (``--json``).
 """
 
 from __future__ import annotations
