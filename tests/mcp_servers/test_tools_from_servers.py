@@ -129,20 +129,18 @@ async def test_streamable_http_server_lists_calls_and_is_reconnected_after_a_dro
     http_probe: HTTPProbe, probe_log: ProbeLog
 ) -> None:
     server = MCPServer.http(http_probe.url, headers={"X-Test": "yes"}, name="web")
-    model = ScriptedModel(
-        [
-            Script.tool_calls(("echo", {"text": "one"})),
-            "First.",
-            Script.tool_calls(("echo", {"text": "two"})),
-            "Second.",
-        ]
-    )
-    async with Worker(model, tools=[server]) as worker:
+    replies: list[Script | str] = []
+    for text in ("one", "two", "three"):
+        replies += [Script.tool_calls(("echo", {"text": text})), "Echoed."]
+    async with Worker(ScriptedModel(replies), tools=[server]) as worker:
         first = await worker.run("Echo.")
         http_probe.restart()  # the service drops every session
         second = await worker.run("Echo again.")
-    assert [r.content for r in results(first.items)] == ["one"]
-    # The call on the dropped session fails as an error result, or succeeds on a new one.
-    (again,) = results(second.items)
-    assert again.status in ("ok", "error")
+        third = await worker.run("And again.")
+    assert [(r.status, r.content) for r in results(first.items)] == [("ok", "one")]
+    # The call on the dropped session is an error the model sees; the next use reconnects.
+    (dropped,) = results(second.items)
+    assert dropped.status == "error"
+    assert "went away during the call of 'echo'" in dropped.content
+    assert [(r.status, r.content) for r in results(third.items)] == [("ok", "three")]
     assert len(probe_log.pids()) == 2

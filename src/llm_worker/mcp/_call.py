@@ -13,7 +13,9 @@ Invariants:
   progress kept so far and the call is reported ``abandoned``. Grace and the hard stop are the
   map's alone: nothing here arms a timer.
 * A server that goes away mid-call gives the call an error result (with its stderr); the
-  connection is marked lost and the next use starts the server again.
+  connection is marked lost and the next use starts the server again. A refused call is
+  followed by a ping: a server that refuses that too (an HTTP service that dropped our
+  session) is lost as well, and the next use connects again.
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ class MCPCall:
         if result is not None:
             return tool_output(result)
         if error is not None and not token.cancelled:
+            if error.code != types.CONNECTION_CLOSED:
+                await connection.confirm_alive()  # a dropped HTTP session refuses everything
             raise self._failure(connection, error) from error
         partial = self.partial()
         if partial is None:  # stopped before the request went out: the call never ran
@@ -142,7 +146,7 @@ class MCPCall:
             connection.lost = True
             return MCPConnectionLost(
                 f"MCP server {server!r} went away during the call of {self._remote_name!r}"
-                " (it is restarted on the next use)",
+                f" ({error.message}; it is started or connected again on the next use)",
                 server=server,
                 stderr=connection.stderr_tail(),
             )

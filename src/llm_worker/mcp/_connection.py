@@ -7,7 +7,8 @@ Invariants:
 * Starting is bounded (``start_timeout``) and a caller that stops waiting for it (its run was
   cancelled) leaves the host going: the next use finds the server ready, ``close()`` stops it.
 * The connection is ``lost`` — and its host winds down at once — when the server's side ends
-  (the process exited, the transport failed); a lost connection is never reused.
+  (the process exited, the transport failed), or when a request was refused and a ping is
+  refused too (an HTTP service that dropped our session); a lost connection is never reused.
 * ``close()`` is shielded and bounded (``close_timeout``): when it returns the host task has
   ended, so the process is reaped, the pipes, the HTTP client and the stderr file are closed —
   or the bound was hit, which is logged.
@@ -26,7 +27,7 @@ from typing import Any, TextIO
 
 import anyio
 import mcp_types as types
-from mcp import ClientSession
+from mcp import ClientSession, MCPError
 from mcp.client._transport import TransportStreams
 
 from ..cancel import shielded
@@ -40,6 +41,7 @@ logger = logging.getLogger("llm_worker.mcp")
 
 OpenTransport = Callable[["TextIO | None"], AbstractAsyncContextManager[TransportStreams]]
 _STDERR_TAIL = 4000
+_PING_BOUND = 5.0  # a live server answers a ping at once
 
 
 class Connection:
@@ -156,6 +158,23 @@ class Connection:
             self._mark_lost()
         elif isinstance(message, types.ToolListChangedNotification):
             self._on_tools_changed()
+
+    async def confirm_alive(self) -> bool:
+        """After a refused request: ping; a server that cannot answer (a dropped HTTP session
+        answers "session not found" to everything) marks the connection lost.
+
+        Cancellation: stops waiting; nothing is marked.
+        """
+        session = self.session
+        if session is None or self.lost:
+            return False
+        try:
+            with anyio.fail_after(_PING_BOUND):
+                await session.send_ping()
+        except (MCPError, TimeoutError):
+            self._mark_lost()
+            return False
+        return True
 
     def stderr_tail(self) -> str:
         """The end of what the server wrote to stderr (stdio servers; "" for HTTP)."""

@@ -156,6 +156,8 @@ class MCPServer:
                     params = types.PaginatedRequestParams(cursor=page.next_cursor)
                 return [MCPTool(self, listed) for listed in tools]
             except MCPError as exc:
+                if exc.code != types.CONNECTION_CLOSED:
+                    await connection.confirm_alive()  # a dropped HTTP session refuses all
                 if connection.lost and attempt == 1:
                     continue
                 kind = MCPConnectionLost if connection.lost else MCPCallFailed
