@@ -74,6 +74,14 @@ EXPECTED: dict[str, list[str]] = {
         "continued: finished",
         "history: ['user', 'assistant', 'assistant']",
     ],
+    "mcp_stop.py": [
+        "progress: counted 3",
+        "stopped: the user pressed Stop",
+        "kept count (interrupted):\n  counted 1\n  counted 2\n  counted 3\n",
+        "the server's stderr: counter: asked to stop: the user pressed Stop",
+        "next run: finished",
+        "closed: the server process has exited",
+    ],
     "cancellation_sweep.py": [
         "  cancel: ",
         "  thread: ",

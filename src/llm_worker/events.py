@@ -157,6 +157,18 @@ class ToolFinished(_Event):
     result: ToolResult
 
 
+class ToolProgress(_Event):
+    """A running tool reported progress (an MCP server's progress notification, or
+    `ToolContext.report_progress`); its messages are kept as the call's partial output."""
+
+    type: Literal["tool_progress"] = "tool_progress"
+    call_id: str
+    name: str
+    progress: float
+    total: float | None = None
+    message: str | None = None
+
+
 class ToolOverran(_Event):
     """A tool still runs a grace period after it was cancelled hard: it swallows cancellation.
 
@@ -204,6 +216,7 @@ RunEvent = Annotated[
     | ItemCommitted
     | ToolStarted
     | ToolFinished
+    | ToolProgress
     | ToolOverran
     | RunFinished
     | RunCancelled
@@ -229,6 +242,7 @@ Event = Annotated[
     | ItemCommitted
     | ToolStarted
     | ToolFinished
+    | ToolProgress
     | ToolOverran
     | RunFinished
     | RunCancelled

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from .cancel import Cause
 from .errors import ModelError
 from .items import (
+    Attachment,
     Item,
     Note,
     ToolCall,
@@ -44,9 +45,20 @@ CRASH_RESULT = (
 )
 
 
-def answer(call: ToolCall, content: str, status: ToolResultStatus) -> ToolResult:
+def answer(
+    call: ToolCall,
+    content: str,
+    status: ToolResultStatus,
+    attachments: tuple[Attachment, ...] = (),
+) -> ToolResult:
     """A result for ``call``: the one way results are made, real or synthetic."""
-    return ToolResult(call_id=call.call_id, name=call.name, content=content, status=status)
+    return ToolResult(
+        call_id=call.call_id,
+        name=call.name,
+        content=content,
+        status=status,
+        attachments=attachments,
+    )
 
 
 def unanswered(call: ToolCall, cause: Cause | None) -> ToolResult:
@@ -85,16 +97,28 @@ def tool_error(call: ToolCall, error: BaseException) -> ToolResult:
     return answer(call, f"Error: {type(error).__name__}: {error}", "error")
 
 
-def partial_output(call: ToolCall, partial: str, why: str, *, overran: bool) -> ToolResult:
+def partial_output(
+    call: ToolCall,
+    partial: str,
+    why: str,
+    *,
+    overran: bool,
+    attachments: tuple[Attachment, ...] = (),
+) -> ToolResult:
     """A tool returned after it was asked to stop: its output, marked partial."""
     note = "; it ignored cancellation for a while" if overran else ""
     text = f"{partial}\n[Interrupted: {why}{note}; the output above is partial.]"
-    return answer(call, text, "interrupted")
+    return answer(call, text, "interrupted", attachments)
 
 
-def abandoned(call: ToolCall, why: str) -> ToolResult:
+def abandoned(
+    call: ToolCall, why: str, partial: str = "", attachments: tuple[Attachment, ...] = ()
+) -> ToolResult:
+    """A tool that ignored cancellation and was left running; what it reported is kept."""
     text = f"Abandoned: the tool ignored cancellation ({why}) and was left running."
-    return answer(call, text, "abandoned")
+    if partial:
+        text = f"{partial}\n[{text} The output above is partial.]"
+    return answer(call, text, "abandoned", attachments)
 
 
 def stopped(call: ToolCall, why: str) -> ToolResult:

@@ -35,6 +35,7 @@ logger = logging.getLogger("llm_worker")
 if TYPE_CHECKING:
     from .items import AssistantMessage, ToolCall, ToolResult, UserMessage
     from .models import ModelRequest
+    from .tools import Tool, Toolset
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,22 @@ Decision = Skip | Pause | Abort | None
 
 @dataclass
 class HookContext:
-    """What a hook can see of the run it is called in."""
+    """What a hook can see of the run it is called in.
+
+    ``tool(name)`` is the worker's tool of that name (listed MCP tools included), so a
+    ``before_tool_call`` hook can read ``ctx.tool(call.name).annotations`` (e.g. ``destructive``).
+    """
 
     run_id: str
     turn: int
     token: CancelToken
     deps: Any = None
     state: dict[str, Any] = field(default_factory=dict)
+    tools: Toolset | None = field(default=None, repr=False)
+
+    def tool(self, name: str) -> Tool[..., Any] | None:
+        """The tool the model calls ``name``, or None."""
+        return self.tools.get(name) if self.tools is not None else None
 
 
 class Hooks:

@@ -169,6 +169,22 @@ class ToolCall(_Item):
     provider_id: str | None = None
 
 
+class Attachment(BaseModel):
+    """Content a tool returned besides text: an image, audio, an embedded resource or a link.
+
+    Kept in the history as it came (``data`` is base64, as on the wire), so nothing is lost even
+    when a provider cannot send it back to the model yet.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    type: Literal["image", "audio", "resource", "resource_link"]
+    mime_type: str | None = None
+    data: str | None = None  # base64: images, audio, binary resources
+    text: Text | None = None  # a text resource
+    uri: str | None = None  # a resource or a link
+    name: Text | None = None
+
+
 ToolResultStatus = Literal["ok", "error", "cancelled", "interrupted", "abandoned", "skipped"]
 
 
@@ -177,8 +193,9 @@ class ToolResult(_Item):
 
     ``status``: ``ok``; ``error`` (the tool raised, or the model's arguments were invalid);
     ``interrupted`` (the tool returned partial output after cancellation); ``cancelled`` (it was
-    stopped, or never ran); ``abandoned`` (a thread that ignored cancellation); ``skipped`` (a hook
-    skipped it).
+    stopped, or never ran); ``abandoned`` (a thread that ignored cancellation, or a tool server
+    that never answered after it was told to stop); ``skipped`` (a hook skipped it).
+    ``attachments`` holds what the tool returned besides text (images, embedded resources).
     """
 
     type: Literal["tool_result"] = "tool_result"
@@ -186,6 +203,7 @@ class ToolResult(_Item):
     name: Text
     content: Text
     status: ToolResultStatus = "ok"
+    attachments: tuple[Attachment, ...] = ()
 
     @property
     def is_error(self) -> bool:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, Literal, NoReturn
+from types import TracebackType
+from typing import Any, Literal, NoReturn, Self
 
 from . import history
 from ._ending import classify, end_event
@@ -73,7 +74,7 @@ from .models import Model, ModelRequest, ModelSettings, resolve_model
 from .result import RunResult, RunStatus
 from .run_stream import RunStream
 from .timeline import MalformedStream, Timeline
-from .tools import Tool, Toolset
+from .tools import Tool, Toolset, ToolSource
 from .tools._runner import ToolRunner
 
 __all__ = ["RunStream", "Worker"]
@@ -86,14 +87,16 @@ class Worker:
 
     Runs are sequential: a second concurrent ``run()`` raises `WorkerBusy` unless it passes
     ``supersede=True``. After any outcome the same worker is ready for the next run. A worker
-    serves one event loop at a time; ``cancel()`` works from any thread.
+    serves one event loop at a time; ``cancel()`` works from any thread. Tool sources (MCP
+    servers) among ``tools`` are listed when a run first needs them and kept across runs;
+    ``async with worker:`` or ``await worker.aclose()`` closes them.
     """
 
     def __init__(
         self,
         model: Model | str = "offline",
         *,
-        tools: Iterable[Tool[..., Any] | Callable[..., Any]] = (),
+        tools: Iterable[Tool[..., Any] | Callable[..., Any] | ToolSource] = (),
         system: str | None = None,
         hooks: Sequence[Hooks] = (),
         history: Iterable[Item] = (),
@@ -205,6 +208,25 @@ class Worker:
         run = self._admit(input, token, timeout, supersede)
         return RunStream(run, lambda: self._run_to_end(run), lambda: self._slots.release(run))
 
+    async def aclose(self) -> None:
+        """Close what the worker's tool sources started (MCP server processes, connections).
+
+        Cancellation: each source closes in a shielded, bounded region; the worker stays usable
+        (a source is started again when a later run needs it).
+        """
+        await self.toolset.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
     def note_interruption(self, note: Note) -> None:
         """Have the next run tell the model ``note`` (e.g. that a crash cut the last turn off).
 
@@ -248,7 +270,9 @@ class Worker:
             id=run_id,
             token=run_token,
             input=valid_text(input) if input is not None else None,
-            ctx=HookContext(run_id=run_id, turn=0, token=run_token, deps=self.deps),
+            ctx=HookContext(
+                run_id=run_id, turn=0, token=run_token, deps=self.deps, tools=self.toolset
+            ),
         )
         try:
             superseded = self._slots.admit(run, supersede=supersede)
@@ -367,6 +391,7 @@ class Worker:
             run.turn = run.ctx.turn = run.turn + 1
             if run.observed:
                 run.emit(TurnStarted(turn=run.turn))
+            await self.toolset.prepare()  # lists tool sources when first needed, or changed
             request = ModelRequest(
                 history=self._history.for_request(),
                 system=self.system,

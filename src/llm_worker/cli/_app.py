@@ -106,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(kept in the session: later calls without --tools use it; default: none)",
     )
     agent.add_argument(
+        "--mcp",
+        action="append",
+        metavar="'COMMAND ARGS...'",
+        help="an MCP server to start (stdio), as one quoted command line; repeatable "
+        "(kept in the session with --mcp-url; 'none' clears them)",
+    )
+    agent.add_argument(
+        "--mcp-url",
+        action="append",
+        metavar="URL",
+        help="a streamable-HTTP MCP server, e.g. http://127.0.0.1:8000/mcp; repeatable",
+    )
+    agent.add_argument(
         "--session",
         metavar="NAME",
         help="the session to use or create (default: a new one named after the current time)",

@@ -35,7 +35,7 @@ from ._common import (
     consoles,
     describe_error,
 )
-from ._runtime import Interrupts, close_model, event_loop, run_turn
+from ._runtime import Interrupts, close_model, close_tool_sources, event_loop, run_turn
 from ._safe import valid_text, visible
 from ._sessions import print_transcript
 from ._views import PlainView, TerminalView, View, status_line
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from ..models import Model
     from ..store import Session
-    from ..tools import Tool
+    from ..tools import Tool, ToolSource
     from ..worker import Worker
     from ._runtime import Turn
 
@@ -85,6 +85,7 @@ def _chat(args: argparse.Namespace, opened: _config.Opened) -> int:
                 return _chat_loop(args, session, model, spec, tools, portal, interrupts, say)
             finally:
                 portal.call(close_model, model)
+                portal.call(close_tool_sources, tools)
     finally:
         interrupts.uninstall()
         with contextlib.suppress(StoreError):  # still failing: closing the session reports it
@@ -97,7 +98,7 @@ def _chat_loop(
     session: Session,
     model: Model,
     spec: str,
-    tools: list[Tool[..., Any]],
+    tools: list[Tool[..., Any] | ToolSource],
     portal: BlockingPortal,
     interrupts: Interrupts,
     say: _Say,
@@ -178,7 +179,7 @@ class _Say:
         if sys.stdin.isatty():
             self.console.file.write("\n")
 
-    def banner(self, session: Session, spec: str, tools: list[Tool[..., Any]]) -> None:
+    def banner(self, session: Session, spec: str, tools: list[Tool[..., Any] | ToolSource]) -> None:
         from rich.text import Text
 
         names = ", ".join(tool.name for tool in tools) or "none (--tools demo adds some)"

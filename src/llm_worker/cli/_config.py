@@ -7,9 +7,10 @@ Invariants:
   reports it; nothing was said yet).
 * A bad model spec, a missing key or a bad environment variable is a usage `CLIError` raised
   *before* the session is opened or written: a mistake changes nothing on disk.
-* A session remembers its model spec and its toolset (``--tools``, kept in the session's
-  metadata): a later call without the flag reuses what is stored, one with it replaces it.
-  Keys and base URLs are never stored.
+* A session remembers its model spec, its toolset (``--tools``) and its MCP servers (``--mcp``
+  commands and ``--mcp-url`` URLs, kept together as JSON in the session's metadata): a later
+  call without the flags reuses what is stored, one with either replaces both. Keys and base
+  URLs of models are never stored.
 * Both are settled before the session is opened: an unknown stored toolset is a `CLIError`
   (the flag overrides it), and a model that cannot be built leaves the session as it was.
 """
@@ -18,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
-from collections.abc import Iterator
+import shlex
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -29,11 +32,12 @@ from ._common import EXIT_USAGE, MODEL_HELP, CLIError
 if TYPE_CHECKING:
     from ..models import Model
     from ..store import Session, SQLiteStore
-    from ..tools import Tool
+    from ..tools import Tool, ToolSource
     from ..worker import Worker
 
 TOOLSETS = ("demo", "none")
 TOOLS_KEY = "tools"  # the session metadata key of the toolset name
+MCP_KEY = "mcp"  # the session metadata key of the MCP servers: {"stdio": [...], "http": [...]}
 
 
 def db_path(args: argparse.Namespace) -> tuple[str, bool]:
@@ -122,6 +126,41 @@ def _toolset(name: str, session: str | None) -> list[Tool[..., Any]]:
     )
 
 
+def _mcp_setting(args: argparse.Namespace) -> str | None:
+    """The MCP servers the flags name, as stored; None when neither flag was given."""
+    commands = [c for c in (getattr(args, "mcp", None) or []) if c.strip() != "none"]
+    urls = [u for u in (getattr(args, "mcp_url", None) or []) if u.strip() != "none"]
+    if not (getattr(args, "mcp", None) or getattr(args, "mcp_url", None)):
+        return None
+    return json.dumps({"stdio": commands, "http": urls})
+
+
+def _mcp_servers(setting: str | None, session: str | None) -> list[ToolSource]:
+    """The MCP servers of a stored (or just given) setting; each started when first needed."""
+    if not setting:
+        return []
+    try:
+        parsed = json.loads(setting)
+        commands = [shlex.split(line) for line in parsed.get("stdio", [])]
+        urls = [str(url) for url in parsed.get("http", [])]
+    except (ValueError, AttributeError, TypeError):
+        unreadable = f"session {session!r} has unreadable MCP settings; give --mcp again"
+        raise CLIError(unreadable) from None
+    if not commands and not urls:
+        return []
+    try:
+        from ..mcp import MCPServer
+    except ImportError as exc:
+        raise CLIError(f"--mcp needs the mcp extra: {exc}", EXIT_USAGE) from None
+    servers: list[ToolSource] = []
+    for argv in commands:
+        if not argv:
+            raise CLIError("--mcp needs a command, e.g. --mcp 'uvx mcp-server-time'", EXIT_USAGE)
+        servers.append(MCPServer.stdio(argv[0], args=argv[1:]))
+    servers.extend(MCPServer.http(url) for url in urls)
+    return servers
+
+
 @dataclass
 class Opened:
     """A session opened for a command, with the model, spec and tools it runs with."""
@@ -129,7 +168,7 @@ class Opened:
     session: Session
     model: Model
     spec: str
-    tools: list[Tool[..., Any]]
+    tools: list[Tool[..., Any] | ToolSource]
 
 
 @contextlib.contextmanager
@@ -152,14 +191,23 @@ def _open_session(store: SQLiteStore, args: argparse.Namespace, kind: str) -> Op
 
     stored_model: str | None = None
     stored_tools: str | None = None
+    stored_mcp: str | None = None
     if args.session:
         with contextlib.suppress(SessionNotFound):
             info = store.session_info(args.session)
             stored_model, stored_tools = info.model, info.metadata.get(TOOLS_KEY)
-    tools = _toolset(args.tools or stored_tools or "none", args.session)
+            stored_mcp = info.metadata.get(MCP_KEY)
+    given_mcp = _mcp_setting(args)
+    tools: list[Tool[..., Any] | ToolSource] = [
+        *_toolset(args.tools or stored_tools or "none", args.session),
+        *_mcp_servers(given_mcp if given_mcp is not None else stored_mcp, args.session),
+    ]
     spec = model_spec(args, stored_model)
     model = build_model(spec, args.base_url)  # before the session: a bad spec changes nothing
-    metadata = {TOOLS_KEY: args.tools} if args.tools else None
+    settings = {TOOLS_KEY: args.tools} if args.tools else {}
+    if given_mcp is not None:
+        settings[MCP_KEY] = given_mcp
+    metadata = settings or None
     if args.session:
         try:
             session = store.open_session(
@@ -172,7 +220,9 @@ def _open_session(store: SQLiteStore, args: argparse.Namespace, kind: str) -> Op
     return Opened(session, model, spec, tools)
 
 
-def session_worker(session: Session, model: Model, tools: list[Tool[..., Any]]) -> Worker:
+def session_worker(
+    session: Session, model: Model, tools: Sequence[Tool[..., Any] | ToolSource]
+) -> Worker:
     """A worker on the session's history and system prompt, attached to the session: from now
     on every item it commits is in the database before it goes on."""
     from ..worker import Worker

@@ -37,7 +37,7 @@ from ._common import (
     isatty,
     stderr_line,
 )
-from ._runtime import Interrupts, close_model, event_loop, run_turn
+from ._runtime import Interrupts, close_model, close_tool_sources, event_loop, run_turn
 from ._safe import valid_text, visible
 from ._views import JsonView, PlainView, TerminalView, View, status_line
 
@@ -107,6 +107,7 @@ def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: st
             finally:
                 view.finish()
                 portal.call(close_model, model)
+                portal.call(close_tool_sources, opened.tools)
     finally:
         interrupts.uninstall()
     code = _report(args, session, spec, turn, view, terminal)

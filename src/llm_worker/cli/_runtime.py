@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -228,3 +228,16 @@ async def close_model(model: Model) -> None:
     if close is not None:
         with contextlib.suppress(Exception):
             await close()
+
+
+async def close_tool_sources(tools: Sequence[object]) -> None:
+    """Stop the MCP servers among ``tools`` (each close is shielded and bounded by the server).
+
+    Runs in the loop thread, where the servers' connections live, after the last turn.
+    """
+    from ..tools import ToolSource
+
+    for source in tools:
+        if isinstance(source, ToolSource):
+            with contextlib.suppress(Exception):
+                await source.aclose()

@@ -178,6 +178,7 @@ class TerminalView(View):
             RunFinished,
             TextDelta,
             ToolFinished,
+            ToolProgress,
             ToolStarted,
             TurnStarted,
         )
@@ -210,6 +211,9 @@ class TerminalView(View):
             icon, style = ICONS.get(result.status, ("•", ""))
             status = "" if result.status == "ok" else f" [{result.status}]"
             self._line(f"  {icon} {result.name}{status} → {_first_line(result.content)}", style)
+        elif isinstance(event, ToolProgress) and event.message:
+            self._settle()
+            self._line(f"    … {event.name}: {_first_line(event.message)}", "dim")
         elif isinstance(event, Retrying):
             self._stop_spinning()
             self._settle()

@@ -8,6 +8,7 @@ Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,9 @@ class ToolContext:
     tool_name: str = ""
     turn: int = 0
     deps: Any = None
+    progress: Callable[[float, float | None, str | None], None] | None = field(
+        default=None, repr=False
+    )
 
     @property
     def cancelled(self) -> bool:
@@ -41,6 +45,13 @@ class ToolContext:
     def cause(self) -> Cause | None:
         """Why this call should stop (``cause.kind == "deadline"`` for a timeout), or None."""
         return self.token.cause
+
+    def report_progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        """Tell the run's listeners how far this call got (a `ToolProgress` event); never blocks."""
+        if self.progress is not None:
+            self.progress(progress, total, message)
 
     def raise_if_cancelled(self) -> None:
         """Raise `Interrupted` if this call should stop; for tools that would rather not return."""

@@ -7,6 +7,10 @@ Invariants:
 * Calls a hook paused on are remembered (``approved``) so that ``resume()`` runs them without
   asking again; new input that moves on forgets them.
 * Grace and hard cancellation are `ConcurrentMap`'s alone; this module only reports outcomes.
+  A call the map stopped hard that can say what it had so far (`ReportsPartial`: an MCP call
+  whose server never answered) is reported ``abandoned`` with that partial output kept.
+* Tool sources are listed (`Toolset.prepare`) before the calls are checked, so a resumed run
+  finds the tools of a source it has not listed yet.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from .. import history
 from .._runs import Run
 from ..cancel import ConcurrentMap, Outcome
 from ..errors import ToolFailed
-from ..events import ToolFinished, ToolOverran, ToolStarted
+from ..events import ToolFinished, ToolOverran, ToolProgress, ToolStarted
 from ..hooks import Hooks, Skip, decide
-from ..items import Item, ToolCall, ToolResult
+from ..items import Item, ToolCall, ToolResult, ToolResultStatus
 from ..result import RunStatus
+from ._output import ReportsPartial, ToolOutput
 from ._signature import ToolArgumentsError
-from ._tool import Tool, Toolset
+from ._tool import ProgressCallback, Tool
+from ._toolset import Toolset
 
 logger = logging.getLogger("llm_worker")
 
@@ -55,6 +61,7 @@ class ToolRunner:
         committed as each call ends, and the calls that never ended are left for the worker's
         clean-up to answer. With ``errors="raise"`` a failing call raises `ToolFailed`.
         """
+        await toolset.prepare()
         runnable: list[tuple[ToolCall, Tool[..., Any], dict[str, Any]]] = []
         for call in calls:
             tool = toolset.get(call.name)
@@ -98,7 +105,7 @@ class ToolRunner:
             # Each result is committed the moment its tool ends: a slow sibling, a cancel or a
             # crash can never take a finished result with it.
             call, tool, _ = runnable[outcome.index]
-            result = _outcome_result(call, tool, outcome)
+            result = _outcome_result(call, tool, outcome, bound[outcome.index])
             results.append((call, result))
             self._commit(run, [result])
             if run.observed:
@@ -110,16 +117,18 @@ class ToolRunner:
             if run.observed:
                 run.emit(ToolOverran(call_id=call.call_id, name=call.name))
 
+        bound = [
+            tool.bind(
+                arguments,
+                call_id=call.call_id,
+                turn=run.turn,
+                deps=deps,
+                on_progress=_progress_emitter(run, call),
+            )
+            for call, tool, arguments in runnable
+        ]
         tool_map: ConcurrentMap[Any] = ConcurrentMap(
-            [
-                tool.bind(
-                    arguments,
-                    call_id=call.call_id,
-                    turn=run.turn,
-                    deps=deps,
-                )
-                for call, tool, arguments in runnable
-            ],
+            bound,
             token=run.token,
             limit=concurrency,
             grace=grace,
@@ -140,17 +149,44 @@ class ToolRunner:
         return "paused" if paused else None
 
 
-def _outcome_result(call: ToolCall, tool: Tool[..., Any], outcome: Outcome[Any]) -> ToolResult:
+def _progress_emitter(run: Run, call: ToolCall) -> ProgressCallback:
+    def emit(progress: float, total: float | None, message: str | None) -> None:
+        if run.observed:
+            run.emit(
+                ToolProgress(
+                    call_id=call.call_id,
+                    name=call.name,
+                    progress=progress,
+                    total=total,
+                    message=message,
+                )
+            )
+
+    return emit
+
+
+def _outcome_result(
+    call: ToolCall, tool: Tool[..., Any], outcome: Outcome[Any], bound: object
+) -> ToolResult:
     token = outcome.token
     why = (token.reason if token is not None else None) or "cancelled"
+    value = outcome.value
+    output = value if isinstance(value, ToolOutput) else None
+    text = tool.render_result(value)
+    attachments = output.attachments if output is not None else ()
     if outcome.status == "ok":
-        return history.answer(call, tool.render_result(outcome.value), "ok")
+        status: ToolResultStatus = "error" if output and output.status == "error" else "ok"
+        return history.answer(call, text, status, attachments)
     if outcome.status == "interrupted":
-        partial = tool.render_result(outcome.value)
-        return history.partial_output(call, partial, why, overran=outcome.overran)
+        return history.partial_output(
+            call, text, why, overran=outcome.overran, attachments=attachments
+        )
     if outcome.status == "error":
         assert outcome.error is not None
         return history.tool_error(call, outcome.error)
     if outcome.status == "abandoned":
         return history.abandoned(call, why)
+    partial = bound.partial() if outcome.started and isinstance(bound, ReportsPartial) else None
+    if partial is not None:  # stopped hard while its server still had it: what it had so far
+        return history.abandoned(call, why, partial.text, partial.attachments)
     return history.stopped(call, why)

@@ -20,7 +20,8 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import pydantic_core
@@ -29,13 +30,31 @@ from pydantic import BaseModel
 from ..cancel import CancelToken, checked_duration
 from ._context import ToolContext
 from ._docstring import parse_docstring
+from ._output import ToolOutput
 from ._schema import ToolSpec, tool_schema
 from ._signature import arguments_model, is_async, unwrap, validate_arguments
 
-__all__ = ["Tool", "Toolset", "tool"]
+__all__ = ["Tool", "ToolAnnotations", "tool"]
+
+ProgressCallback = Callable[[float, float | None, str | None], None]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolAnnotations:
+    """Hints about what a tool does, for hooks (e.g. ask before a destructive call).
+
+    Given by ``@tool(annotations=...)`` or listed by an MCP server; None where nobody said.
+    """
+
+    title: str | None = None
+    read_only: bool | None = None
+    destructive: bool | None = None
+    idempotent: bool | None = None
+    open_world: bool | None = None
+
 
 # OpenAI and Anthropic both require tool names to match this.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -55,6 +74,7 @@ class Tool(Generic[P, R]):
     strict: bool
     is_async: bool
     arguments_model: type[BaseModel]  # validates the model's arguments (aliases = parameter names)
+    annotations: ToolAnnotations | None
 
     def __init__(
         self,
@@ -64,7 +84,9 @@ class Tool(Generic[P, R]):
         description: str | None = None,
         timeout: float | None = None,
         strict: bool | None = None,
+        annotations: ToolAnnotations | None = None,
     ) -> None:
+        self.annotations = annotations
         if isinstance(fn, Tool):
             fn = fn.fn
         if not callable(fn):
@@ -140,10 +162,12 @@ class Tool(Generic[P, R]):
         call_id: str,
         turn: int = 0,
         deps: Any = None,
+        on_progress: ProgressCallback | None = None,
     ) -> Callable[[CancelToken], Awaitable[Any] | Any]:
         """One call of this tool, as ``call(token)`` for `ConcurrentMap`.
 
-        ``arguments`` is what `validate` returned. An async tool gives an async callable; a sync
+        ``arguments`` is what `validate` returned; ``on_progress`` receives what the tool reports
+        through `ToolContext.report_progress`. An async tool gives an async callable; a sync
         tool gives a sync one (the map runs it in a thread). With a ``timeout`` the call's token
         is cancelled (kind ``"deadline"``) after ``timeout`` seconds, and the timer is disarmed
         when the call ends. What happens to a call that ignores its token is the map's policy
@@ -156,7 +180,14 @@ class Tool(Generic[P, R]):
         reason = f"tool {name} timed out after {timeout:g}s" if timeout is not None else ""
 
         def context(token: CancelToken) -> ToolContext:
-            return ToolContext(token=token, call_id=call_id, tool_name=name, turn=turn, deps=deps)
+            return ToolContext(
+                token=token,
+                call_id=call_id,
+                tool_name=name,
+                turn=turn,
+                deps=deps,
+                progress=on_progress,
+            )
 
         if self.is_async:
 
@@ -202,8 +233,9 @@ class Tool(Generic[P, R]):
     def render_result(self, value: object) -> str:
         """The text sent back to the model for a tool's return value.
 
-        ``str`` as is, ``None`` as ``""``, bytes as a short placeholder, JSON-like values
-        (models, dataclasses, dicts, lists, numbers) as compact JSON, anything else as ``str()``.
+        ``str`` as is, a `ToolOutput` as its text, ``None`` as ``""``, bytes as a short
+        placeholder, JSON-like values (models, dataclasses, dicts, lists, numbers) as compact
+        JSON, anything else as ``str()``.
         """
         return _render_result(value)
 
@@ -211,6 +243,8 @@ class Tool(Generic[P, R]):
 def _render_result(value: object) -> str:
     if isinstance(value, str):
         return value
+    if isinstance(value, ToolOutput):
+        return value.text
     if value is None:
         return ""
     if isinstance(value, bytes | bytearray | memoryview):
@@ -244,6 +278,7 @@ def tool(
     description: str | None = None,
     timeout: float | None = None,
     strict: bool | None = None,
+    annotations: ToolAnnotations | None = None,
 ) -> Tool[P, R]: ...
 
 
@@ -256,6 +291,7 @@ def tool(
     description: str | None = None,
     timeout: float | None = None,
     strict: bool | None = None,
+    annotations: ToolAnnotations | None = None,
 ) -> Callable[[Callable[P, R]], Tool[P, R]]: ...
 
 
@@ -267,6 +303,7 @@ def tool(
     description: str | None = None,
     timeout: float | None = None,
     strict: bool | None = None,
+    annotations: ToolAnnotations | None = None,
 ) -> Tool[P, R] | Callable[[Callable[P, R]], Tool[P, R]]:
     """Make a `Tool` of an async or sync function: ``@tool`` or ``@tool(name=..., ...)``.
 
@@ -275,62 +312,24 @@ def tool(
     annotated `ToolContext` is injected, not shown to the model. ``timeout`` (seconds; None or
     ``inf``: no limit; checked here) cancels the call's token. ``strict``: None (default) makes
     the tool strict when its schema already is (every parameter required); True forces it
-    (parameters with defaults become required in the schema); False never.
+    (parameters with defaults become required in the schema); False never. ``annotations``
+    (`ToolAnnotations`) are shown to hooks, e.g. to ask before a destructive call.
     """
 
     def decorate(function: Callable[P, R]) -> Tool[P, R]:
-        if isinstance(function, Tool) and (name, description, timeout, strict) == (None,) * 4:
+        options = (name, description, timeout, strict, annotations)
+        if isinstance(function, Tool) and options == (None,) * 5:
             return function
-        return Tool(function, name=name, description=description, timeout=timeout, strict=strict)
+        return Tool(
+            function,
+            name=name,
+            description=description,
+            timeout=timeout,
+            strict=strict,
+            annotations=annotations,
+        )
 
     return decorate if fn is None else decorate(fn)
-
-
-# -- the set of tools ---------------------------------------------------------------------------
-
-
-class Toolset:
-    """The tools of a worker, by unique name, in the order given."""
-
-    def __init__(self, tools: Iterable[Tool[..., Any] | Callable[..., Any]] = ()) -> None:
-        self._tools: dict[str, Tool[..., Any]] = {}
-        for item in tools:
-            as_tool = item if isinstance(item, Tool) else tool(item)
-            existing = self._tools.get(as_tool.name)
-            if existing is not None:
-                raise ValueError(
-                    f"duplicate tool name {as_tool.name!r} ({existing.fn!r} and {as_tool.fn!r}): "
-                    "tool names must be unique; rename one with @tool(name=...)"
-                )
-            self._tools[as_tool.name] = as_tool
-
-    def __repr__(self) -> str:
-        return f"<Toolset {', '.join(self._tools) or '(empty)'}>"
-
-    def __iter__(self) -> Iterator[Tool[..., Any]]:
-        return iter(self._tools.values())
-
-    def __len__(self) -> int:
-        return len(self._tools)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._tools
-
-    def __getitem__(self, name: str) -> Tool[..., Any]:
-        return self._tools[name]
-
-    @property
-    def names(self) -> list[str]:
-        """Tool names, in order."""
-        return list(self._tools)
-
-    def get(self, name: str) -> Tool[..., Any] | None:
-        """The tool called ``name``, or None (the model may ask for a tool that does not exist)."""
-        return self._tools.get(name)
-
-    def specs(self) -> list[ToolSpec]:
-        """Every tool's `ToolSpec`, in order."""
-        return [t.spec for t in self._tools.values()]
 
 
 def _default_name(fn: Callable[..., Any]) -> str:
