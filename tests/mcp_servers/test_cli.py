@@ -30,3 +30,12 @@ def test_run_with_mcp_calls_the_server_and_the_session_remembers_it(tmp_path: Pa
         stored = json.loads(store.session_info("s").metadata["mcp"])
     assert stored == {"stdio": [command], "http": []}
     assert children() == []
+
+
+def test_a_server_that_cannot_start_is_one_error_line_naming_the_command(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "s.db")
+    result = run_cli("run", "--mcp", "no-such-mcp-server --flag", "use it", env=env)
+    assert result.returncode == 1
+    assert "no-such-mcp-server" in result.stderr
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith("llm-worker: error:"), result.stderr

@@ -2,10 +2,10 @@
 
 Invariants:
 * `main` never lets a traceback out (``LLM_WORKER_DEBUG=1`` shows one for unexpected errors):
-  `CLIError` and `StoreError` become one ``llm-worker: error: …`` line; a Ctrl-C outside a turn
-  (start-up, reading stdin) is "interrupted" and 130; a closed stdout is 141. Every such line
-  is made safe to print (`_safe`): an error quoting a server or a model cannot drive the
-  terminal, and no key from the environment is shown.
+  `CLIError` and the library's errors (`LLMWorkerError`) become one ``llm-worker: error: …``
+  line; a Ctrl-C outside a turn (start-up, reading stdin) is "interrupted" and 130; a closed
+  stdout is 141. Every such line is made safe to print (`_safe`): an error quoting a server or
+  a model cannot drive the terminal, and no key from the environment is shown.
 * Importing this module imports only the standard library and the CLI's own modules; each
   command imports what it needs (rich, the store, the providers) when it runs.
 """
@@ -246,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(or 'llm-worker[all]' for every provider too)"
         )
         return EXIT_USAGE
-    from ..store import StoreError
+    from ..errors import LLMWorkerError
 
     try:
         with log_to_stderr():
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as exc:
         error_line(exc.message)
         return exc.code
-    except StoreError as exc:
+    except LLMWorkerError as exc:  # the library's own errors (store, MCP, ...) say what is wrong
         error_line(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:  # Ctrl-C outside a turn (e.g. while starting): nothing to keep
