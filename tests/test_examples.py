@@ -99,8 +99,6 @@ def run_example(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-# The stronger sweep finds a known hole there (cancel/_map.py): with an outer cancellation a
-# tool may still start after it. Remove the mark once it is fixed.
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(path: Path) -> None:
     done = run_example(path)
