@@ -162,8 +162,24 @@ def web(shared_http: HTTPProbe) -> MCPServer:
     return MCPServer.http(shared_http.url, name="probe")
 
 
+#: Children this process had when the current test began (servers other tests keep for the
+#: session, such as the Temporal dev server): not this test's to account for.
+_EARLIER_CHILDREN: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _earlier_children() -> None:
+    _EARLIER_CHILDREN.clear()
+    _EARLIER_CHILDREN.update(_live_children())
+
+
 def children() -> list[int]:
-    """Pids of this process's live (not zombie) children, from /proc; HTTP services left out."""
+    """Pids of the live (not zombie) children started since the test began; HTTP services left
+    out."""
+    return [pid for pid in _live_children() if pid not in _EARLIER_CHILDREN]
+
+
+def _live_children() -> list[int]:
     me = os.getpid()
     found = []
     for entry in Path("/proc").iterdir():
@@ -171,14 +187,14 @@ def children() -> list[int]:
             continue
         try:
             stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        state, parent = fields[0], int(fields[1])
-        if parent == me and state != "Z":
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-            if b"--http" not in command:
-                found.append(int(entry.name))
+            fields = stat[stat.rindex(")") + 2 :].split()
+            state, parent = fields[0], int(fields[1])
+            if parent == me and state != "Z":
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+                if b"--http" not in command:
+                    found.append(int(entry.name))
+        except (OSError, ValueError):
+            continue  # gone meanwhile
     return found
 
 

@@ -37,5 +37,6 @@ def test_a_server_that_cannot_start_is_one_error_line_naming_the_command(tmp_pat
     result = run_cli("run", "--mcp", "no-such-mcp-server --flag", "use it", env=env)
     assert result.returncode == 1
     assert "no-such-mcp-server" in result.stderr
-    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
+    assert "unexpected" not in result.stderr
+    assert "Traceback" not in result.stderr
     assert result.stderr.startswith("llm-worker: error:"), result.stderr
