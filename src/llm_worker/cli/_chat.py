@@ -25,6 +25,7 @@ import contextlib
 import sys
 from typing import TYPE_CHECKING, Any
 
+from .._frontend import session_worker
 from . import _config
 from ._common import (
     EXIT_FAILED,
@@ -140,7 +141,7 @@ def _chat_loop(
         if worker is None:
             if prompt is not None:
                 session.settle_pending()
-            worker = _config.session_worker(session, model, tools)
+            worker = session_worker(session, model, tools)
         view: View = TerminalView(say.console) if say.terminal else PlainView(sys.stdout)
         try:
             turn = run_turn(portal, interrupts, worker, prompt, args.timeout, view)

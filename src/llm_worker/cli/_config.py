@@ -1,10 +1,9 @@
 """From flags, environment and the session's stored settings to a store, a session, a model and
-the worker attached to the session.
+tools (the worker on the session is `_frontend.session_worker`'s).
 
 Invariants:
-* Everything here runs in the main thread and nothing awaits; all but `session_worker` run
-  before the event loop starts, so a Ctrl-C there is a plain `KeyboardInterrupt` (``main``
-  reports it; nothing was said yet).
+* Everything here runs in the main thread and nothing awaits, before the event loop starts, so
+  a Ctrl-C there is a plain `KeyboardInterrupt` (``main`` reports it; nothing was said yet).
 * A bad model spec, a missing key or a bad environment variable is a usage `CLIError` raised
   *before* the session is opened or written: a mistake changes nothing on disk.
 * A session remembers its model spec, its toolset (``--tools``) and its MCP servers (``--mcp``
@@ -22,18 +21,19 @@ import contextlib
 import json
 import os
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ._common import EXIT_USAGE, MODEL_HELP, CLIError
+from .. import _frontend
+from .._frontend import SettingError
+from ._common import EXIT_USAGE, CLIError
 
 if TYPE_CHECKING:
     from ..models import Model
     from ..store import Session, SQLiteStore
     from ..tools import Tool, ToolSource
-    from ..worker import Worker
 
 TOOLSETS = ("demo", "none")
 TOOLS_KEY = "tools"  # the session metadata key of the toolset name
@@ -69,48 +69,17 @@ def model_spec(args: argparse.Namespace, stored: str | None) -> str:
 
 
 def build_model(spec: str, base_url: str | None) -> Model:
-    """The model a spec names (parsed by the registry alone); problems become a `CLIError`."""
-    from ..models import UnknownModelSpec, resolve_model
-
+    """The model a spec names (`_frontend.build_model`); a bad setting is a usage error."""
     try:
-        model = resolve_model(spec, base_url=base_url)
-    except UnknownModelSpec:
-        raise CLIError(f"unknown model spec {spec!r}; expected one of: {MODEL_HELP}", 2) from None
-    except ImportError as exc:  # a provider's extra is not installed (MissingDependency)
-        raise CLIError(f"cannot use model {spec!r}: {exc}", EXIT_USAGE) from None
-    except ValueError as exc:
-        variable = getattr(exc, "variable", None)  # MissingCredentials names its variable
-        if variable:
-            raise CLIError(
-                f"{spec} needs an API key: set {variable} (keys are read from the environment "
-                "and never stored)",
-                EXIT_USAGE,
-            ) from None
-        raise CLIError(f"cannot use model {spec!r}: {exc}", EXIT_USAGE) from None  # a bad URL
-    from ..models.offline import OfflineModel
-
-    if isinstance(model, OfflineModel):
-        model.pace = _offline_pace()  # the CLI streams the offline model at a readable pace
-    return model
+        return _frontend.build_model(spec, base_url)
+    except SettingError as exc:
+        raise CLIError(str(exc), EXIT_USAGE) from None
 
 
 def _check_model_flag(args: argparse.Namespace) -> None:
     """Build an explicit ``--model`` once, to fail before the database is touched."""
     if args.model:
         build_model(model_spec(args, None), args.base_url)
-
-
-def _offline_pace() -> float:
-    text = os.environ.get("LLM_WORKER_OFFLINE_PACE")
-    if not text:
-        return 0.03
-    try:
-        pace = float(text)
-    except ValueError:
-        pace = -1.0
-    if not 0 <= pace < float("inf"):
-        raise CLIError(f"LLM_WORKER_OFFLINE_PACE must be a number of seconds, got {text!r}", 2)
-    return pace
 
 
 def _toolset(name: str, session: str | None) -> list[Tool[..., Any]]:
@@ -218,18 +187,6 @@ def _open_session(store: SQLiteStore, args: argparse.Namespace, kind: str) -> Op
     else:
         session = _fresh_session(store, kind, spec, args.system, metadata)
     return Opened(session, model, spec, tools)
-
-
-def session_worker(
-    session: Session, model: Model, tools: Sequence[Tool[..., Any] | ToolSource]
-) -> Worker:
-    """A worker on the session's history and system prompt, attached to the session: from now
-    on every item it commits is in the database before it goes on."""
-    from ..worker import Worker
-
-    worker = Worker(model, tools=tools, system=session.system, history=session.history)
-    session.attach(worker)
-    return worker
 
 
 def _fresh_session(

@@ -21,6 +21,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from .._frontend import session_worker
 from . import _config
 from ._common import (
     EXIT_BROKEN_PIPE,
@@ -86,7 +87,7 @@ def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: st
             raise CLIError(f"session {session.name!r} has nothing to resume")
     else:
         session.settle_pending()
-    worker = _config.session_worker(session, model, opened.tools)
+    worker = session_worker(session, model, opened.tools)
     view: View
     if args.json:
         view = JsonView(sys.stdout)

@@ -3,7 +3,7 @@
 Invariants:
 * A chat is *active* while at least one request uses it (a stream, a Stop). The first one opens
   the session (taking its lock) and builds the worker on it exactly as the CLI does
-  (`cli._config.session_worker`); the last one to leave closes the session, so between
+  (`_frontend.session_worker`); the last one to leave closes the session, so between
   messages ``llm-worker chat --session ID`` can continue the same chat, and vice versa.
 * A session reopened after a restart or a ``kill -9`` is recovered by the store; before a new
   message its pending calls are answered (as the CLI does) — a "continue" runs them instead.
@@ -148,7 +148,7 @@ class ChatRegistry:
         return True
 
     def _open(self, name: str, first_text: str | None, settle: bool) -> Chat:
-        from ..cli._config import session_worker
+        from .._frontend import session_worker
 
         stored_model: str | None = None
         stored_tools: str | None = None
@@ -193,13 +193,12 @@ class ChatRegistry:
         ).strip()
         model = self._models.get(spec)
         if model is None:
-            from ..cli._common import CLIError
-            from ..cli._config import build_model
+            from .._frontend import SettingError, build_model
 
             try:
                 model = build_model(spec, self.settings.base_url)
-            except CLIError as exc:
-                raise ApiError(400, exc.message) from None
+            except SettingError as exc:
+                raise ApiError(400, str(exc)) from None
             self._models[spec] = model
             self._owned_models.append(model)
         return spec, model
