@@ -111,17 +111,33 @@ def partial_output(
     return answer(call, text, "interrupted", attachments)
 
 
+#: Why a tool that takes no `ToolContext` got no grace period: it could not have used one.
+NO_GRACE = "the tool cannot see a stop (it takes no ToolContext), so it had no grace period"
+
+
 def abandoned(
-    call: ToolCall, why: str, partial: str = "", attachments: tuple[Attachment, ...] = ()
+    call: ToolCall,
+    why: str,
+    partial: str = "",
+    attachments: tuple[Attachment, ...] = (),
+    *,
+    graceless: bool = False,
 ) -> ToolResult:
-    """A tool that ignored cancellation and was left running; what it reported is kept."""
-    text = f"Abandoned: the tool ignored cancellation ({why}) and was left running."
+    """A tool left running in its thread; what it reported is kept. ``graceless``: it could not
+    see the stop, so it was left at once (`NO_GRACE`)."""
+    if graceless:
+        text = f"Abandoned: {why}; {NO_GRACE} and was left running."
+    else:
+        text = f"Abandoned: the tool ignored cancellation ({why}) and was left running."
     if partial:
         text = f"{partial}\n[{text} The output above is partial.]"
     return answer(call, text, "abandoned", attachments)
 
 
-def stopped(call: ToolCall, why: str) -> ToolResult:
+def stopped(call: ToolCall, why: str, *, graceless: bool = False) -> ToolResult:
+    """A tool stopped before it returned anything (``graceless``: at once, see `NO_GRACE`)."""
+    if graceless:
+        return answer(call, f"Cancelled: {why}; {NO_GRACE}.", "cancelled")
     return answer(call, f"Cancelled: {why}.", "cancelled")
 
 

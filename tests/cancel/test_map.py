@@ -614,3 +614,50 @@ async def test_a_call_whose_own_token_is_cancelled_gets_its_grace_then_is_abando
     assert [o.status for o in outcomes] == ["abandoned", "ok"]
     assert outcomes[1].value == "sibling done"
     assert not runner.group_token.cancelled
+
+
+async def test_calls_that_cannot_see_their_token_get_no_grace() -> None:
+    """A call in ``no_grace`` has nothing to return early with: on a stop it is cancelled hard
+    (a thread abandoned) at once, while the others still get their grace to return partial
+    output. Before, every call waited out the whole grace."""
+    release = threading.Event()
+
+    async def deaf(token: CancelToken) -> str:
+        await anyio.sleep(60)  # never looks at its token
+        return "never"
+
+    def deaf_thread(token: CancelToken) -> str:
+        release.wait(60)
+        return "late"
+
+    async def cooperative(token: CancelToken) -> str:
+        await token.wait()
+        await anyio.sleep(0.05)  # uses some of its grace
+        return "partial"
+
+    token = CancelToken()
+    stopped = ConcurrentMap(
+        [deaf, deaf_thread, cooperative], token=token, grace=20, no_grace=[0, 1]
+    )
+    started = time.monotonic()
+    async with anyio.create_task_group() as group:
+        group.start_soon(stopped.run)
+        await anyio.sleep(0.1)
+        token.cancel("stop")
+    took = time.monotonic() - started
+    release.set()
+    assert [o.status for o in stopped.outcomes] == ["cancelled", "abandoned", "interrupted"]
+    assert stopped.outcomes[2].value == "partial"
+    assert took < 10  # the bug: waiting out the 20 s grace for calls that could not use it
+
+
+async def test_a_call_without_grace_stops_at_once_when_its_own_token_is_cancelled() -> None:
+    async def deaf(token: CancelToken) -> str:
+        token.cancel_after(0.05, "its own timeout")
+        await anyio.sleep(60)
+        return "never"
+
+    alone = ConcurrentMap([deaf], grace=20, no_grace=[0])
+    with anyio.fail_after(10):  # the bug: the 20 s grace
+        await alone.run()
+    assert alone.outcomes[0].status == "cancelled"

@@ -447,3 +447,56 @@ async def test_a_sync_tool_that_ignores_its_timeout_is_abandoned_and_the_run_goe
     [abandoned] = results(worker)
     assert abandoned.status == "abandoned"
     assert "timed out" in abandoned.content
+
+
+async def test_a_tool_that_cannot_see_a_stop_is_stopped_at_once_and_says_why() -> None:
+    """The peers' own tool body (an await, no ToolContext) has no partial output to give, so a
+    Stop does not wait out its grace; a tool that takes its context still gets the grace."""
+    release = anyio.Event()
+
+    @tool
+    async def fetch(url: str) -> str:
+        """Fetch a page."""
+        await anyio.sleep(60)
+        return "page"
+
+    @tool
+    async def count(ctx: ToolContext) -> str:
+        """Count until stopped."""
+        await ctx.token.wait()
+        await release.wait()  # holds its grace until the test lets it go
+        return "counted to 3"
+
+    model = ScriptedModel([Script.tool_calls(("fetch", {"url": "u"}))])
+    worker = Worker(model, tools=[fetch, count], tool_grace=20)
+    async with anyio.create_task_group() as group:
+        group.start_soon(_cancel_when_a_tool_started, worker)
+        with anyio.fail_after(10), pytest.raises(Cancelled) as stopped:  # the bug: 20 s
+            await worker.run("go")
+    (result,) = [i for i in stopped.value.partial.items if isinstance(i, ToolResult)]
+    assert result.status == "cancelled"
+    assert "no grace period" in result.content
+
+    model = ScriptedModel([Script.tool_calls(("count", {}))])
+    worker = Worker(model, tools=[fetch, count], tool_grace=20)
+    async with anyio.create_task_group() as group:
+        group.start_soon(_cancel_when_a_tool_started, worker)
+        group.start_soon(_release_soon, release)
+        with pytest.raises(Cancelled) as stopped:
+            await worker.run("go")
+    (result,) = [i for i in stopped.value.partial.items if isinstance(i, ToolResult)]
+    assert result.status == "interrupted"
+    assert result.content.startswith("counted to 3")
+
+
+async def _cancel_when_a_tool_started(worker: Worker) -> None:
+    with anyio.fail_after(10):
+        while not any(isinstance(i, ToolCall) for i in worker.history):
+            await anyio.sleep(0.01)
+    await anyio.sleep(0.05)
+    worker.cancel("the user pressed Stop")
+
+
+async def _release_soon(release: anyio.Event) -> None:
+    await anyio.sleep(0.3)
+    release.set()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, cast
 
@@ -87,7 +87,9 @@ class ConcurrentMap(Generic[T]):
     ``cancel_on_failure``) a call raises — every call's token is cancelled, calls get ``grace``
     seconds to return partial output, and whatever is still running is then cancelled hard.
     ``grace`` is checked here (`checked_duration`): None or ``inf`` waits for the calls however
-    long they take; a negative, NaN or non-number raises.
+    long they take; a negative, NaN or non-number raises. Calls whose index is in ``no_grace``
+    cannot see their token (nothing to return early with), so they get none: they are cancelled
+    hard — a thread abandoned — as soon as they are asked to stop.
     ``outcomes`` and ``cause`` are filled in as calls finish, so they are valid even if ``run()``
     is interrupted by an outer cancellation. ``on_start(outcome)`` and ``on_outcome(outcome)`` are
     called synchronously, in the loop's thread, when a call really starts (it got its slot) and as
@@ -102,6 +104,7 @@ class ConcurrentMap(Generic[T]):
         token: CancelToken | None = None,
         limit: int | None = None,
         grace: float | None = 1.0,
+        no_grace: Collection[int] = (),
         cancel_on_failure: bool = False,
         on_outcome: Callable[[Outcome[T]], None] | None = None,
         on_start: Callable[[Outcome[T]], None] | None = None,
@@ -114,6 +117,7 @@ class ConcurrentMap(Generic[T]):
         self.group_token = CancelToken.linked(token, name="map") if token else CancelToken("map")
         self._source = token
         self.grace = checked_duration(grace, "the grace period of a ConcurrentMap")
+        self._no_grace = frozenset(no_grace)
         self.cancel_on_failure = cancel_on_failure
         self._on_outcome = on_outcome
         self._on_start = on_start
@@ -188,8 +192,12 @@ class ConcurrentMap(Generic[T]):
             # The call's own token was cancelled (e.g. a tool's timeout) while the group goes on:
             # it gets the same grace as in a group stop, then it alone is cancelled hard (a
             # thread: abandoned). The only hard stop a timed-out tool gets: Tool.bind arms none.
-            if not self.group_token.cancelled and self.grace is not None:
-                index = outcome.index
+            index = outcome.index
+            if self.group_token.cancelled:
+                return
+            if index in self._no_grace:
+                wake(lambda: self._hard_cancel(index, "it cannot see its token: no grace"))
+            elif self.grace is not None:
                 disarm[0] = call_later(self.grace, lambda: wake(lambda: self._hard_cancel(index)))
 
         unregister = token.on_cancel(on_own_cancel)
@@ -225,11 +233,12 @@ class ConcurrentMap(Generic[T]):
                 )
                 outcome.status = "abandoned" if thread_alive else "cancelled"
                 if thread_alive:
+                    grace = 0.0 if outcome.index in self._no_grace else self.grace or 0.0
                     logger.warning(
-                        "abandoned thread %s: call %d ignored cancellation for its %gs grace",
+                        "abandoned thread %s: call %d still running after its %gs grace",
                         outcome.thread,
                         outcome.index,
-                        self.grace or 0.0,
+                        grace,
                     )
         except Interrupted:
             outcome.status = "cancelled"
@@ -264,10 +273,10 @@ class ConcurrentMap(Generic[T]):
                 if self._grace_scope is not None:
                     self._grace_scope.cancel()
 
-    def _hard_cancel(self, index: int) -> None:
+    def _hard_cancel(self, index: int, reason: str = "grace period over") -> None:
         scope = self._hard_scopes.get(index)
         if scope is not None:
-            scope.cancel("grace period over")
+            scope.cancel(reason)
 
     async def _acquire_slot(self, token: CancelToken) -> bool:
         """Wait for a concurrency slot; give up (False) if the call's token is cancelled first."""
@@ -339,6 +348,8 @@ class ConcurrentMap(Generic[T]):
             await self._grace_then_hard_cancel()
 
     async def _grace_then_hard_cancel(self) -> None:
+        for index in self._no_grace & self._hard_scopes.keys():
+            self._hard_cancel(index, "it cannot see its token: no grace")
         with anyio.CancelScope(shield=True) as grace_scope:
             self._grace_scope = grace_scope
             if self._unfinished:

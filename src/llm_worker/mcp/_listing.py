@@ -37,6 +37,11 @@ _NOT_IN_NAMES = re.compile(r"[^A-Za-z0-9_-]")
 class MCPTool(Tool[..., Any]):
     """A tool of an MCP server. Called through a worker (``bind``), never directly."""
 
+    @property
+    def sees_its_token(self) -> bool:
+        """Always: a stop is relayed to the server, which may answer within the grace."""
+        return True
+
     def __init__(self, server: MCPServer, listed: types.Tool) -> None:
         # Not Tool.__init__: there is no Python function whose signature would give the schema.
         self.server = server

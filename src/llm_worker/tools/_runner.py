@@ -131,7 +131,8 @@ class ToolRunner:
             bound,
             token=run.token,
             limit=concurrency,
-            grace=grace,
+            grace=grace,  # for the tools that can see a stop; the others have nothing to return
+            no_grace=[i for i, (_, tool, _) in enumerate(runnable) if not tool.sees_its_token],
             cancel_on_failure=errors == "raise",
             on_start=started,
             on_outcome=finished,
@@ -184,9 +185,10 @@ def _outcome_result(
     if outcome.status == "error":
         assert outcome.error is not None
         return history.tool_error(call, outcome.error)
+    graceless = not tool.sees_its_token
     if outcome.status == "abandoned":
-        return history.abandoned(call, why)
+        return history.abandoned(call, why, graceless=graceless)
     partial = bound.partial() if outcome.started and isinstance(bound, ReportsPartial) else None
     if partial is not None:  # stopped hard while its server still had it: what it had so far
         return history.abandoned(call, why, partial.text, partial.attachments)
-    return history.stopped(call, why)
+    return history.stopped(call, why, graceless=graceless and outcome.started)

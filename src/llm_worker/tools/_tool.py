@@ -132,6 +132,12 @@ class Tool(Generic[P, R]):
     # -- describing ---------------------------------------------------------------------------
 
     @property
+    def sees_its_token(self) -> bool:
+        """True if the tool takes a `ToolContext`, so it can see a stop and return partial
+        output: only such tools get the grace period; the others are stopped at once."""
+        return self._context is not None
+
+    @property
     def parameters(self) -> dict[str, Any]:
         """The JSON schema of the arguments (a fresh copy: callers may transform it freely)."""
         result: dict[str, Any] = json.loads(self._schema_json)
