@@ -661,3 +661,31 @@ async def test_a_call_without_grace_stops_at_once_when_its_own_token_is_cancelle
     with anyio.fail_after(10):  # the bug: the 20 s grace
         await alone.run()
     assert alone.outcomes[0].status == "cancelled"
+
+
+async def test_an_outer_cancel_while_a_slot_is_handed_over_never_starts_the_call() -> None:
+    """The limiter hands a slot over in a shielded checkpoint; an outer cancellation that lands
+    while it yields must still keep the call from starting (trio orders a batch at random, so
+    each cancel point is tried many times)."""
+
+    class Watch:
+        cancelled = False
+        late = 0
+
+        async def call(self, token: CancelToken) -> None:
+            if self.cancelled:
+                self.late += 1
+            await anyio.lowlevel.checkpoint()
+
+    for ticks in range(6):
+        for _ in range(40):
+            watch = Watch()
+            stopped = ConcurrentMap([watch.call] * 3, limit=3, grace=1)
+            with anyio.CancelScope() as outer:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(stopped.run)
+                    for _ in range(ticks):
+                        await anyio.lowlevel.checkpoint()
+                    outer.cancel()
+                    watch.cancelled = True
+            assert watch.late == 0, f"{watch.late} call(s) started after the cancel (tick {ticks})"

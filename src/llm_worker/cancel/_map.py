@@ -288,10 +288,19 @@ class ConcurrentMap(Generic[T]):
         with move_on_cancel(token):
             await self._limiter.acquire()
             acquired = True
-        if acquired and token.cancelled:
+        if not acquired:
+            return False
+        if token.cancelled:
             self._limiter.release()
             return False
-        return acquired
+        try:
+            # The limiter hands the slot over in a shielded checkpoint: an outer cancellation
+            # that came while it yielded is still pending here, and the call must not start.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except BaseException:
+            self._limiter.release()
+            raise
+        return True
 
     async def _invoke(
         self, call: Callable[[CancelToken], Any], outcome: Outcome[T], token: CancelToken
