@@ -28,6 +28,7 @@ from .items import (
     ToolCall,
     ToolResult,
     ToolResultStatus,
+    replace,
 )
 
 # -- what the model is told ------------------------------------------------------------------------
@@ -322,14 +323,14 @@ def _match_results(
             if final in seen:
                 final = _fresh_id(item.call_id, used)
                 used.add(final)
-                renamed[position] = item.model_copy(update={"call_id": final})
+                renamed[position] = replace(item, call_id=final)
             seen.add(final)
             latest[item.call_id] = final
         elif isinstance(item, ToolResult):
             final = latest.get(item.call_id, "")
             if final and final not in answers:
                 if final != item.call_id:
-                    item = item.model_copy(update={"call_id": final})
+                    item = replace(item, call_id=final)
                 answers[final] = (position, item)
     return answers, renamed
 

@@ -6,18 +6,24 @@ verbatim (signatures, encrypted content) and synthetic results for calls that ne
 
 Every text field is `Text`: made valid Unicode when the item is built.
 
+Items are frozen, slotted pydantic dataclasses rather than `BaseModel`s: validated alike, but a
+history item costs a few hundred bytes instead of a kilobyte (no per-instance ``__dict__`` or
+fields-set). Copy one with changes through `dataclasses.replace` (it validates again).
+
 Invariant kept by the worker: every `ToolCall` in a history is followed, before the next
 `AssistantMessage` or `UserMessage`, by exactly one `ToolResult` with its ``call_id``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter
+from pydantic.dataclasses import dataclass
 
 from ._text import valid_text
 
@@ -46,13 +52,22 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Item(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+_STRICT = ConfigDict(extra="forbid")
+_T = TypeVar("_T")
 
+
+def replace(item: _T, **changes: Any) -> _T:
+    """A copy of ``item`` (an item or a part) with ``changes``, validated like a new one."""
+    return dataclasses.replace(item, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
+class _Item:
     id: str = Field(default_factory=_new_id)
     created_at: datetime = Field(default_factory=_now)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
 class UserMessage(_Item):
     """Input from the user."""
 
@@ -60,15 +75,16 @@ class UserMessage(_Item):
     text: Text
 
 
-class TextPart(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
+class TextPart:
     """Visible text of an assistant message."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["text"] = "text"
     text: Text
 
 
-class ReasoningPart(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
+class ReasoningPart:
     """The model's reasoning, with whatever its provider needs to accept it back.
 
     ``signature`` (Anthropic thinking), ``redacted_data`` (Anthropic redacted thinking),
@@ -76,7 +92,6 @@ class ReasoningPart(BaseModel):
     sent back only to the provider that produced them (``provider``).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["reasoning"] = "reasoning"
     text: Text = ""
     signature: str | None = None
@@ -89,7 +104,8 @@ class ReasoningPart(BaseModel):
 AssistantPart = Annotated[TextPart | ReasoningPart, Field(discriminator="type")]
 
 
-class Usage(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
+class Usage:
     """Token counts reported by a provider; None where it reported nothing (unknown, not zero).
 
     Adding two usages adds each count; a count one side does not know is taken from the other,
@@ -97,7 +113,6 @@ class Usage(BaseModel):
     leaves it as it was).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     input_tokens: int | None = None
     output_tokens: int | None = None
     reasoning_tokens: int | None = None
@@ -131,6 +146,7 @@ def _add_counts(a: int | None, b: int | None) -> int | None:
     return a if b is None else a + b
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
 class AssistantMessage(_Item):
     """What the model said in one turn. ``interrupted`` marks a message cut off mid-stream."""
 
@@ -151,6 +167,7 @@ class AssistantMessage(_Item):
         return "".join(part.text for part in self.parts if isinstance(part, ReasoningPart))
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
 class ToolCall(_Item):
     """A call the model asked for.
 
@@ -169,14 +186,14 @@ class ToolCall(_Item):
     provider_id: str | None = None
 
 
-class Attachment(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
+class Attachment:
     """Content a tool returned besides text: an image, audio, an embedded resource or a link.
 
     Kept in the history as it came (``data`` is base64, as on the wire), so nothing is lost even
     when a provider cannot send it back to the model yet.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     type: Literal["image", "audio", "resource", "resource_link"]
     mime_type: str | None = None
     data: str | None = None  # base64: images, audio, binary resources
@@ -188,6 +205,7 @@ class Attachment(BaseModel):
 ToolResultStatus = Literal["ok", "error", "cancelled", "interrupted", "abandoned", "skipped"]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
 class ToolResult(_Item):
     """The answer to one `ToolCall`, real or synthetic.
 
@@ -210,6 +228,7 @@ class ToolResult(_Item):
         return self.status != "ok"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
 class Note(_Item):
     """Context the worker adds for the model, e.g. that the previous turn was interrupted.
 
@@ -237,6 +256,11 @@ def dump_history(items: list[Item]) -> str:
 def load_history(data: str | bytes) -> list[Item]:
     """Parse a history written by `dump_history`; raises `pydantic.ValidationError` if invalid."""
     return _history_adapter.validate_json(data)
+
+
+def item_to_jsonable(item: Item) -> Any:
+    """One item as plain JSON-compatible Python data (what `dump_item` writes, unencoded)."""
+    return _item_adapter.dump_python(item, mode="json")
 
 
 def dump_item(item: Item) -> str:

@@ -19,6 +19,7 @@ Invariants checked here:
 from __future__ import annotations
 
 import contextlib
+import copy as copy_module
 import itertools
 import json
 import random
@@ -1185,7 +1186,7 @@ def test_consecutive_assistant_messages_merge_thinking_first() -> None:
 
 def test_the_history_is_not_modified() -> None:
     history: list[Item] = [UserMessage(text="hi"), said(TextPart(text="x ")), call("c")]
-    copy = [item.model_copy(deep=True) for item in history]
+    copy = copy_module.deepcopy(history)
     convert_history(history)
     assert history == copy
 

@@ -25,7 +25,9 @@ from llm_worker.testing._scripted import Script, ScriptedModel
 
 def with_lone_surrogate(text: str) -> UserMessage:
     """A user message holding a lone surrogate, however items validate their text."""
-    return UserMessage(text="placeholder").model_copy(update={"text": text})
+    message = UserMessage(text="placeholder")
+    object.__setattr__(message, "text", text)  # past validation, as a corrupted item would be
+    return message
 
 
 def texts(items: list[Item]) -> list[str]:

@@ -20,6 +20,7 @@ from llm_worker.items import (
     Usage,
     UserMessage,
     dump_item,
+    replace,
 )
 from llm_worker.store import (
     MIGRATIONS,
@@ -403,7 +404,7 @@ def test_append_latency(tmp_path: Path) -> None:
     )
     with SQLiteStore(tmp_path / "s.db") as store, store.open_session("t") as session:
         for _ in range(300):
-            session.extend([message.model_copy(update={"id": f"{time.perf_counter_ns()}"})])
+            session.extend([replace(message, id=f"{time.perf_counter_ns()}")])
         stats = store.append_stats
     print(
         f"\nappend latency: mean {stats.mean * 1e6:.0f} µs, max {stats.max * 1e6:.0f} µs "

@@ -29,7 +29,7 @@ from llm_worker.cancel import Cause
 from llm_worker.errors import Cancelled
 from llm_worker.events import StreamEvent
 from llm_worker.hooks import overrides
-from llm_worker.items import AssistantMessage, Item, ToolCall, ToolResult, UserMessage
+from llm_worker.items import AssistantMessage, Item, ToolCall, ToolResult, UserMessage, replace
 from llm_worker.models import Model, ModelRequest
 from llm_worker.result import RunResult
 from llm_worker.testing import (
@@ -156,9 +156,7 @@ async def test_a_cut_off_message_not_marked_interrupted_is_reported(
 
     def never_interrupted(self: Timeline, *, interrupted: bool = False) -> list[Item]:
         return [
-            item.model_copy(update={"interrupted": False})
-            if isinstance(item, AssistantMessage)
-            else item
+            replace(item, interrupted=False) if isinstance(item, AssistantMessage) else item
             for item in original(self, interrupted=interrupted)
         ]
 
@@ -203,11 +201,7 @@ async def test_partial_output_not_marked_interrupted_is_reported(
 
     def call_it_ok(call: ToolCall, tool: Any, outcome: Any) -> ToolResult:
         result = original(call, tool, outcome)
-        return (
-            result.model_copy(update={"status": "ok"})
-            if outcome.status == "interrupted"
-            else result
-        )
+        return replace(result, status="ok") if outcome.status == "interrupted" else result
 
     monkeypatch.setattr(runner_module, "_outcome_result", call_it_ok)
     assert_reported(await sweep(tool_scenario()), "tool-output")
@@ -427,7 +421,7 @@ async def test_a_leaked_tool_thread_is_reported(monkeypatch: pytest.MonkeyPatch)
     def hide_abandonment(call: ToolCall, tool: Any, outcome: Any) -> ToolResult:
         result = original(call, tool, outcome)
         if outcome.status == "abandoned":
-            return result.model_copy(update={"status": "cancelled"})
+            return replace(result, status="cancelled")
         return result
 
     monkeypatch.setattr(runner_module, "_outcome_result", hide_abandonment)

@@ -19,11 +19,13 @@ import re
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
+from ..items import dump_item
 from ._common import silence_stdout
 from ._safe import StreamFilter, json_safe, visible
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
     from rich.console import Console
 
     from ..events import Event
@@ -70,12 +72,14 @@ class JsonView(View):
         self.out.flush()
 
 
-def json_line(model: BaseModel) -> str:
+def json_line(model: BaseModel | Item) -> str:
     """``model`` as one line of JSON, safe to print (see `json_safe`).
 
     Text that is not valid Unicode (lone surrogates, which pydantic cannot encode) is written
     as JSON escapes instead of failing the whole line.
     """
+    if not isinstance(model, BaseModel):  # a history item: its text is valid Unicode already
+        return json_safe(dump_item(model))
     try:
         text = model.model_dump_json()
     except ValueError:  # PydanticSerializationError: a lone surrogate

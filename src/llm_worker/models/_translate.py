@@ -13,6 +13,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
@@ -101,7 +102,7 @@ def usage_increment(previous: Usage, total: Usage) -> tuple[Usage | None, Usage]
     return (increment if increment.known else None), Usage(**running)
 
 
-_USAGE_FIELDS = tuple(Usage.model_fields)
+_USAGE_FIELDS = tuple(field.name for field in dataclasses.fields(Usage))
 
 
 class UsageTotals:

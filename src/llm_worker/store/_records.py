@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
 from .._text import valid_text
-from ..items import Item, dump_item, load_item
+from ..items import Item, dump_item, item_to_jsonable, load_item
 from ._errors import StoreError
 
 __all__ = ["AppendStats", "RunRecord", "SessionInfo"]
@@ -172,7 +172,7 @@ def item_data(item: Item, session: str) -> str:
     except ValueError as exc:
         problem = exc
     try:
-        text = json.dumps(item.model_dump(mode="json"), ensure_ascii=False)
+        text = json.dumps(item_to_jsonable(item), ensure_ascii=False)
         repaired = dump_item(load_item(valid_text(text)))
     except ValueError as exc:
         raise StoreError(

@@ -33,7 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 from ...cancel import CancelToken
 from ...errors import RunError
-from ...items import Item
+from ...items import Item, dump_item
 from ...result import RunResult
 from ...worker import Worker
 from ._cancel import HandedOff, await_translating_cancel, cancel_run
@@ -141,7 +141,7 @@ class AgentActivity:
         """The partial result of a run whose attempt died without an outcome (encoded)."""
         items, base = await self._histories.settle(request)
         ref = ItemsRef(request.session, base, base + len(items))
-        too_large = sum(len(item.model_dump_json()) for item in items) > self._inline_items_limit
+        too_large = sum(len(dump_item(item)) for item in items) > self._inline_items_limit
         partial = RunResult(status="interrupted", items=tuple(items))
         return encode_result(partial, items_ref=ref if too_large else None)
 
@@ -192,7 +192,7 @@ class AgentActivity:
 
     def _items_ref(self, opened: OpenedSession, items: list[Item]) -> ItemsRef | None:
         """A reference instead of the items when they would not fit in a payload."""
-        size = sum(len(item.model_dump_json()) for item in items)
+        size = sum(len(dump_item(item)) for item in items)
         if size <= self._inline_items_limit:
             return None
         return ItemsRef(opened.session.name, opened.base, opened.base + len(items))

@@ -15,6 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,7 +129,7 @@ def encode_result(result: RunResult, *, items_ref: ItemsRef | None = None) -> di
     """A `RunResult` as JSON values; its items inline, or ``items_ref`` when given."""
     encoded: dict[str, Any] = {
         "status": result.status,
-        "usage": result.usage.model_dump(mode="json"),
+        "usage": dataclasses.asdict(result.usage),
         "turns": result.turns,
         "run_id": result.run_id,
         "reason": result.reason,
@@ -155,7 +156,7 @@ def decode_result(data: dict[str, Any], load_items: ItemsLoader | None = None) -
     return RunResult(
         status=data["status"],
         items=tuple(items),
-        usage=Usage.model_validate(data["usage"]),
+        usage=Usage(**data["usage"]),
         turns=int(data["turns"]),
         run_id=str(data["run_id"]),
         reason=data["reason"],
