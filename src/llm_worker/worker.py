@@ -489,14 +489,17 @@ class Worker:
         self._commit(run, [history.unanswered(call, cause) for call in calls])
 
     def _commit_input(self, run: Run) -> None:
-        """Commit the user's message (after any note owed to the model), once."""
+        """Commit the user's message after any note owed to the model: once, in one commit."""
         message, run.unsent_input = run.unsent_input, None
         if message is not None:
-            self._note_interruption(run)
-            self._commit(run, [message])
+            self._commit(run, [*self._owed_note(), message])
 
     def _note_interruption(self, run: Run) -> None:
+        self._commit(run, self._owed_note())
+
+    def _owed_note(self) -> list[Note]:
+        """The note owed to the model about an interruption (taken: it is told once)."""
         told, self._interruption = self._interruption, None
-        if told is not None:
-            note = told if isinstance(told, Note) else history.interruption_note(told)
-            self._commit(run, [note])
+        if told is None:
+            return []
+        return [told if isinstance(told, Note) else history.interruption_note(told)]

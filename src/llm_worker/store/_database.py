@@ -317,8 +317,14 @@ class SessionRows:
         self._file = store._file
         self._name = name
 
-    def append(self, history: Sequence[Item], saved: int, run_id: str | None) -> None:
-        """Write ``history[stored:]`` in one transaction (the critical section).
+    def append(
+        self,
+        history: Sequence[Item],
+        saved: int,
+        run_id: str | None,
+        starts: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Write ``history[stored:]`` and the start rows ``starts`` in one transaction.
 
         ``stored`` is how many items the database holds for the session: ``saved`` normally,
         fewer if an older copy of the file was put back (the session's lock makes it the only
@@ -348,16 +354,13 @@ class SessionRows:
                     stored,
                     saved,
                 )
+            if starts:  # a row without an end: a crash if the process dies in the run
+                conn.executemany(
+                    "INSERT OR IGNORE INTO runs (session, run_id, started_at) VALUES (?, ?, ?)",
+                    [(name, valid_text(run_id), started_at) for run_id, started_at in starts],
+                )
             insert_items(conn, name, stored, history[stored:], run_id)
         self._store.append_stats.record(time.perf_counter() - started)
-
-    def start_run(self, run_id: str, started_at: str) -> None:
-        """Record that a run started (its row without an end: a crash if the process dies)."""
-        with self._file.writing() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO runs (session, run_id, started_at) VALUES (?, ?, ?)",
-                (self._name, valid_text(run_id), started_at),
-            )
 
     def end_run(
         self,

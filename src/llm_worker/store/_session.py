@@ -8,6 +8,9 @@ Invariants:
   order, with the next commit, `flush` or `close` — the points where the caller learns of it,
   as a typed `PersistenceFailed`. Run markers that could not be written are queued behind the
   items and retried the same way (their failure is only logged).
+* One transaction per commit of the worker: a run's start row rides in the transaction of its
+  first commit (or of its end, if it committed nothing), never in one of its own. A process that
+  dies in a run that committed nothing leaves no trace of it — and nothing of it to recover.
 * The session only listens to a worker (`attach`): it never builds one, never awaits and never
   calls into a run. Its listeners are synchronous, so no cancellation lands in a write.
 * The session reaches the database only through its `SessionStorage` (its own rows), never
@@ -44,11 +47,15 @@ class SessionStorage(Protocol):
     Each write is one transaction and raises `StoreError` when it fails (nothing written).
     """
 
-    def append(self, history: Sequence[Item], saved: int, run_id: str | None) -> None:
-        """Write the items of ``history`` the database lacks (``saved`` were saved before)."""
-
-    def start_run(self, run_id: str, started_at: str) -> None:
-        """Record that a run started."""
+    def append(
+        self,
+        history: Sequence[Item],
+        saved: int,
+        run_id: str | None,
+        starts: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Write the items of ``history`` the database lacks (``saved`` were saved before), and
+        the start rows ``starts`` (run id, started at) of runs that began since the last write."""
 
     def end_run(
         self, run_id: str, started_at: str, outcome: str, kind: str | None, reason: str | None
@@ -130,6 +137,7 @@ class Session:
         self._worker: Attachable | None = None
         self._detach: Callable[[], None] | None = None
         self._open_runs: list[tuple[str, str]] = []  # (run_id, started_at), oldest first
+        self._starts_owed: list[tuple[str, str]] = []  # open runs whose start row is unwritten
         self._markers: list[Callable[[], None]] = []  # run-marker writes that failed
 
     def __repr__(self) -> str:
@@ -319,13 +327,15 @@ class Session:
             return
         if self._unsaved:
             run_id = self._open_runs[0][0] if self._open_runs else None
+            starts = tuple(self._starts_owed)
             if not self._attempt(
-                lambda: self._rows.append(self._history, self._saved, run_id),
+                lambda: self._rows.append(self._history, self._saved, run_id, starts),
                 f"{len(self._unsaved)} item(s) not saved yet",
             ):
                 return
             self._saved = len(self._history)
             self._unsaved.clear()
+            del self._starts_owed[: len(starts)]
         while self._markers:
             if not self._attempt(self._markers[0], "run marker not written yet"):
                 return
@@ -367,9 +377,10 @@ class Session:
         return True
 
     def _run_started(self, run_id: str) -> None:
-        started_at = now()
-        self._open_runs.append((run_id, started_at))
-        self._marker(lambda: self._rows.start_run(run_id, started_at))
+        entry = (run_id, now())
+        self._open_runs.append(entry)
+        if not self.closed:
+            self._starts_owed.append(entry)  # written with the run's first commit
 
     def _run_ended(self, run_id: str, outcome: str, kind: str | None, reason: str | None) -> None:
         self._save()
@@ -378,14 +389,15 @@ class Session:
             if entry[0] == run_id:
                 started_at = entry[1]
                 self._open_runs.remove(entry)
+                if entry in self._starts_owed:  # it committed nothing: its end row says both
+                    self._starts_owed.remove(entry)
                 break
         self._marker(lambda: self._rows.end_run(run_id, started_at, outcome, kind, reason))
 
     def _marker(self, write: Callable[[], None]) -> None:
-        """Write a run marker now, or after the writes queued before it (never raises).
+        """Write a run's end marker now, or after the writes queued before it (never raises).
 
-        A start marker not written only costs the crash note if the process dies in the run;
-        an end marker not written makes the next open report a crash: both are retried.
+        An end marker not written makes the next open report a crash: it is retried.
         """
         if self.closed:
             return
