@@ -50,7 +50,6 @@ from ._records import (
     SessionInfo,
     check_metadata,
     dump_metadata,
-    item_data,
     load_metadata,
     merge_metadata,
     now,
@@ -60,6 +59,7 @@ from ._records import (
     stored_text,
 )
 from ._recovery import recover
+from ._rows import SessionRows, count_items, insert_items
 from ._session import Session
 
 __all__ = ["SQLiteStore"]
@@ -284,6 +284,7 @@ class SQLiteStore:
             ran = {run_id for _, run_id in rows if run_id is not None}
             recovery = recover(history, ran, last_run)
             if recovery is not None and recovery.note is not None:
+                count_items(conn, name, len(history), len(history) + 1)
                 insert_items(conn, name, len(history), [recovery.note], None)
                 history.append(recovery.note)
         return Session(
@@ -303,90 +304,6 @@ class SQLiteStore:
     def _info(self, row: Sequence[object]) -> SessionInfo:
         name = str(row[0])
         return session_info(row, holder_pid(lock_path(self._real_path, name)))
-
-
-class SessionRows:
-    """What an open `Session` may do to its store: write its own rows, and say it closed.
-
-    The `Session`'s whole interface to the database. Each method is one transaction; a failure
-    is a `StoreError` (the session keeps what it could not write and tries again).
-    """
-
-    def __init__(self, store: SQLiteStore, name: str) -> None:
-        self._store = store
-        self._file = store._file
-        self._name = name
-
-    def append(
-        self,
-        history: Sequence[Item],
-        saved: int,
-        run_id: str | None,
-        starts: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        """Write ``history[stored:]`` and the start rows ``starts`` in one transaction.
-
-        ``stored`` is how many items the database holds for the session: ``saved`` normally,
-        fewer if an older copy of the file was put back (the session's lock makes it the only
-        writer, so its history is the truth). More than ``saved``, or no session row at all,
-        means another database is at the path: refused, nothing written.
-        """
-        name, path = self._name, self._file.path
-        started = time.perf_counter()
-        with self._file.writing() as conn:
-            row = conn.execute("SELECT item_count FROM sessions WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                raise StoreError(
-                    f"session {name!r} is not in {path} any more (was the file replaced?)"
-                )
-            stored = int(row[0])
-            if stored > saved:
-                raise StoreError(
-                    f"{path} holds {stored} items of session {name!r} but this session "
-                    f"saved only {saved} (was the file replaced?)"
-                )
-            if stored < saved:
-                logger.warning(
-                    "session %r: %s holds %d of its %d saved items (an older copy?); "
-                    "writing the rest again",
-                    name,
-                    path,
-                    stored,
-                    saved,
-                )
-            if starts:  # a row without an end: a crash if the process dies in the run
-                conn.executemany(
-                    "INSERT OR IGNORE INTO runs (session, run_id, started_at) VALUES (?, ?, ?)",
-                    [(name, valid_text(run_id), started_at) for run_id, started_at in starts],
-                )
-            insert_items(conn, name, stored, history[stored:], run_id)
-        self._store.append_stats.record(time.perf_counter() - started)
-
-    def end_run(
-        self,
-        run_id: str,
-        started_at: str,
-        outcome: str,
-        kind: str | None,
-        reason: str | None,
-    ) -> None:
-        """Record how a run ended (its start row too, if writing that one had failed)."""
-        run_id = valid_text(run_id)
-        with self._file.writing() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO runs (session, run_id, started_at) VALUES (?, ?, ?)",
-                (self._name, run_id, started_at),
-            )
-            conn.execute(
-                "UPDATE runs SET ended_at = ?, outcome = ?, kind = ?, reason = ? "
-                "WHERE session = ? AND run_id = ?",
-                (now(), outcome, stored_text(kind), stored_text(reason), self._name, run_id),
-            )
-
-    def release(self, session: Session) -> None:
-        """``session`` is closed: the store no longer closes it with itself."""
-        if self._store._open.get(self._name) is session:
-            del self._store._open[self._name]
 
 
 # -- SQL shared by opening and appending ---------------------------------------------------------
@@ -409,28 +326,6 @@ def read_items(conn: sqlite3.Connection, name: str, path: Path) -> list[tuple[It
                 f"session {name!r} in {path}: item {seq} cannot be read ({problem})"
             ) from exc
     return items
-
-
-def insert_items(
-    conn: sqlite3.Connection,
-    name: str,
-    first_seq: int,
-    items: Sequence[Item],
-    run_id: str | None,
-) -> None:
-    """Insert ``items`` from ``first_seq`` on and update the session's count and activity time."""
-    rows = [
-        (name, first_seq + offset, item.type, item.id, run_id, item_data(item, name))
-        for offset, item in enumerate(items)
-    ]
-    conn.executemany(
-        "INSERT INTO items (session, seq, type, item_id, run_id, data) VALUES (?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    conn.execute(
-        "UPDATE sessions SET updated_at = ?, item_count = ? WHERE name = ?",
-        (now(), first_seq + len(rows), name),
-    )
 
 
 def check_name(name: str) -> None:

@@ -80,6 +80,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "session metadata: a JSON object of string settings (NULL: none)",
         sql("ALTER TABLE sessions ADD COLUMN metadata TEXT"),
     ),
+    Migration(
+        "no index on session activity: every commit rewrote it, and listing sorts a few rows",
+        sql("DROP INDEX IF EXISTS sessions_by_activity"),
+    ),
 )
 
 
