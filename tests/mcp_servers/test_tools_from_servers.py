@@ -8,7 +8,7 @@ from pathlib import Path
 from llm_worker import Worker, tool
 from llm_worker.events import ToolProgress
 from llm_worker.hooks import Decision, HookContext, Hooks, Skip
-from llm_worker.items import ToolCall, ToolResult, load_item
+from llm_worker.items import ToolCall, ToolResult, dump_item, load_item
 from llm_worker.mcp import MCPServer
 from llm_worker.store import SQLiteStore
 from llm_worker.testing import Script, ScriptedModel
@@ -69,7 +69,7 @@ async def test_results_keep_images_and_resources_and_the_store_round_trips_them(
     finally:
         store.close()
     assert picture in reopened
-    assert load_item(picture.model_dump_json()) == picture
+    assert load_item(dump_item(picture)) == picture
 
 
 async def test_a_clashing_name_is_prefixed_with_the_server_name(web: MCPServer) -> None:
