@@ -37,7 +37,7 @@ ERROR_TYPE = "error.type"
 
 # How a run ended and what it kept.
 RUN_ID = "llm_worker.run.id"
-RUN_OUTCOME = "llm_worker.run.outcome"  # finished | paused | limit_reached | cancelled | failed
+RUN_OUTCOME = "llm_worker.run.outcome"  # finished paused limit_reached cancelled aborted failed
 RUN_TURNS = "llm_worker.run.turns"
 CAUSE_KIND = "llm_worker.cause.kind"
 CAUSE_REASON = "llm_worker.cause.reason"

@@ -211,7 +211,8 @@ class RunTrace(RunObserver):
         cause = error.cause
         attributes = names.cause_attributes(cause)
         cancelled = isinstance(error, Cancelled | Aborted)
-        attributes[names.RUN_OUTCOME] = "cancelled" if cancelled else "failed"
+        outcome = "aborted" if isinstance(error, Aborted) else "cancelled"
+        attributes[names.RUN_OUTCOME] = outcome if cancelled else "failed"
         attributes[names.NOTICED_AT] = self._noticed_at or self._phase
         if not cancelled:
             failures = cause.failures()
@@ -318,7 +319,7 @@ class RunTrace(RunObserver):
 
         return traced_sync
 
-    def _start_tool_span(self, index: int, *, thread: bool) -> trace.Span:
+    def _start_tool_span(self, index: int, *, thread: bool, keep: bool = True) -> trace.Span:
         call = self._tool_calls[index]
         attributes: dict[str, names.AttributeValue] = {
             names.OPERATION: "execute_tool",
@@ -331,15 +332,17 @@ class RunTrace(RunObserver):
         span = self._settings.tracer.start_span(
             f"execute_tool {call.name}", context=self._context, attributes=attributes
         )
-        with self._lock:
-            self._tool_spans[index] = span
+        if keep:
+            with self._lock:
+                self._tool_spans[index] = span
         return span
 
     def tool_ended(self, index: int, result: ToolResult, outcome: Outcome[Any]) -> None:
         with self._lock:
             span = self._tool_spans.pop(index, None)
         if span is None:  # it never started (stopped while it waited for a slot)
-            span = self._start_tool_span(index, thread=False)
+            span = self._start_tool_span(index, thread=False, keep=False)
+            span.set_attribute("llm_worker.tool.started", False)
         attributes: dict[str, names.AttributeValue] = {names.TOOL_STATUS: result.status}
         if outcome.overran:
             attributes[names.TOOL_OVERRAN] = True
