@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from llm_worker import Hooks, ModelError, Worker, tool
@@ -36,7 +37,7 @@ def tools_making_spans(spans: Spans) -> list[object]:
     async def fetch_async(url: str) -> str:
         """An async tool with a span of its own."""
         with tracer.start_as_current_span("fetch inside the async tool"):
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         return "fetched"
 
     @tool
@@ -72,7 +73,7 @@ async def test_a_hooks_own_spans_nest_under_the_hook_span(spans: Spans) -> None:
     class Audit(Hooks):
         async def before_llm_request(self, ctx: HookContext, request: ModelRequest) -> None:
             with tracer.start_as_current_span("audit"):
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
 
     await Worker(ScriptedModel(["Hi."]), hooks=[Audit()]).run("hello")
     assert spans.child_names(spans.one("hook before_llm_request")) == ["audit"]
