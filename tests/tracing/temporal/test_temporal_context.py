@@ -1,0 +1,56 @@
+"""A run on a Temporal worker in another process continues the caller's trace: Temporal's
+`TracingInterceptor` carries the context in workflow and activity headers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import anyio
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+
+from llm_worker.durable.temporal import TemporalRuns
+
+from ..conftest import Spans
+
+pytestmark = pytest.mark.timeout(90)
+
+WORKER = Path(__file__).parent / "traced_agent_worker.py"
+
+
+async def test_a_temporal_run_is_a_descendant_of_the_callers_span(
+    spans: Spans, temporal_address: str, tmp_path: Path
+) -> None:
+    task_queue = f"traced-{uuid.uuid4().hex[:8]}"
+    spans_file = tmp_path / "worker-spans.jsonl"
+    command = [sys.executable, str(WORKER), temporal_address, task_queue, str(tmp_path / "s.db")]
+    with subprocess.Popen(
+        [*command, str(spans_file)], stdout=subprocess.PIPE, text=True
+    ) as worker:
+        try:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().strip() == "ready"
+            tracer = spans.provider.get_tracer("caller")
+            client = await Client.connect(
+                temporal_address, interceptors=[TracingInterceptor(tracer)]
+            )
+            runs = TemporalRuns(client, task_queue=task_queue)
+            with tracer.start_as_current_span("caller") as caller:
+                handle = await runs.start("agent", "hello there", session="traced")
+                with anyio.fail_after(30):
+                    result = await handle.result()
+            assert result.status == "finished"
+        finally:
+            worker.terminate()
+            worker.communicate(timeout=30)
+    lines = [json.loads(line) for line in spans_file.read_text().splitlines()]
+    (run,) = [line for line in lines if line["name"] == "invoke_agent llm_worker"]
+    assert int(run["context"]["trace_id"], 16) == caller.get_span_context().trace_id
+    by_id = {line["context"]["span_id"]: line for line in lines}
+    parent = by_id.get(run["parent_id"])
+    assert parent is not None and parent["name"].startswith("RunActivity:")
