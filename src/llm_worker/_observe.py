@@ -83,6 +83,7 @@ class RunObserver:
 NO_OBSERVER = RunObserver()
 
 _factory: ObserverFactory | None = None
+_detect: ObserverFactory | None = None  # OpenTelemetry's global provider, once imported
 
 
 def set_observer_factory(factory: ObserverFactory | None) -> None:
@@ -98,11 +99,14 @@ def observer_for(run: Run, model: Model) -> RunObserver:
         return _factory(run, model)
     if "opentelemetry.trace" not in sys.modules:  # nobody configured tracing: import nothing
         return NO_OBSERVER
-    try:
-        from .tracing._observer import observer_if_configured
-    except ImportError:  # pragma: no cover - a broken or partial OpenTelemetry install
-        return NO_OBSERVER
-    return observer_if_configured(run, model)
+    global _detect
+    if _detect is None:
+        try:
+            from .tracing._observer import observer_if_configured
+        except ImportError:  # pragma: no cover - a broken or partial OpenTelemetry install
+            return NO_OBSERVER
+        _detect = observer_if_configured
+    return _detect(run, model)
 
 
 def incoming_trace(headers: Sequence[tuple[bytes, bytes]]) -> AbstractContextManager[None]:

@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
+
 from cli._helpers import cli_env, read_until, run_cli, start_cli
 
 pytestmark = pytest.mark.timeout(90)
@@ -27,10 +28,14 @@ def test_a_traced_run_with_a_tool_prints_as_a_tree(tmp_path: Path) -> None:
     assert printed.returncode == 0, printed.stderr
     tree = printed.stdout.splitlines()
     assert tree[0].startswith("trace 0x")
-    assert tree[1].startswith("invoke_agent llm_worker") and "finished" in tree[1]
-    assert tree[2].startswith("├─ chat offline") and "turn 1" in tree[2]
-    assert tree[3].startswith("├─ execute_tool get_weather") and " ok" in tree[3]
-    assert tree[4].startswith("└─ chat offline") and "turn 2" in tree[4]
+    assert tree[1].startswith("invoke_agent llm_worker")
+    assert "finished" in tree[1]
+    assert tree[2].startswith("├─ chat offline")
+    assert "turn 1" in tree[2]
+    assert tree[3].startswith("├─ execute_tool get_weather")
+    assert " ok" in tree[3]
+    assert tree[4].startswith("└─ chat offline")
+    assert "turn 2" in tree[4]
 
 
 def test_a_run_stopped_by_ctrl_c_is_explained_in_the_printed_trace(tmp_path: Path) -> None:
@@ -49,7 +54,8 @@ def test_a_run_stopped_by_ctrl_c_is_explained_in_the_printed_trace(tmp_path: Pat
     printed = run_cli("trace", str(spans), env=env)
     assert printed.returncode == 0, printed.stderr
     text = printed.stdout
-    assert "invoke_agent llm_worker" in text and "cancelled" in text
+    assert "invoke_agent llm_worker" in text
+    assert "cancelled" in text
     assert "cause: interrupted (keyboard_interrupt): interrupted by Ctrl-C" in text
     assert "noticed while streaming" in text
     assert "cancel() called in thread MainThread" in text

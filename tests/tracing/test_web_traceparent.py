@@ -9,9 +9,9 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
-from web.conftest import chat_body, read_stream, start_server
 
 from llm_worker.models import OfflineModel
+from web.conftest import chat_body, read_stream, start_server
 
 from .conftest import Spans
 
@@ -45,7 +45,8 @@ async def test_a_chat_request_with_a_traceparent_runs_inside_that_trace(
     finally:
         server.stop()
     traced, untraced = sorted(spans.named("invoke_agent"), key=lambda s: s.start_time or 0)
-    assert traced.context is not None and traced.parent is not None
+    assert traced.context is not None
+    assert traced.parent is not None
     assert f"{traced.context.trace_id:032x}" == TRACE_ID
     assert f"{traced.parent.span_id:016x}" == PARENT_ID
     assert traced.parent.is_remote

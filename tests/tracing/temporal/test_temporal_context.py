@@ -53,4 +53,5 @@ async def test_a_temporal_run_is_a_descendant_of_the_callers_span(
     assert int(run["context"]["trace_id"], 16) == caller.get_span_context().trace_id
     by_id = {line["context"]["span_id"]: line for line in lines}
     parent = by_id.get(run["parent_id"])
-    assert parent is not None and parent["name"].startswith("RunActivity:")
+    assert parent is not None
+    assert parent["name"].startswith("RunActivity:")
