@@ -160,7 +160,7 @@ def _summary(span: SpanRecord) -> str:
             parts.append(f"{a['llm_worker.tool.partial_output_chars']} chars of partial output")
         if a.get("llm_worker.tool.overran"):
             parts.append("ignored its token")
-    elif "llm_worker.cleanup.errors" in a:
+    elif a.get("llm_worker.cleanup.errors"):
         parts.append(f"{a['llm_worker.cleanup.errors']} clean-up errors")
     if span.status == "ERROR":
         parts.append(f"ERROR {span.description or ''}".rstrip())
@@ -185,7 +185,7 @@ def _details(span: SpanRecord) -> Iterator[str]:
         yield "cause:"
         for line in str(tree).splitlines():
             yield "  " + visible(line, one_line=True)
-    elif "llm_worker.cause.text" in a and a.get("gen_ai.operation.name") != "chat":
+    elif "llm_worker.cause.text" in a and _explains_itself(span):
         yield "cause: " + visible(str(a["llm_worker.cause.text"]), one_line=True)
     where = []
     if "llm_worker.stop.noticed_at" in a:
@@ -197,10 +197,17 @@ def _details(span: SpanRecord) -> Iterator[str]:
     if where:
         yield visible(" · ".join(where), one_line=True)
     if "llm_worker.kept.items" in a and "llm_worker.cause.kind" in a:
-        kept = [f"{a[key]} {label}" for key, label in _KEPT if key in a]
+        kept = [f"{a[key]} {label}" for key, label in _KEPT if a.get(key) or key == _KEPT[0][0]]
         yield visible("kept: " + " · ".join(kept), one_line=True)
     for event in span.events:
         yield _event_line(span, event)
+
+
+def _explains_itself(span: SpanRecord) -> bool:
+    """A run, a tool or a hook says why it stopped; clean-up repeats its run's cause (not shown)."""
+    return span.attributes.get("gen_ai.operation.name") != "chat" and not span.name.endswith(
+        ".cleanup"
+    )
 
 
 def _event_line(span: SpanRecord, event: Mapping[str, Any]) -> str:
