@@ -16,8 +16,8 @@ longer waiting for the network. Subjects:
 Each round times ``RUNS`` runs per subject, in an order that rotates and reverses from round to
 round; a subject's ratio is the median over rounds of its time divided by the baseline's time in
 the same round (the ratio of the subjects' median times is given too: on a busy machine it is
-the steadier of the two). Times are the process's CPU time (``time.process_time``): the runs never wait
-for anything, and CPU time is far less disturbed than wall time by other work on the machine.
+the steadier of the two). Times are the process's CPU time (``time.process_time``): the runs
+never wait for anything, and CPU time is far less disturbed than wall time by other work.
 """
 
 from __future__ import annotations
