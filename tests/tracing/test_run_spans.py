@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
+from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 
-from llm_worker import Cancelled, Hooks, ModelError, Worker, tool
+from llm_worker import Cancelled, CancelToken, Hooks, ModelError, Worker, tool, tracing
 from llm_worker.errors import Aborted
 from llm_worker.hooks import Abort, HookContext
 from llm_worker.models import ModelRequest
@@ -243,3 +245,41 @@ async def test_a_model_failure_is_an_error_span(spans: Spans) -> None:
     assert attributes["llm_worker.cause.kind"] == "failure"
     assert attributes["error.type"] == "ModelError"
     assert run.status.status_code is StatusCode.ERROR
+
+
+async def test_a_cancel_before_the_first_step_is_an_event_of_the_run(spans: Spans) -> None:
+    token = CancelToken()
+    token.cancel("cancelled before it began")
+    with pytest.raises(Cancelled):
+        await Worker(ScriptedModel(["never"])).run("hello", token=token)
+    (event,) = cancel_events(spans)
+    assert event["llm_worker.cause.kind"] == "explicit"
+    assert "cancelled before it began" in str(event["llm_worker.cause.text"])
+    attributes = dict(spans.run.attributes or {})
+    assert attributes["llm_worker.stop.noticed_at"] == "starting the turn"
+    assert not spans.named("chat")  # no request was made
+
+
+class BrokenTracer(trace.Tracer):
+    def start_span(self, *args: Any, **kwargs: Any) -> trace.Span:
+        raise RuntimeError("the tracing backend is broken")
+
+    def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the tracing backend is broken")
+
+
+class BrokenProvider(trace.TracerProvider):
+    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
+        return BrokenTracer()
+
+
+async def test_a_broken_tracer_never_changes_a_run(caplog: pytest.LogCaptureFixture) -> None:
+    tracing.instrument(BrokenProvider())
+    try:
+        worker = Worker(ScriptedModel([hanging_text(), "Again."]))
+        error = await run_then(worker, lambda: streamed(worker), lambda: worker.cancel("stop"))
+        assert isinstance(error, Cancelled)
+        assert (await worker.run("again")).output == "Again."
+    finally:
+        tracing.uninstrument()
+    assert "the run goes on" in caplog.text

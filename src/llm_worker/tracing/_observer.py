@@ -13,19 +13,22 @@ Invariants:
 * ``cancel()`` can come from any thread: `_cancel_called` only takes a lock, reads the token's
   cause and adds a span event (or keeps it for the run span, if the run has not started yet).
   Everything else runs in the run's task, never awaits, and never raises into the worker.
+* A failure inside tracing is logged and swallowed (`_guarded`): it never changes a run.
 * Cancellation is never recorded as an error: an interrupted run's span has status UNSET and
   carries its cause as attributes; a failure (model, tool, hook, a bug) is an ERROR.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -35,10 +38,11 @@ from .. import _observe
 from .._observe import NO_OBSERVER, RunObserver, ToolCallable
 from ..errors import Aborted, Cancelled, RunError
 from ..hooks import Hooks, overrides
-from ..items import ToolResult
+from ..items import AssistantMessage, ToolResult
 from . import _names as names
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from contextlib import AbstractContextManager
 
     from .._runs import Run
@@ -50,6 +54,9 @@ if TYPE_CHECKING:
     from ..timeline import Timeline
 
 __all__ = ["RunTrace", "TraceSettings", "observer_if_configured"]
+
+logger = logging.getLogger("llm_worker")
+_Method = TypeVar("_Method", bound="Callable[..., Any]")
 
 CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _INSTRUMENTATION = "llm_worker"
@@ -74,31 +81,45 @@ def content_from_environment() -> bool:
     return os.environ.get(CONTENT_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-_tracers: dict[int, tuple[trace.TracerProvider, trace.Tracer]] = {}
-
-
 def tracer_of(provider: trace.TracerProvider) -> trace.Tracer:
-    """The library's tracer from ``provider``, made once per provider."""
-    known = _tracers.get(id(provider))
-    if known is None or known[0] is not provider:
-        from .. import __version__
+    """The library's tracer from ``provider``."""
+    from .. import __version__
 
-        known = (provider, provider.get_tracer(_INSTRUMENTATION, __version__))
-        _tracers[id(provider)] = known
-    return known[1]
+    return provider.get_tracer(_INSTRUMENTATION, __version__)
+
+
+# The global provider can be set once per process: its settings are made once, when first seen.
+_global: tuple[trace.TracerProvider, TraceSettings] | None = None
 
 
 def observer_if_configured(run: Run, model: Model) -> RunObserver:
     """Trace ``run`` when the application set a global tracer provider; else the no-op."""
+    global _global
     provider = trace.get_tracer_provider()
     if isinstance(provider, _NOT_CONFIGURED):
         return NO_OBSERVER
-    return RunTrace(run, model, TraceSettings(tracer_of(provider), content_from_environment()))
+    if _global is None or _global[0] is not provider:
+        _global = (provider, TraceSettings(tracer_of(provider), content_from_environment()))
+    return RunTrace(run, model, _global[1])
 
 
 def install(settings: TraceSettings | None) -> None:
     """Trace every run with ``settings`` from now on (None: back to the global provider)."""
     _observe.set_observer_factory(settings.observer if settings is not None else None)
+
+
+def _guarded(method: _Method) -> _Method:
+    """A tracing bug is logged, never raised into the run it watches."""
+
+    @functools.wraps(method)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception:
+            logger.exception("llm_worker.tracing: %s failed; the run goes on", method.__name__)
+            return None
+
+    return cast("_Method", guarded)
 
 
 class RunTrace(RunObserver):
@@ -147,6 +168,7 @@ class RunTrace(RunObserver):
 
     # -- the run ---------------------------------------------------------------------------------
 
+    @_guarded
     def run_started(self) -> None:
         run = self._run
         attributes: dict[str, names.AttributeValue] = {
@@ -171,6 +193,7 @@ class RunTrace(RunObserver):
             span.add_event(names.CANCEL_EVENT, event_attributes, timestamp=timestamp)
         self._phase = "starting the turn"
 
+    @_guarded
     def run_ended(self, status: RunStatus | None, exc: BaseException | None) -> None:
         self._unregister()
         run = self._run
@@ -193,7 +216,7 @@ class RunTrace(RunObserver):
         elif error is not None:
             attributes.update(self._stop_attributes(error, exc, ended_ns))
         if self._settings.include_content:
-            outputs = [i for i in run.items if i.type == "assistant"]
+            outputs = [item for item in run.items if isinstance(item, AssistantMessage)]
             attributes.update(names.content_attributes(names.OUTPUT_MESSAGES, outputs))
         span.set_attributes(attributes)
         if error is not None and not isinstance(error, Cancelled | Aborted):
@@ -226,6 +249,7 @@ class RunTrace(RunObserver):
             attributes[names.CLEANUP_MS] = (self._cleanup_ns[1] - self._cleanup_ns[0]) / 1e6
         return attributes
 
+    @_guarded
     def _cancel_called(self) -> None:
         """The run's token was cancelled (any thread): an event at this moment, with its cause."""
         now, moment = time.time_ns(), time.monotonic_ns()
@@ -246,6 +270,7 @@ class RunTrace(RunObserver):
 
     # -- turns -----------------------------------------------------------------------------------
 
+    @_guarded
     def turn_started(self, request: ModelRequest) -> None:
         self._phase = "opening the stream"
         attributes: dict[str, names.AttributeValue] = {
@@ -266,6 +291,7 @@ class RunTrace(RunObserver):
             attributes=attributes,
         )
 
+    @_guarded
     def turn_ended(self, timeline: Timeline, items: Sequence[Item]) -> None:
         span, self._turn_span = self._turn_span, None
         self._phase = "after the model's answer"
@@ -337,6 +363,7 @@ class RunTrace(RunObserver):
                 self._tool_spans[index] = span
         return span
 
+    @_guarded
     def tool_ended(self, index: int, result: ToolResult, outcome: Outcome[Any]) -> None:
         with self._lock:
             span = self._tool_spans.pop(index, None)
@@ -351,11 +378,10 @@ class RunTrace(RunObserver):
         token = outcome.token
         if token is not None and token.cause is not None and result.status != "ok":
             attributes.update(names.cause_attributes(token.cause))
-        span.set_attributes(attributes)
         if outcome.error is not None:
             attributes[names.ERROR_TYPE] = type(outcome.error).__name__
-            span.set_attribute(names.ERROR_TYPE, type(outcome.error).__name__)
-            span.set_status(Status(StatusCode.ERROR, f"{type(outcome.error).__name__}"))
+            span.set_status(Status(StatusCode.ERROR, type(outcome.error).__name__))
+        span.set_attributes(attributes)
         span.end()
 
     def _end_open_tool_spans(self, items: Sequence[Item]) -> None:
@@ -373,6 +399,7 @@ class RunTrace(RunObserver):
 
     # -- clean-up --------------------------------------------------------------------------------
 
+    @_guarded
     def cleanup_started(self, cause: Cause, timeline: Timeline | None) -> None:
         self._noticed_at = self._where_noticed(timeline)
         if self._turn_span is not None:
@@ -393,6 +420,7 @@ class RunTrace(RunObserver):
             return "streaming"
         return "opening the stream"
 
+    @_guarded
     def cleanup_ended(self, outcome: AbortHooksOutcome) -> None:
         if self._cleanup_ns is not None:
             self._cleanup_ns = (self._cleanup_ns[0], time.monotonic_ns())
