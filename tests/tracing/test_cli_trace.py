@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -78,3 +82,52 @@ def test_trace_of_a_file_without_spans_is_an_error(tmp_path: Path) -> None:
     printed = run_cli("trace", str(junk), env=cli_env(tmp_path / "s.db"))
     assert printed.returncode == 1
     assert "holds no spans" in printed.stderr
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """A stand-in OTLP/HTTP collector: keeps each request's path and body."""
+
+    received: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def collector() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    _Collector.received = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", _Collector.received
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_otel_traces_exporter_otlp_sends_the_spans_to_the_collector(
+    tmp_path: Path, collector: tuple[str, list[tuple[str, bytes]]]
+) -> None:
+    endpoint, received = collector
+    env = cli_env(
+        tmp_path / "s.db",
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_SERVICE_NAME="traced-agent",
+    )
+    done = run_cli("run", "hello", env=env)
+    assert done.returncode == 0, done.stderr
+    assert [path for path, _ in received] == ["/v1/traces"]
+    body = received[0][1]
+    assert b"invoke_agent llm_worker" in body
+    assert b"traced-agent" in body

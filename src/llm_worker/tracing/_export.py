@@ -7,7 +7,9 @@ Invariants:
   commands may share a file, and a line is written whole or not at all (one write under a lock).
 * `start_export` installs the provider for llm-worker's runs and as the global provider (so the
   spans of tools and libraries join the same trace); `ExportHandle.close` flushes and shuts it
-  down, so nothing is lost when the command exits normally.
+  down, so nothing is lost when the command exits normally. An OTLP export that cannot reach its
+  collector gives up after `_EXIT_BOUND` seconds unless ``OTEL_EXPORTER_OTLP_*TIMEOUT`` says
+  otherwise (the spans are then lost, with a warning on stderr).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from . import instrument, uninstrument
 __all__ = ["OTLP", "ExportHandle", "JsonLinesExporter", "start_export"]
 
 OTLP = "otlp"
+# An unreachable collector must not hold a command's exit for the exporter's default 10 s.
+_EXIT_BOUND = 3.0
+_TIMEOUT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
 
 
 class JsonLinesExporter(SpanExporter):
@@ -77,7 +82,9 @@ def start_export(target: str, *, include_content: bool) -> ExportHandle:
     if target == OTLP:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        configured = any(name in os.environ for name in _TIMEOUT_VARIABLES)
+        exporter = OTLPSpanExporter() if configured else OTLPSpanExporter(timeout=_EXIT_BOUND)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
     else:
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesExporter(target)))
     trace.set_tracer_provider(provider)
