@@ -1,4 +1,5 @@
-"""The one seam through which a run can be watched (tracing): `RunObserver` and who supplies it.
+"""The one seam through which a run can be watched (tracing): `RunObserver` and who supplies it;
+and `incoming_trace`, the front ends' gate to a caller's trace context.
 
 Invariants:
 * Every method of the base `RunObserver` does nothing and returns at once: an unwatched run pays
@@ -9,8 +10,10 @@ Invariants:
   installed as the factory (``llm_worker.tracing.instrument()``) or when the application already
   imported ``opentelemetry.trace`` (then a tracer provider may be configured; the tracing package
   decides, per run, whether it is).
-* ``cancel_called`` may be called from any thread (it is how a token's cancel reaches a trace);
-  every other method is called in the run's own task.
+* `incoming_trace` imports nothing either unless this process traces and the request carries a
+  ``traceparent``.
+* Every method is called in the run's own task. A ``cancel()`` from any thread reaches an
+  observer through the run's token (``run.token.on_cancel``), registered when it is made.
 """
 
 from __future__ import annotations
