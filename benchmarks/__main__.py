@@ -3,10 +3,10 @@
 Sections: cancel latency mid-stream and during a cooperative tool, stream overhead, scale and
 idle-worker memory, persistence, the web service (Stop and disconnect latency, first chunk,
 200 concurrent chats), MCP tool servers (Stop reaching the server, call overhead), durable
-runs on Temporal (a dev server, worker processes). Peers run in the same process against the
-same server, so every comparison is a ratio measured in this run. ``--quick`` cuts trials
-for a smoke run; ``--only`` picks sections. Results go to ``benchmarks/results/latest.json``
-(``--json``).
+runs on Temporal (a dev server, worker processes), tracing overhead. Peers run in the same
+process against the same server, so every comparison is a ratio measured in this run.
+``--quick`` cuts trials for a smoke run; ``--only`` picks sections. Results go to
+``benchmarks/results/latest.json`` (``--json``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import cancel_latency, mcp_calls, persistence, scale, stream_overhead, web
+from . import cancel_latency, mcp_calls, persistence, scale, stream_overhead, tracing_overhead, web
 from ._common import Row, environment, markdown, print_table, source_state
 from ._server import ServerProcess
 
-SECTIONS = ("cancel", "stream", "scale", "persistence", "web", "mcp", "temporal")
+SECTIONS = ("cancel", "stream", "scale", "persistence", "web", "mcp", "temporal", "tracing")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             section("stream", lambda: stream_overhead.run(server, rounds=rounds))
     section("scale", scale.run)
     section("persistence", persistence.run)
+    section("tracing", lambda: tracing_overhead.run(rounds=10 if args.quick else 40))
     section("web", lambda: web.run(trials=trials))
     section("mcp", lambda: mcp_calls.run(trials=trials, runs=50 if args.quick else 200))
     if "temporal" in args.only:

@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from ._observe import NO_OBSERVER, RunObserver
 from .cancel import CancelToken, move_on_cancel
 from .errors import RunError, WorkerBusy
 from .events import Event
@@ -60,6 +61,7 @@ class Run:
     reason: str | None = None  # why it paused or stopped at the turn limit
     unsent_input: UserMessage | None = None  # the user message, until it is committed
     error: RunError | None = None  # how it ended, when it did not return a result
+    observer: RunObserver = NO_OBSERVER  # tracing (`_observe`)
 
     @property
     def observed(self) -> bool:

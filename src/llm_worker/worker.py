@@ -29,6 +29,7 @@ from typing import Any, Literal, NoReturn, Self
 
 from . import history
 from ._ending import classify, end_event
+from ._observe import observer_for
 from ._runs import Run, RunCoroutine, RunSlots
 from ._text import valid_text
 from .cancel import (
@@ -274,6 +275,7 @@ class Worker:
                 run_id=run_id, turn=0, token=run_token, deps=self.deps, tools=self.toolset
             ),
         )
+        run.observer = observer_for(run, self.model)
         try:
             superseded = self._slots.admit(run, supersede=supersede)
         except BaseException:
@@ -302,6 +304,7 @@ class Worker:
 
     async def _execute(self, run: Run) -> RunResult:
         self._boundary(run, RunStarted(run_id=run.id))
+        run.observer.run_started()
         status: RunStatus | None = None
         try:
             with move_on_cancel(run.token):
@@ -317,6 +320,7 @@ class Worker:
         self._interruption = None
         result = run.result(status)
         output, reason = result.output, result.reason
+        run.observer.run_ended(status, None)
         self._boundary(run, RunFinished(status=status, output=output, reason=reason, run_id=run.id))
         return result
 
@@ -333,6 +337,7 @@ class Worker:
         error.cleanup_errors = cleanup.errors
         error.partial = run.result("interrupted")
         run.error = error
+        run.observer.run_ended(None, outer or cleanup.deferred or error)
         self._boundary(run, end_event(run, error, outer, cleanup.errors))
         if outer is not None:
             raise outer
@@ -349,6 +354,7 @@ class Worker:
         if run.cleaned_up:
             return AbortHooksOutcome()
         run.cleaned_up = True
+        run.observer.cleanup_started(cause, run.timeline)
         timeline, run.timeline = run.timeline, None
         if timeline is not None and timeline.blocks:  # nothing streamed: nothing to keep
             timeline.abort_current_block()
@@ -360,7 +366,9 @@ class Worker:
         self._answer_unanswered(run, cause)
         if run.items:
             self._interruption = cause
-        return await run_abort_hooks(self.hooks, run.ctx, cause, self.cleanup_timeout)
+        outcome = await run_abort_hooks(self.hooks, run.ctx, cause, self.cleanup_timeout)
+        run.observer.cleanup_ended(outcome)
+        return outcome
 
     # -- the turn loop ---------------------------------------------------------------------------
 
@@ -415,6 +423,7 @@ class Worker:
 
     async def _stream_turn(self, run: Run, request: ModelRequest) -> list[Item]:
         """Stream one model response into the timeline; commit it when the stream ends."""
+        run.observer.turn_started(request)
         timeline = run.timeline = Timeline(
             model=self.model.name, taken_call_ids=self._history.call_ids
         )
@@ -443,6 +452,7 @@ class Worker:
         run.timeline = None
         items = timeline.items()
         self._commit(run, items, usage=timeline.usage)
+        run.observer.turn_ended(timeline, items)
         return items
 
     async def _run_tools(self, run: Run, calls: Sequence[ToolCall]) -> RunStatus | None:
@@ -460,7 +470,8 @@ class Worker:
     # -- hooks ---------------------------------------------------------------------------------
 
     async def _decide(self, point: HookPoint, run: Run, *args: Any) -> Decision:
-        return await decide(self.hooks, point, run.ctx, *args)
+        with run.observer.hook(point, self.hooks):
+            return await decide(self.hooks, point, run.ctx, *args)
 
     # -- history ---------------------------------------------------------------------------------
 

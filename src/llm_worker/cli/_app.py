@@ -37,6 +37,7 @@ from ._run import cmd_run
 from ._safe import valid_text, visible
 from ._serve import BACKENDS, cmd_serve
 from ._sessions import cmd_delete, cmd_sessions, cmd_show
+from ._trace import add_trace_command, add_trace_options, trace_export
 
 ENV_HELP = """\
 environment:
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the session to use or create (default: a new one named after the current time)",
     )
+    add_trace_options(agent)
 
     run = commands.add_parser(
         "run",
@@ -190,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("name", help="the session name")
     delete.set_defaults(handler=cmd_delete)
     _add_serve(commands, agent, db)
+    add_trace_command(commands)
     return parser
 
 
@@ -249,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..errors import LLMWorkerError
 
     try:
-        with log_to_stderr():
+        with log_to_stderr(), trace_export(args):
             return handler(args)
     except CLIError as exc:
         error_line(exc.message)

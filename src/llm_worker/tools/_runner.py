@@ -81,7 +81,8 @@ class ToolRunner:
                 self._commit(run, [history.invalid_arguments(call, text)])
                 continue
             if call.call_id not in self.approved:
-                decision = await decide(hooks, "before_tool_call", run.ctx, call)
+                with run.observer.hook("before_tool_call", hooks):
+                    decision = await decide(hooks, "before_tool_call", run.ctx, call)
                 if isinstance(decision, Skip):
                     self._commit(run, [history.skipped(call, decision.reason)])
                     continue
@@ -108,6 +109,7 @@ class ToolRunner:
             result = _outcome_result(call, tool, outcome, bound[outcome.index])
             results.append((call, result))
             self._commit(run, [result])
+            run.observer.tool_ended(outcome.index, result, outcome)
             if run.observed:
                 run.emit(ToolFinished(result=result))
 
@@ -128,7 +130,7 @@ class ToolRunner:
             for call, tool, arguments in runnable
         ]
         tool_map: ConcurrentMap[Any] = ConcurrentMap(
-            bound,
+            run.observer.tool_calls([call for call, _, _ in runnable], bound),
             token=run.token,
             limit=concurrency,
             grace=grace,  # for the tools that can see a stop; the others have nothing to return
@@ -146,7 +148,9 @@ class ToolRunner:
             raise ToolFailed(f"tool call failed: {failed}", cause=cause)
         paused = False
         for call, result in results:
-            paused |= run.pauses(await decide(hooks, "after_tool_call", run.ctx, call, result))
+            with run.observer.hook("after_tool_call", hooks):
+                decision = await decide(hooks, "after_tool_call", run.ctx, call, result)
+            paused |= run.pauses(decision)
         return "paused" if paused else None
 
 

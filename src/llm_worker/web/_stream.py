@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import anyio
 from starlette.types import Receive, Scope, Send
 
+from .._observe import incoming_trace
 from ..cancel import CancelToken
 from ..errors import Cancelled
 from ..run_stream import RunStream
@@ -56,12 +57,14 @@ class ChatStream:
         try:
             # Registered before the first await: a Stop that arrives from now on reaches it.
             stream = chat.worker.stream(self.text, token=self.token, supersede=True)
+            tracing = incoming_trace(scope["headers"])  # a W3C traceparent parents the run
             headers = [(k.encode(), v.encode()) for k, v in HEADERS.items()]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             async with anyio.create_task_group() as group:
                 group.start_soon(self._watch_disconnect, receive)
                 try:
-                    await self._stream(stream, send)
+                    with tracing:
+                        await self._stream(stream, send)
                 finally:
                     group.cancel_scope.cancel()
         finally:
