@@ -330,8 +330,7 @@ async def test_cassette_replays_into_expected_items(
         answers = sent[1]["contents"][2]["parts"]
         by_id = {a["functionResponse"]["id"]: a["functionResponse"]["response"] for a in answers}
         assert by_id == {  # in the order the results came
-            c.call_id: {"output": f"secret of {(c.arguments or {}).get('password')}"}
-            for c in calls
+            c.call_id: {"output": f"secret of {(c.arguments or {}).get('password')}"} for c in calls
         }
 
 
