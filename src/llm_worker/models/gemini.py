@@ -234,14 +234,16 @@ class StreamTranslation:
     """One response's ``GenerateContentResponse`` chunks as `StreamEvent`s, one at a time.
 
     Keeps only whether a thought block is open, how many calls were made (their indexes), the
-    usage totals, and whether a ``finishReason`` came (`complete`). Only the first candidate is
-    read (the request asks for one).
+    usage totals (and the last ``usageMetadata``, so that the repeats Gemini sends with every
+    chunk cost one comparison), and whether a ``finishReason`` came (`complete`). Only the
+    first candidate is read (the request asks for one).
     """
 
-    __slots__ = ("_calls", "_thinking", "_totals", "complete")
+    __slots__ = ("_calls", "_thinking", "_totals", "_usage_seen", "complete")
 
     def __init__(self) -> None:
         self._thinking = False  # a thought block is open
+        self._usage_seen: Any = None  # the last usageMetadata (repeats are skipped at once)
         self._calls = 0
         self._totals = UsageTotals()
         #: A ``finishReason`` came: the answer is whole.
@@ -267,11 +269,22 @@ class StreamTranslation:
 
     def _events(self, payload: dict[str, Any]) -> Sequence[StreamEvent]:
         candidates = payload.get("candidates")
-        events: list[StreamEvent] = []
+        usage = payload.get("usageMetadata")
+        if usage is not None:
+            if usage == self._usage_seen:
+                usage = None  # the same running totals again (Gemini repeats them per chunk)
+            else:
+                self._usage_seen = usage
         if candidates:
             candidate = candidates[0]
-            content = candidate.get("content") or _EMPTY
-            for part in content.get("parts") or ():
+            parts: Sequence[Any] = (candidate.get("content") or _EMPTY).get("parts") or ()
+            if usage is None and len(parts) == 1 and "finishReason" not in candidate:
+                part = parts[0]  # the hot path: one plain text part
+                if len(part) == 1 and type(text := part.get("text")) is str and not self._thinking:
+                    return (TextDelta(text=text),) if text else _NOTHING
+        events: list[StreamEvent] = []
+        if candidates:
+            for part in parts:
                 self._part(part, events)
             finish = candidate.get("finishReason")
             if finish and finish != "FINISH_REASON_UNSPECIFIED":
@@ -286,7 +299,6 @@ class StreamTranslation:
                     f"{PROVIDER} blocked the prompt ({reason})" + (f": {said}" if said else ""),
                     block_reason=str(reason),
                 )
-        usage = payload.get("usageMetadata")
         if usage and (update := self._totals.update(_usage(usage))):
             events.append(update)
         return events
