@@ -6,7 +6,7 @@ response back unread, ``with_options``, ``close``, ``api_key`` and ``base_url`` 
 
 Invariants:
 * ``post`` returns once the response headers arrived, with the body unread. An HTTP error status
-  is raised as `GeminiStatusError` carrying the parsed error body (``{"error": {"code",
+  is raised as `_StatusError` carrying the parsed error body (``{"error": {"code",
   "message", "status", "details"}}``), read up to `MAX_ERROR_BODY` bytes; the response is closed
   (shielded, bounded) before the error leaves, and so on a cancellation while it is read.
 * The key goes in the ``x-goog-api-key`` header (never in the URL, where logs would keep it).
@@ -31,7 +31,7 @@ MAX_ERROR_BODY = 64 * 1024
 _CLOSE_TIMEOUT = 5.0
 
 
-class GeminiStatusError(Exception):
+class _StatusError(Exception):
     """An HTTP error status from the Gemini API (`classify` makes it a `ModelError`): the
     ``status_code``, the ``response`` (its headers hold any ``Retry-After``) and the parsed
     ``body`` (its ``RetryInfo`` holds Gemini's retry delay)."""
@@ -89,7 +89,7 @@ class GeminiClient:
     ) -> RawResponse:
         """POST ``content`` to ``path`` (relative to the base URL); the response unread.
 
-        Raises `GeminiStatusError` for an HTTP error status, ``httpx2`` errors for transport
+        Raises `_StatusError` for an HTTP error status, ``httpx2`` errors for transport
         failures. Cancellation: see the class docstring.
         """
         headers = {"content-type": "application/json", **self.auth_headers}
@@ -104,7 +104,7 @@ class GeminiClient:
             with shielded(_CLOSE_TIMEOUT, "closing a Gemini error response"):
                 await response.aclose()
         message = f"HTTP {response.status_code}"
-        raise GeminiStatusError(message, response=response, body=body)
+        raise _StatusError(message, response=response, body=body)
 
     async def close(self) -> None:
         """Close the HTTP client (its connections)."""
