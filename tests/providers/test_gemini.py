@@ -17,10 +17,12 @@ Invariants checked here:
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -60,6 +62,7 @@ from llm_worker.models import (
     Timeouts,
     resolve_model,
 )
+from llm_worker.models._gemini_client import GeminiClient
 from llm_worker.models._translate import MalformedStream
 from llm_worker.models.gemini import (
     SIGNATURE_PREFIX,
@@ -631,6 +634,40 @@ async def test_a_stop_mid_stream_keeps_the_partial_text(
     with anyio.fail_after(5):
         stats = await fake_server.wait_for_async(lambda s: s.disconnects_mid_stream == 1)
     assert stats.streams_completed == 0
+
+
+async def test_runs_cancelled_at_random_moments_leak_no_connection(
+    fake_server: FakeProviderServer,
+) -> None:
+    """40 runs on a two-connection pool, cancelled by an outer scope at random moments (waiting
+    for headers, mid-stream, in a 429's back-off): no connection stays busy, the server saw
+    every stream completed or abandoned, and the next run gets a connection."""
+    http = httpx2.AsyncClient(
+        limits=httpx2.Limits(max_connections=2, max_keepalive_connections=2),
+        timeout=Timeouts(connect=5.0).for_httpx(),
+    )
+    client = GeminiClient(api_key="k", base_url=fake_server.gemini_base_url, http_client=http)
+    model = GeminiModel(MODEL, client=client, retry=RetryPolicy(max_attempts=3, base_delay=0.01))
+    fake_server.set_default(Reply.gemini_text(["tok "] * 20, pace=0.002), path=PATH)
+    rng = random.Random(20261203)
+    for _ in range(10):
+        slow = Reply.gemini_text(["slow "] * 5, delay=0.02, pace=0.002)
+        fake_server.enqueue(rng.choice([rate_limited("0.03s"), slow]), path=PATH)
+    try:
+        for _ in range(40):
+            with anyio.move_on_after(rng.uniform(0.0, 0.06)):
+                await Worker(model).run("hi")
+        pool = http._transport._pool  # type: ignore[attr-defined]
+        assert [c for c in pool.connections if not (c.is_idle() or c.is_closed())] == []
+        assert pool._requests == []
+        with anyio.fail_after(10):
+            await fake_server.wait_for_async(
+                lambda s: s.streams_started == s.streams_completed + s.disconnects_mid_stream
+            )
+        fake_server.set_default(Reply.gemini_text("After."), path=PATH)
+        assert (await Worker(model).run("again")).output == "After."
+    finally:
+        await client.close()
 
 
 # -- credentials and the spec -------------------------------------------------------------------
