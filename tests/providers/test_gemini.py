@@ -62,10 +62,10 @@ from llm_worker.models import (
     Timeouts,
     resolve_model,
 )
-from llm_worker.models._gemini_client import GeminiClient
 from llm_worker.models._translate import MalformedStream
 from llm_worker.models.gemini import (
     SIGNATURE_PREFIX,
+    GeminiClient,
     GeminiModel,
     PromptBlocked,
     StreamTranslation,

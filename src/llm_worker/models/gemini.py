@@ -86,6 +86,7 @@ from ._transport import RetryPolicy, Timeouts
 __all__ = [
     "SIGNATURE_PREFIX",
     "STOP_REASONS",
+    "GeminiClient",
     "GeminiHistory",
     "GeminiModel",
     "PromptBlocked",
