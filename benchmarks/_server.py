@@ -48,7 +48,13 @@ def tool_reply(name: str = TOOL_NAME) -> Reply:
     )
 
 
+#: The model the Gemini scenarios name (their requests go to its path).
+GEMINI_MODEL = "gemini-2.5-flash"
+
+
 def _reply(spec: dict[str, Any]) -> Reply:
+    if spec["kind"] == "gemini_text":
+        return Reply.gemini_text(spec.get("piece", "word "), chunks=spec["chunks"])
     if spec["kind"] == "text":
         return text_reply(spec["chunks"], spec.get("pace", 0.0), spec.get("piece", "word "))
     if spec["kind"] == "tool":
@@ -57,11 +63,12 @@ def _reply(spec: dict[str, Any]) -> Reply:
 
 
 def _handle(server: FakeProviderServer, command: dict[str, Any]) -> dict[str, Any]:
-    """``default`` (set the reply every request gets), ``stats``, ``wait`` (until a counter
-    reaches ``at_least``, at most ``timeout`` seconds; ``ok`` says whether it did)."""
+    """``default`` (set the reply every request gets, or those to ``path``), ``stats``,
+    ``wait`` (until a counter reaches ``at_least``, at most ``timeout`` seconds; ``ok`` says
+    whether it did)."""
     op = command["op"]
     if op == "default":
-        server.default = _reply(command["reply"])
+        server.set_default(_reply(command["reply"]), path=command.get("path"))
         return {"ok": True}
     if op == "stats":
         return {"ok": True, "stats": dataclasses.asdict(server.stats)}
@@ -142,6 +149,16 @@ class ServerProcess:
         """Answer every request with a stream of ``chunks`` deltas ``piece``, ``pace`` s apart."""
         reply = {"kind": "text", "chunks": chunks, "pace": pace, "piece": piece}
         self._call(op="default", reply=reply)
+
+    def serve_gemini_text(self, chunks: int, piece: str = "word ") -> None:
+        """Answer every Gemini request (model `GEMINI_MODEL`) with ``chunks`` chunks ``piece``."""
+        reply = {"kind": "gemini_text", "chunks": chunks, "piece": piece}
+        self._call(op="default", reply=reply, path=FakeProviderServer.gemini_path(GEMINI_MODEL))
+
+    @property
+    def base_url(self) -> str:
+        """The server's root URL (what Gemini and Anthropic clients want)."""
+        return self.openai_base_url.removesuffix("/v1")
 
     def serve_tool_call(self, name: str = TOOL_NAME) -> None:
         """Answer every request with a call of tool ``name``."""

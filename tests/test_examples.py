@@ -38,6 +38,16 @@ EXPECTED: dict[str, list[str]] = {
         "sent user: [The previous turn was interrupted (deadline: the run timed out after 0.5s).",
         "sent user: Go on.",
     ],
+    "gemini_stop.py": [
+        "retrying after 0.2s: gemini answered HTTP 429: Quota exceeded.",
+        "tool secret: the secret of mellon",
+        "tool secret: the secret of sesame",
+        "answer: Both secrets found.",
+        "signature sent back on the first call: c2lnbmF0dXJl",
+        "stopped; kept: 'Once upon ",
+        "sent user: [The previous turn was interrupted (explicit: user pressed Stop).",
+        "sent user: Go on.",
+    ],
     "sessions.py": [
         "stopped: the run timed out after 0.5s",
         "second open refused: session 'trip-planning' is in use by this process",

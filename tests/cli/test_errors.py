@@ -40,6 +40,11 @@ CASES = {
         2,
         "ANTHROPIC_API_KEY",
     ),
+    "missing Gemini key": (
+        ["run", "--model", "gemini:gemini-2.5-flash", "hi"],
+        2,
+        "GEMINI_API_KEY",
+    ),
     "unknown option": (["run", "--frobnicate", "hi"], 2, "unrecognized arguments: --frobnicate"),
     "unknown command": (["frobnicate"], 2, "invalid choice"),
     "bad tools": (["run", "--tools", "all", "hi"], 2, "invalid choice"),

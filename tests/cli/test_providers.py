@@ -97,6 +97,30 @@ def test_anthropic(tmp_path: Path, server: FakeProviderServer) -> None:
     assert server.requests[0].path == "/v1/messages"
 
 
+def test_gemini(tmp_path: Path, server: FakeProviderServer) -> None:
+    db = tmp_path / "s.db"
+    server.enqueue(Reply.gemini_text(["Hallo", " !"]))
+    done = run_cli(
+        "run",
+        "--model",
+        "gemini:gemini-2.5-flash",
+        "--base-url",
+        server.gemini_base_url,
+        "--session",
+        "g",
+        "hallo",
+        env=cli_env(db, GEMINI_API_KEY=KEY),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Hallo !\n"
+    request = server.requests[0]
+    assert request.path == server.gemini_path("gemini-2.5-flash")
+    assert request.headers["x-goog-api-key"] == KEY
+    assert request.json["contents"] == [{"role": "user", "parts": [{"text": "hallo"}]}]
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert KEY.encode() not in stored
+
+
 def test_ctrl_c_mid_stream_keeps_the_text_and_closes_the_connection(
     tmp_path: Path, server: FakeProviderServer
 ) -> None:

@@ -23,6 +23,7 @@ from llm_worker.events import Retrying
 from llm_worker.items import AssistantMessage, ToolCall, ToolResult
 from llm_worker.models import EventTooLarge, RetryPolicy
 from llm_worker.models.anthropic import AnthropicModel
+from llm_worker.models.gemini import GeminiModel
 from llm_worker.models.openai_chat import OpenAIChatModel
 from llm_worker.models.openai_responses import OpenAIResponsesModel
 
@@ -40,8 +41,8 @@ from .raw_server import (
 from .test_anthropic import collect_run
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
-PROTOCOLS = ["chat", "responses", "anthropic"]
-Model = OpenAIChatModel | OpenAIResponsesModel | AnthropicModel
+PROTOCOLS = ["chat", "responses", "anthropic", "gemini"]
+Model = OpenAIChatModel | OpenAIResponsesModel | AnthropicModel | GeminiModel
 
 CALLED: list[tuple[int, int]] = []
 
@@ -71,6 +72,8 @@ def make_model(protocol: str, server: RawServer, **options: Any) -> Model:
         return OpenAIChatModel("local-model", base_url=server.base_url + "/v1", **options)
     if protocol == "responses":
         return OpenAIResponsesModel("gpt-4.1-mini", base_url=server.base_url + "/v1", **options)
+    if protocol == "gemini":
+        return GeminiModel("gemini-test", base_url=server.base_url, **options)
     return AnthropicModel("claude-test", base_url=server.base_url, **options)
 
 
@@ -110,6 +113,28 @@ def responses_envelope(status: str, output: list[Any]) -> dict[str, Any]:
         "output": output,
         "usage": usage if status != "in_progress" else None,
     }
+
+
+GEMINI_USAGE = {"promptTokenCount": 7, "candidatesTokenCount": 3, "totalTokenCount": 10}
+
+
+def gemini_chunk(
+    *parts: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": list(parts)}, "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    chunk: dict[str, Any] = {"candidates": [candidate], "modelVersion": "gemini-test"}
+    if usage is not None:
+        chunk["usageMetadata"] = usage
+    return chunk
+
+
+def gemini_call(arguments: dict[str, Any], call_id: str | None = None) -> dict[str, Any]:
+    call: dict[str, Any] = {"name": "add", "args": arguments}
+    if call_id is not None:
+        call["id"] = call_id
+    return {"functionCall": call}
 
 
 def anthropic_event(kind: str, **fields: Any) -> dict[str, Any]:
@@ -190,6 +215,10 @@ def tool_call_answer(protocol: str) -> tuple[list[bytes], list[bytes]]:
             ),
             [],
         )
+    if protocol == "gemini":
+        said = gemini_chunk({"text": "Adding."})
+        call = gemini_chunk(gemini_call({"a": 2, "b": 3}), finish="STOP", usage=GEMINI_USAGE)
+        return sse(said, call), []  # the finishReason chunk is the last
     tool_use = {"type": "tool_use", "id": "toolu_1", "name": "add", "input": {}}
     return (
         sse(
@@ -219,6 +248,8 @@ def tool_call_answer(protocol: str) -> tuple[list[bytes], list[bytes]]:
 
 def text_answer(protocol: str, text: str) -> list[bytes]:
     """A complete plain answer, as SSE events."""
+    if protocol == "gemini":
+        return sse(gemini_chunk({"text": text}, finish="STOP", usage=GEMINI_USAGE))
     if protocol == "chat":
         return sse(chat_chunk({"content": text}), chat_chunk({}, "stop"), "[DONE]")
     if protocol == "responses":
@@ -263,6 +294,9 @@ def text_so_far(protocol: str, text: str) -> list[bytes]:
     """The first events of an answer that says ``text`` (no statement of its end)."""
     if protocol == "chat":
         return sse(chat_chunk({"role": "assistant", "content": text}))
+    if protocol == "gemini":
+        usage = {"promptTokenCount": 7, "candidatesTokenCount": 1}
+        return sse(gemini_chunk({"text": text}, usage=usage))
     if protocol == "responses":
         item = {"id": "msg_1", "type": "message", "role": "assistant", "content": []}
         return sse(
@@ -285,6 +319,9 @@ def error_event(protocol: str, message: str, kind: str = "invalid_request_error"
     if protocol == "chat":  # llama.cpp and vLLM send {"error": {...}} as a data event
         code = 400 if kind == "invalid_request_error" else 503
         [event] = sse({"error": {"message": message, "type": kind, "code": code}})
+    elif protocol == "gemini":
+        code, status = (400, "INVALID_ARGUMENT") if kind == "invalid_request_error" else (503, "")
+        [event] = sse({"error": {"code": code, "message": message, "status": status}})
     elif protocol == "responses":
         name = "context_length_exceeded" if kind == "invalid_request_error" else "server_error"
         [event] = sse(
@@ -416,6 +453,8 @@ async def test_a_400_type_error_event_is_never_retried_whatever_else_it_says(
     elif protocol == "responses":
         payload = {"type": "error", "code": "server_error", "status": 400, "message": said}
         [event] = sse(payload, named=True)
+    elif protocol == "gemini":
+        [event] = sse({"error": {"code": 400, "message": said, "status": "UNAVAILABLE"}})
     else:
         error = {"type": "api_error", "message": said, "status_code": 400}
         [event] = sse({"type": "error", "error": error}, named=True)
@@ -463,6 +502,8 @@ def unstated_end(protocol: str) -> list[bytes]:
             ),
             *sse("[DONE]"),
         ]
+    if protocol == "gemini":  # a whole call, and no finishReason
+        return [*text, *sse(gemini_chunk(gemini_call({"a": 2, "b": 3})))]
     tool_use = {"type": "tool_use", "id": "toolu_1", "name": "add", "input": {}}
     return [
         *text,
@@ -591,6 +632,9 @@ def two_calls_with_one_id(protocol: str) -> list[bytes]:
             "response.completed", response=responses_envelope("completed", items)
         )
         return sse(*added, done, named=True)
+    if protocol == "gemini":
+        calls = [gemini_call(json.loads(a), call_id="call_0") for a in args]
+        return sse(gemini_chunk(*calls, finish="STOP"))
     events: list[dict[str, Any]] = [ANTHROPIC_START]
     for i, a in enumerate(args):
         block = {"type": "tool_use", "id": "toolu_0", "name": "add", "input": {}}

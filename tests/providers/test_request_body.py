@@ -27,6 +27,7 @@ from llm_worker.items import (
 )
 from llm_worker.models import (
     AnthropicModel,
+    GeminiModel,
     ModelRequest,
     OpenAIChatModel,
     OpenAIResponsesModel,
@@ -41,6 +42,7 @@ def models() -> list[HTTPModel]:
         OpenAIChatModel("m", api_key="k", extra_body={"top_k": 3}),
         OpenAIResponsesModel("m", api_key="k"),
         AnthropicModel("m", api_key="k"),
+        GeminiModel("m", api_key="k"),
     ]
 
 
@@ -62,7 +64,7 @@ _parts = st.one_of(
         text=st.text(max_size=4),
         signature=st.none() | st.just("sig"),
         encrypted_content=st.none() | st.just("enc"),
-        provider=st.sampled_from([None, "anthropic", "openai-responses"]),
+        provider=st.sampled_from([None, "anthropic", "openai-responses", "gemini"]),
     ),
 )
 _ids = st.sampled_from(["a", "b", "c.d", ""])
@@ -78,6 +80,7 @@ _items = st.one_of(
         name=st.just("f"),
         arguments=st.none() | st.just({"x": "é"}),
         complete=st.booleans(),
+        provider_id=st.none() | st.just("fc_1") | st.just("gemini-thought-signature:sig"),
     ),
     st.builds(ToolResult, call_id=_ids, name=st.just("f"), content=st.text(max_size=4)),
 )
@@ -213,8 +216,13 @@ async def test_building_a_long_history_lets_the_loop_run_and_can_be_cancelled() 
             Reply.anthropic_text("hi"),
             "/v1/messages",
         ),
+        (
+            lambda url: GeminiModel("m", api_key="k", base_url=url),
+            Reply.gemini_text("hi"),
+            FakeProviderServer.gemini_path("m"),
+        ),
     ],
-    ids=["chat", "responses", "anthropic"],
+    ids=["chat", "responses", "anthropic", "gemini"],
 )
 async def test_what_the_server_receives_is_the_request_params_over_the_wire(
     make: Any, reply: Reply, path: str

@@ -4,7 +4,7 @@ The review's server answered an invalid key with a body quoting it; the key then
 error's message, its cause, its traceback, the interruption note in the history — and so in the
 next request, to the model. Every error text the model layer produces is redacted at the source
 (`Redactor`, in `provider_stream`); these tests look for the key everywhere a user or the next
-request could see it, over real HTTP, on all three protocols.
+request could see it, over real HTTP, on every protocol.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from llm_worker.items import dump_history
 from llm_worker.models import RetryPolicy
 from llm_worker.models._redact import REDACTED, Redactor, client_secrets
 from llm_worker.models.anthropic import AnthropicModel
+from llm_worker.models.gemini import GeminiModel
 from llm_worker.models.openai_chat import OpenAIChatModel
 from llm_worker.models.openai_responses import OpenAIResponsesModel
 from llm_worker.store import SQLiteStore
@@ -36,10 +37,15 @@ from .test_anthropic import collect_run
 from .test_hostile_wire import text_answer, text_so_far
 
 KEY = "sk-live-0123456789abcdefghijSECRET"
-PROTOCOLS = ["chat", "responses", "anthropic"]
-PATHS = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "anthropic": "/v1/messages"}
+PROTOCOLS = ["chat", "responses", "anthropic", "gemini"]
+PATHS = {
+    "chat": "/v1/chat/completions",
+    "responses": "/v1/responses",
+    "anthropic": "/v1/messages",
+    "gemini": FakeProviderServer.gemini_path("gemini-test"),
+}
 FAST_RETRY = RetryPolicy(max_attempts=3, base_delay=0.001, max_delay=0.01)
-Model = OpenAIChatModel | OpenAIResponsesModel | AnthropicModel
+Model = OpenAIChatModel | OpenAIResponsesModel | AnthropicModel | GeminiModel
 
 
 def make_model(protocol: str, base_url: str, **options: Any) -> Model:
@@ -49,6 +55,8 @@ def make_model(protocol: str, base_url: str, **options: Any) -> Model:
         return OpenAIChatModel("local-model", base_url=base_url + "/v1", **options)
     if protocol == "responses":
         return OpenAIResponsesModel("gpt-4.1-mini", base_url=base_url + "/v1", **options)
+    if protocol == "gemini":
+        return GeminiModel("gemini-test", base_url=base_url, **options)
     return AnthropicModel("claude-test", base_url=base_url, **options)
 
 
@@ -98,6 +106,7 @@ async def assert_next_request_has_no_key(
         "chat": Reply.openai_text("Fine."),
         "responses": Reply.responses_text("Fine."),
         "anthropic": Reply.anthropic_text("Fine."),
+        "gemini": Reply.gemini_text("Fine."),
     }[protocol]
     server.enqueue(reply, path=PATHS[protocol])
     assert (await worker.run("next")).output == "Fine."
@@ -110,6 +119,8 @@ def echo_body(protocol: str, status: int) -> dict[str, Any]:
     said = f"Incorrect API key provided: {KEY}. You can find your API key in your account."
     if protocol == "anthropic":
         return {"type": "error", "error": {"type": "authentication_error", "message": said}}
+    if protocol == "gemini":
+        return {"error": {"code": status, "message": said, "status": "UNAUTHENTICATED"}}
     return {"error": {"message": said, "type": "invalid_request_error", "code": "invalid_api_key"}}
 
 
@@ -138,6 +149,7 @@ async def test_a_retried_error_echoing_the_key_never_shows_it_in_the_retry_repor
             "chat": Reply.openai_text("Fine."),
             "responses": Reply.responses_text("Fine."),
             "anthropic": Reply.anthropic_text("Fine."),
+            "gemini": Reply.gemini_text("Fine."),
         }[protocol],
         path=PATHS[protocol],
     )
@@ -157,6 +169,8 @@ async def test_an_error_event_echoing_the_key_mid_stream_never_shows_it(
         [event] = sse({"error": {"message": said, "type": "invalid_request_error"}})
     elif protocol == "responses":
         [event] = sse({"type": "error", "code": "invalid_api_key", "message": said}, named=True)
+    elif protocol == "gemini":
+        [event] = sse({"error": {"code": 403, "message": said, "status": "PERMISSION_DENIED"}})
     else:
         [event] = sse({"type": "error", "error": {"type": "permission_error", "message": said}})
     with RawServer() as server:

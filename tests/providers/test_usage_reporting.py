@@ -1,5 +1,5 @@
 """Usage as the server reported it: unknown is not zero, and what was reported is counted even
-when the answer is cut off. Over real loopback HTTP, on all three protocols."""
+when the answer is cut off. Over real loopback HTTP, on every protocol."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .test_hostile_wire import (
     Model,
     anthropic_event,
     chat_chunk,
+    gemini_chunk,
     make_model,
     responses_event,
     text_so_far,
@@ -51,6 +52,8 @@ def answer_with_usage(protocol: str, usage: dict[str, Any] | None) -> list[bytes
     if protocol == "chat":
         extra = [{"id": "c1", "choices": [], "usage": usage}] if usage is not None else []
         return sse(chat_chunk({"content": "Hi."}), chat_chunk({}, "stop"), *extra, "[DONE]")
+    if protocol == "gemini":
+        return sse(gemini_chunk({"text": "Hi."}, finish="STOP", usage=usage))
     if protocol == "responses":
         message = {
             "id": "msg_1",
@@ -104,6 +107,7 @@ NAMES = {
     "chat": ("prompt_tokens", "completion_tokens"),
     "responses": ("input_tokens", "output_tokens"),
     "anthropic": ("input_tokens", "output_tokens"),
+    "gemini": ("promptTokenCount", "candidatesTokenCount"),
 }
 
 
@@ -122,7 +126,7 @@ async def test_counts_a_server_leaves_out_are_unknown_not_zero(
     assert result.usage == expected
 
 
-@pytest.mark.parametrize("protocol", ["chat", "anthropic"])
+@pytest.mark.parametrize("protocol", ["chat", "anthropic", "gemini"])
 async def test_usage_reported_before_a_cut_is_counted_with_the_interrupted_text(
     protocol: str, server: RawServer, models: Callable[..., Model]
 ) -> None:

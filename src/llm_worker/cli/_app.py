@@ -44,7 +44,8 @@ environment:
   LLM_WORKER_DB          database file (default: sessions.db in the user data directory)
   LLM_WORKER_MODEL       default model spec (default: offline)
   LLM_WORKER_OFFLINE_PACE  seconds between the offline model's words (default: 0.03)
-  OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL
+  OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL,
+  GEMINI_API_KEY (or GOOGLE_API_KEY), GOOGLE_GEMINI_BASE_URL
                          provider keys and endpoints (keys are never stored)
 
 exit status: 0 done, 1 failed, 2 bad usage, 124 timed out, 130 Ctrl-C, 143 SIGTERM

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._sse import EventTooLarge
     from ._transport import RetryPolicy, Timeouts
     from .anthropic import AnthropicModel
+    from .gemini import GeminiModel, PromptBlocked
     from .offline import OfflineModel
     from .openai_chat import OpenAIChatModel
     from .openai_responses import OpenAIResponsesModel
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AnthropicModel",
     "EventTooLarge",
+    "GeminiModel",
     "MissingCredentials",
     "MissingDependency",
     "Model",
@@ -31,6 +33,7 @@ __all__ = [
     "OfflineModel",
     "OpenAIChatModel",
     "OpenAIResponsesModel",
+    "PromptBlocked",
     "RetryPolicy",
     "Timeouts",
     "UnknownModelSpec",
@@ -42,6 +45,8 @@ _LAZY = {
     "OpenAIChatModel": ".openai_chat",
     "OpenAIResponsesModel": ".openai_responses",
     "AnthropicModel": ".anthropic",
+    "GeminiModel": ".gemini",
+    "PromptBlocked": ".gemini",
     # The HTTP providers' settings and errors (loading them loads the HTTP client).
     "EventTooLarge": "._sse",
     "MissingCredentials": "._errors",

@@ -130,6 +130,11 @@ class HTTPModel:
     def _missing_key(self) -> str:
         return f"{self.name} needs an API key: set {self.key_variable} or pass api_key="
 
+    def request_path(self) -> str:
+        """Where the request goes, relative to the client's base URL (`path`, unless the
+        provider's path names the model)."""
+        return self.path
+
     def request_options(self, request: ModelRequest) -> dict[str, Any]:
         """The JSON body for ``request`` but its history (pure)."""
         raise NotImplementedError
@@ -171,7 +176,7 @@ class HTTPModel:
                     options, self.history_key, request.history, conversion
                 )
             raw = await self._requests.post(  # returns once the response headers arrived
-                self.path,
+                self.request_path(),
                 cast_to=object,
                 content=body,
                 options={"headers": _RAW_JSON_HEADERS},

@@ -222,12 +222,41 @@ def _http_error_message(exc: BaseException) -> str:
 
 def retry_after(exc: BaseException, now: float | None = None) -> float | None:
     """The delay an HTTP error asks for, in seconds: ``retry-after-ms``, else ``Retry-After`` as
-    seconds or as an HTTP date (a date in the past is 0); None when there is none or it is
-    garbage. ``now`` (a Unix time) is for tests."""
+    seconds or as an HTTP date (a date in the past is 0), else a Google ``RetryInfo`` in the
+    error body (`body_retry_delay`); None when there is none or it is garbage. ``now`` (a Unix
+    time) is for tests."""
     response = getattr(exc.__cause__, "response", None) or getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
-    if headers is None:
+    from_headers = None if headers is None else _header_retry_after(headers, now)
+    if from_headers is not None:
+        return from_headers
+    body = getattr(exc.__cause__, "body", None) or getattr(exc, "body", None)
+    return body_retry_delay(body)
+
+
+def body_retry_delay(body: Any) -> float | None:
+    """The delay a Google API error body asks for: ``error.details[].retryDelay`` of its
+    ``google.rpc.RetryInfo`` (``"27s"``, ``"1.5s"``); None when there is none or it is garbage.
+    A list of error objects (Gemini's OpenAI-compatible layer) is read by its first."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    error = _field(body, "error")
+    details = _field(error, "details")
+    if not isinstance(details, list):
         return None
+    for detail in details:
+        delay = _field(detail, "retryDelay")
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                seconds = float(delay[:-1])
+            except ValueError:
+                continue
+            if seconds == seconds and seconds != float("inf"):  # not NaN, not infinite
+                return max(seconds, 0.0)
+    return None
+
+
+def _header_retry_after(headers: Any, now: float | None) -> float | None:
     try:
         if (ms := headers.get("retry-after-ms")) is not None:
             return max(float(ms) / 1000, 0.0)

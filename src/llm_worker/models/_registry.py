@@ -14,7 +14,7 @@ from ._base import Model
 
 SPEC_HELP = (
     '"offline" (built in, no key), "offline:reasoning", "openai:<model>", '
-    '"openai-responses:<model>", "anthropic:<model>", "ollama:<model>"'
+    '"openai-responses:<model>", "anthropic:<model>", "gemini:<model>", "ollama:<model>"'
 )
 
 
@@ -28,6 +28,8 @@ class MissingDependency(LLMWorkerError, ImportError):
 
 # The package a provider needs → the extra that installs it.
 _EXTRAS = {"openai": "openai", "anthropic": "anthropic", "httpx2": "openai"}
+#: Provider modules whose every missing package is brought by one extra.
+_MODULE_EXTRAS = {".gemini": "gemini"}
 
 
 def load_provider(module: str) -> ModuleType:
@@ -36,7 +38,9 @@ def load_provider(module: str) -> ModuleType:
         return import_module(module, __package__)
     except ModuleNotFoundError as exc:
         package = (exc.name or "").partition(".")[0]
-        extra = _EXTRAS.get(package)
+        extra = _EXTRAS.get(package) if package else None
+        if extra is not None:
+            extra = _MODULE_EXTRAS.get(module, extra)
         if extra is None:
             raise
         raise MissingDependency(
@@ -79,6 +83,8 @@ def _http_model(provider: str, name: str, base_url: str | None) -> Model | None:
         model = load_provider(".openai_responses").OpenAIResponsesModel(name, base_url=base_url)
     elif provider == "anthropic":
         model = load_provider(".anthropic").AnthropicModel(name, base_url=base_url)
+    elif provider == "gemini":
+        model = load_provider(".gemini").GeminiModel(name, base_url=base_url)
     else:
         return None
     return model

@@ -2,8 +2,8 @@
 
 * `ScriptedModel` / `Script` — a model that streams scripted responses, one per request.
 * `FakeProviderServer` / `Reply` — a real HTTP server on 127.0.0.1 that speaks the OpenAI Chat,
-  OpenAI Responses, Anthropic Messages and Ollama wire protocols, replays recorded streams and can
-  be scripted to misbehave (429/500/529, dropped connections, malformed chunks, stalls).
+  OpenAI Responses, Anthropic Messages, Gemini and Ollama wire protocols, replays recorded streams
+  and can be scripted to misbehave (429/500/529, dropped connections, malformed chunks, stalls).
 * `cancellation_sweep` — cancels a scenario at every await point and checks every invariant
   (`INVARIANTS` names them; a `SweepReport` counts each `Violation`).
 """

@@ -1,8 +1,8 @@
 """What each provider's stream and errors look like: the synthetic bodies the fake server sends.
 
 One generator per wire protocol (OpenAI Chat Completions, OpenAI Responses, Anthropic Messages,
-Ollama's native ``/api/chat``), each yielding whole wire events for the given text pieces, and
-`error_body`, an error shaped like the endpoint that was hit.
+Gemini's ``streamGenerateContent``, Ollama's native ``/api/chat``), each yielding whole wire
+events for the given text pieces, and `error_body`, an error shaped like the endpoint that was hit.
 
 Invariants: every body is a pure function of its arguments (fixed ids and timestamps, no clock),
 so the same reply always sends the same bytes; usage counts one output token per piece.
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ._fake_http import reason_phrase
-from ._fake_wire import dumps, ndjson_line, sse_data, sse_named
+from ._fake_wire import dumps, ndjson_line, sse_crlf, sse_data, sse_named
 
 
 def openai_chat_events(
@@ -160,6 +160,59 @@ def responses_events(pieces: Sequence[str], *, model: str) -> Iterator[bytes]:
     yield event("response.completed", response=response("completed", [item], usage))
 
 
+def gemini_events(pieces: Sequence[str], *, model: str, finish_reason: str) -> Iterator[bytes]:
+    """A Gemini ``streamGenerateContent?alt=sse`` stream (see `Reply.gemini_text`): one chunk
+    per piece, each with the running usage, the last with ``finishReason``."""
+    n = len(pieces)
+    memo: dict[str, bytes] = {}  # a repeated piece is encoded once (while usage is unchanged)
+
+    def chunk(piece: str, done: bool, sent: int) -> dict[str, Any]:
+        candidate: dict[str, Any] = {
+            "content": {"parts": [{"text": piece}], "role": "model"},
+            "index": 0,
+        }
+        usage: dict[str, Any] = {"promptTokenCount": 8, "totalTokenCount": 8}
+        if done:
+            candidate["finishReason"] = finish_reason
+            usage = {
+                "promptTokenCount": 8,
+                "candidatesTokenCount": sent,
+                "totalTokenCount": 8 + sent,
+            }
+        return {
+            "candidates": [candidate],
+            "usageMetadata": usage,
+            "modelVersion": model,
+            "responseId": "fake-gemini-0001",
+        }
+
+    for position, piece in enumerate(pieces[:-1]):
+        data = memo.get(piece)
+        if data is None:
+            data = sse_crlf(chunk(piece, False, position + 1))
+            if len(memo) < 64:
+                memo[piece] = data
+        yield data
+    yield sse_crlf(chunk(pieces[-1] if pieces else "", True, n))
+
+
+_GOOGLE_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def is_gemini_path(path: str) -> bool:
+    """A Gemini API ``models/<model>:<method>`` path (any API version)."""
+    return path.startswith(("/v1beta/models/", "/v1/models/", "/v1alpha/models/"))
+
+
 def ollama_events(pieces: Sequence[str], *, model: str) -> Iterator[bytes]:
     """A native Ollama ``/api/chat`` NDJSON stream (see `Reply.ollama_text`)."""
     stamp = "2024-01-01T00:00:00Z"
@@ -201,9 +254,12 @@ def error_body(status: int, path: str, message: str | None) -> bytes:
     """An error body in the shape the endpoint at ``path`` uses (see `Reply.error`)."""
     if message is None:
         message = "Overloaded" if status == 529 else f"{reason_phrase(status)} (scripted)"
-    if path.startswith("/v1/messages") or status == 529:
+    if is_gemini_path(path):
+        status_name = _GOOGLE_STATUS.get(status, "UNKNOWN")
+        body: Any = {"error": {"code": status, "message": message, "status": status_name}}
+    elif path.startswith("/v1/messages") or status == 529:
         kind = _ANTHROPIC_TYPES.get(status, "api_error")
-        body: Any = {
+        body = {
             "type": "error",
             "error": {"type": kind, "message": message},
             "request_id": "req_fake",

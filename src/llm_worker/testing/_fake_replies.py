@@ -23,7 +23,13 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
-from ._fake_protocols import anthropic_events, ollama_events, openai_chat_events, responses_events
+from ._fake_protocols import (
+    anthropic_events,
+    gemini_events,
+    ollama_events,
+    openai_chat_events,
+    responses_events,
+)
 from ._fake_wire import NDJSON, SSE, LazyEvents, dumps, ndjson_line, split_events, sse_item
 
 __all__ = [
@@ -141,7 +147,8 @@ class Reply:
 
         OpenAI's ``{"error": {"message", "type", "param", "code"}}``, Anthropic's
         ``{"type": "error", "error": {"type", "message"}}`` on ``/v1/messages`` and for every
-        529 (``overloaded_error``), Ollama's ``{"error": "..."}`` on ``/api/...``. ``retry_after``
+        529 (``overloaded_error``), Gemini's ``{"error": {"code", "message", "status"}}`` on
+        ``/v1beta/models/...``, Ollama's ``{"error": "..."}`` on ``/api/...``. ``retry_after``
         adds a ``retry-after`` header: seconds, or for a ``datetime`` an HTTP date (a naive one
         is taken as UTC), which clients must honour too. ``body`` may be anything a server
         really sends (``bytes`` go as they are: a proxy's HTML page, Ollama's plain-text 404),
@@ -277,6 +284,27 @@ class Reply:
             events=LazyEvents(
                 partial(responses_events, pieces, model=model),
                 f"responses_text: {len(pieces)} chunks",
+            ),
+            content_type=SSE,
+            **_stream_fields(options),
+        )
+
+    @staticmethod
+    def gemini_text(
+        text: str | Sequence[str] = "Hello!",
+        *,
+        chunks: int | None = None,
+        model: str = "gemini-2.5-flash",
+        finish_reason: str = "STOP",
+        **options: Unpack[StreamOptions],
+    ) -> StreamReply:
+        """A Gemini ``streamGenerateContent?alt=sse`` stream (CRLF-framed, as the API sends it):
+        one chunk per piece with the running usage, the last with ``finishReason``."""
+        pieces = _pieces(text, chunks)
+        return StreamReply(
+            events=LazyEvents(
+                partial(gemini_events, pieces, model=model, finish_reason=finish_reason),
+                f"gemini_text: {len(pieces)} chunks",
             ),
             content_type=SSE,
             **_stream_fields(options),

@@ -31,12 +31,14 @@ from typing import Any, Self
 import anyio.to_thread
 
 from ._fake_http import Connection, PeerClosed, Request
+from ._fake_protocols import is_gemini_path
 from ._fake_replies import CassetteReply, ErrorReply, Reply, StreamReply
 from ._fake_serving import STOP_GRACE, ServerBooks, serve_connection
 
 __all__ = ["FakeProviderServer", "RecordedRequest", "ServerStats"]
 
-#: The endpoints the server knows; a request elsewhere with nothing scripted gets a 404.
+#: The endpoints the server knows (and Gemini's ``/v1beta/models/<model>:streamGenerateContent``,
+#: `is_gemini_path`); a request elsewhere with nothing scripted gets a 404.
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/messages", "/api/chat")
 
 
@@ -75,8 +77,9 @@ class ServerStats:
 
 
 class FakeProviderServer:
-    """A local server for the OpenAI Chat Completions, OpenAI Responses, Anthropic Messages and
-    Ollama streaming protocols, replaying recorded streams or synthetic ones, scriptably faulty.
+    """A local server for the OpenAI Chat Completions, OpenAI Responses, Anthropic Messages,
+    Gemini and Ollama streaming protocols, replaying recorded streams or synthetic ones,
+    scriptably faulty.
 
     ::
 
@@ -204,6 +207,16 @@ class FakeProviderServer:
     def anthropic_base_url(self) -> str:
         """The base URL itself: the Anthropic SDK appends ``/v1/messages``."""
         return self.base_url
+
+    @property
+    def gemini_base_url(self) -> str:
+        """The base URL itself: `GeminiModel` appends ``/v1beta/models/<model>:...``."""
+        return self.base_url
+
+    @staticmethod
+    def gemini_path(model: str) -> str:
+        """The path a `GeminiModel` for ``model`` streams from (for ``enqueue(path=...)``)."""
+        return f"/v1beta/models/{model}:streamGenerateContent"
 
     # --- scripting ----------------------------------------------------------------------------
 
@@ -408,7 +421,7 @@ class FakeProviderServer:
                 return found
             self._counts["unscripted"] += 1
         where = f"{request.method} {request.path}"
-        if request.path in ENDPOINTS:
+        if request.path in ENDPOINTS or is_gemini_path(request.path):
             message = (
                 f"FakeProviderServer: no reply scripted for {where}: the queue is empty and no "
                 "default is set (use server.enqueue(...) or server.default = ...)"

@@ -43,6 +43,11 @@ def sse_data(obj: Any) -> bytes:
     return b"data: " + dumps(obj) + b"\n\n"
 
 
+def sse_crlf(obj: Any) -> bytes:
+    """One ``data:`` event with CRLF line endings, as the Gemini API frames its stream."""
+    return b"data: " + dumps(obj) + b"\r\n\r\n"
+
+
 def sse_named(obj: Mapping[str, Any]) -> bytes:
     if "type" not in obj:  # a bare payload, such as a proxy's {"error": ...}
         return sse_data(obj)
