@@ -457,7 +457,7 @@ class GeminiHistory:
                             pending = None
                         parts.append(text)
                 elif _ours(said):
-                    if said.text:
+                    if said.text.strip():  # a blank thought sends no text: its signature waits
                         thought = {"text": said.text, "thought": True}
                         parts.append({**thought, "thoughtSignature": said.signature})
                     else:
@@ -491,7 +491,7 @@ def _says_something(item: Item) -> bool:
     assert isinstance(item, AssistantMessage)
     return any(
         (isinstance(part, TextPart) and bool(part.text.strip()))
-        or (_ours(part) and bool(part.text))
+        or (_ours(part) and bool(part.text.strip()))
         for part in item.parts
     )
 
