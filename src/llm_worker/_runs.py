@@ -28,6 +28,7 @@ from .errors import RunError, WorkerBusy
 from .events import Event
 from .hooks import Decision, HookContext, Pause
 from .items import Item, Usage, UserMessage
+from .output import RunOutput
 from .result import RunResult, RunStatus
 from .timeline import Timeline
 
@@ -60,6 +61,7 @@ class Run:
     reason: str | None = None  # why it paused or stopped at the turn limit
     unsent_input: UserMessage | None = None  # the user message, until it is committed
     error: RunError | None = None  # how it ended, when it did not return a result
+    output: RunOutput | None = None  # the structured-output policy, with an output_type
 
     @property
     def observed(self) -> bool:
@@ -81,6 +83,7 @@ class Run:
             turns=self.turn,
             run_id=self.id,
             reason=self.reason if status in ("paused", "limit_reached") else None,
+            output_value=self.output.value if self.output is not None else None,
         )
 
 

@@ -74,6 +74,7 @@ from ..items import (
     Usage,
     UserMessage,
 )
+from ..output import OutputSpec
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._client import HTTPModel
@@ -180,6 +181,15 @@ class AnthropicModel(HTTPModel):
         if settings.temperature is not None:
             options["temperature"] = settings.temperature
         return options
+
+    def output_options(self, options: dict[str, Any], output: OutputSpec) -> dict[str, Any]:
+        """Tool forcing: ``tool_choice: any`` makes the model end with a tool call, so the
+        final-answer tool is its answer (tools it needs first stay callable). Extended thinking
+        refuses a forced tool choice: with ``thinking`` on, the choice stays the model's, and an
+        answer in plain text is validated as it is (or sent back)."""
+        if output.mode != "tool" or self.thinking is not None:
+            return options
+        return {**options, "tool_choice": {"type": "any"}}
 
     def conversion(self, request: ModelRequest) -> AnthropicHistory:
         return ANTHROPIC_HISTORY

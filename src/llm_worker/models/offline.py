@@ -43,9 +43,14 @@ class OfflineModel:
     yields to the event loop), ``words_per_chunk`` the size of a text chunk, and ``reasoning``
     adds a short reasoning block before the answer.
 
+    Structured output is native: asked for one (``request.output``), its answer is JSON made up
+    from the schema and the prompt, streamed like text.
+
     Cancellation: every event is preceded by an await at which a cancellation simply stops the
     stream; leaving the ``async with`` closes it (shielded, bounded). Nothing else to release.
     """
+
+    native_output = True
 
     def __init__(
         self, *, pace: float = 0.03, reasoning: bool = False, words_per_chunk: int = 1

@@ -68,6 +68,7 @@ from ..items import (
     Usage,
     UserMessage,
 )
+from ..output import OutputSpec
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._client import HTTPModel
@@ -174,6 +175,18 @@ class OpenAIChatModel(HTTPModel):
         if self.extra_body:
             options.update(self.extra_body)
         return options
+
+    native_output = True
+
+    def output_options(self, options: dict[str, Any], output: OutputSpec) -> dict[str, Any]:
+        """``response_format: json_schema`` (``strict`` when the schema allows it)."""
+        if output.mode != "native":
+            return options
+        schema: dict[str, Any] = {"name": output.name, "schema": output.schema}
+        if output.description:
+            schema["description"] = output.description
+        schema["strict"] = output.strict
+        return {**options, "response_format": {"type": "json_schema", "json_schema": schema}}
 
     def conversion(self, request: ModelRequest) -> ChatHistory:
         return ChatHistory(request.system)

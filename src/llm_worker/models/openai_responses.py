@@ -61,6 +61,7 @@ from ..items import (
     Usage,
     UserMessage,
 )
+from ..output import OutputSpec
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._client import HTTPModel
@@ -176,6 +177,20 @@ class OpenAIResponsesModel(HTTPModel):
         if settings.temperature is not None:
             options["temperature"] = settings.temperature
         return options
+
+    native_output = True
+
+    def output_options(self, options: dict[str, Any], output: OutputSpec) -> dict[str, Any]:
+        """``text.format: json_schema`` (``strict`` when the schema allows it)."""
+        if output.mode != "native":
+            return options
+        format: dict[str, Any] = {"type": "json_schema", "name": output.name}
+        if output.description:
+            format["description"] = output.description
+        format["schema"] = output.schema
+        format["strict"] = output.strict
+        text = {**options.get("text", {}), "format": format}
+        return {**options, "text": text}
 
     def conversion(self, request: ModelRequest) -> ResponsesHistory:
         return RESPONSES_HISTORY
