@@ -95,6 +95,14 @@ class StreamError(_Event):
     retryable: bool = False
 
 
+class AnsweredBy(_Event):
+    """Which model answers this response (a `FallbackModel` says so before its first content);
+    the assistant message records it (``AssistantMessage.model``)."""
+
+    type: Literal["answered_by"] = "answered_by"
+    model: str
+
+
 class Retrying(_Event):
     """A transient provider error; the request is retried after ``delay`` seconds."""
 
@@ -115,7 +123,8 @@ StreamEvent = Annotated[
     | UsageUpdate
     | StopReason
     | StreamError
-    | Retrying,
+    | Retrying
+    | AnsweredBy,
     Field(discriminator="type"),
 ]
 
@@ -248,6 +257,7 @@ Event = Annotated[
     | StopReason
     | StreamError
     | Retrying
+    | AnsweredBy
     | RunStarted
     | TurnStarted
     | TurnEnded

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._sse import EventTooLarge
     from ._transport import RetryPolicy, Timeouts
     from .anthropic import AnthropicModel
+    from .fallback import FallbackModel
     from .offline import OfflineModel
     from .openai_chat import OpenAIChatModel
     from .openai_responses import OpenAIResponsesModel
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AnthropicModel",
     "EventTooLarge",
+    "FallbackModel",
     "MissingCredentials",
     "MissingDependency",
     "Model",
@@ -42,6 +44,7 @@ _LAZY = {
     "OpenAIChatModel": ".openai_chat",
     "OpenAIResponsesModel": ".openai_responses",
     "AnthropicModel": ".anthropic",
+    "FallbackModel": ".fallback",
     # The HTTP providers' settings and errors (loading them loads the HTTP client).
     "EventTooLarge": "._sse",
     "MissingCredentials": "._errors",
