@@ -27,7 +27,7 @@ from .cancel import CancelToken, move_on_cancel
 from .errors import RunError, WorkerBusy
 from .events import Event
 from .hooks import Decision, HookContext, Pause
-from .items import Item, Usage, UserMessage
+from .items import Item, Usage, UserMessage, UserPart
 from .output import RunOutput
 from .result import RunResult, RunStatus
 from .timeline import Timeline
@@ -62,6 +62,7 @@ class Run:
     unsent_input: UserMessage | None = None  # the user message, until it is committed
     error: RunError | None = None  # how it ended, when it did not return a result
     output: RunOutput | None = None  # the structured-output policy, with an output_type
+    attachments: tuple[UserPart, ...] = ()  # sent with the input, in its user message
 
     @property
     def observed(self) -> bool:

@@ -7,6 +7,7 @@
     ├── Cancelled            stopped by worker.cancel, a token, a deadline, newer input, Ctrl-C
     ├── Aborted              a hook returned Abort(reason)
     ├── ModelError           the provider failed (HTTP status, dropped stream, bad chunk, timeout)
+    │   └── UnsupportedAttachment  the model cannot take an attachment the history holds
     ├── ToolFailed           a tool raised and the worker is set to fail the run on tool errors
     ├── HookFailed           a hook raised
     └── OutputValidationError  the answer never matched ``output_type``, retries spent
@@ -68,6 +69,11 @@ class ModelError(RunError):
             self.cause = Cause.failure(self)
         self.status_code = status_code
         self.retryable = retryable
+
+
+class UnsupportedAttachment(ModelError):
+    """The model cannot take an attachment the history holds (the offline model takes none; a
+    provider may take images but not documents, or not by URL). Never retried."""
 
 
 class ToolFailed(RunError):

@@ -70,6 +70,7 @@ from .items import (
     ToolCall,
     Usage,
     UserMessage,
+    UserPart,
 )
 from .models import Model, ModelRequest, ModelSettings, resolve_model
 from .output import RunOutput, output_schema
@@ -174,12 +175,14 @@ class Worker:
         timeout: float | None = None,
         supersede: bool = False,
         output_type: Any = None,
+        attachments: Sequence[UserPart] = (),
     ) -> Coroutine[Any, Any, RunResult]:
         """``await worker.run(input)``: run until the model stops asking for tools.
 
         ``output_type`` (else the worker's) asks for a structured answer: the validated value
         is ``result.output_value`` (see `llm_worker.output`); on a stop, the object validated
-        from what was streamed is ``error.partial.output_value``.
+        from what was streamed is ``error.partial.output_value``. ``attachments`` (images,
+        documents: `llm_worker.attachments.attach`) go with ``input`` in its user message.
 
         Returns a `RunResult` (finished, paused or limit_reached) or raises a `RunError` whose
         ``partial`` holds everything kept. The run is registered when ``run()`` is *called*, not
@@ -195,6 +198,7 @@ class Worker:
         its turn ends at once with `Cancelled`, having committed nothing.
         """
         run = self._admit(input, token, timeout, supersede, output_type)
+        run.attachments = tuple(attachments)
         return RunCoroutine(self._run_to_end(run), lambda: self._slots.release(run))
 
     def resume(
@@ -216,6 +220,7 @@ class Worker:
         timeout: float | None = None,
         supersede: bool = False,
         output_type: Any = None,
+        attachments: Sequence[UserPart] = (),
     ) -> RunStream:
         """``async with worker.stream("hi") as run: async for event in run: ...`` — for UIs.
 
@@ -225,6 +230,7 @@ class Worker:
         answer validated so far as it streams.
         """
         run = self._admit(input, token, timeout, supersede, output_type)
+        run.attachments = tuple(attachments)
         return RunStream(run, lambda: self._run_to_end(run), lambda: self._slots.release(run))
 
     async def aclose(self) -> None:
@@ -403,7 +409,7 @@ class Worker:
     async def _turns(self, run: Run) -> RunStatus:
         if run.input is not None:
             self._answer_unanswered(run, None)  # a paused run the user moved on from
-            message = run.unsent_input = UserMessage(text=run.input)
+            message = run.unsent_input = UserMessage(text=run.input, parts=run.attachments)
             try:
                 await self._decide("on_prompt_submit", run, message)
             except (Aborted, HookFailed):

@@ -65,6 +65,8 @@ from ..events import (
 from ..history import CONVERSATION_START, EMPTY_USER_TEXT
 from ..items import (
     AssistantMessage,
+    DocumentPart,
+    ImagePart,
     Item,
     Note,
     ReasoningPart,
@@ -76,6 +78,7 @@ from ..items import (
 )
 from ..output import OutputSpec
 from ..tools import ToolSpec
+from ._attachments import base64_data
 from ._base import ModelRequest
 from ._client import HTTPModel
 from ._request import Group, convert_all
@@ -491,7 +494,7 @@ class AnthropicHistory:
 
     def convert(self, group: Group) -> list[dict[str, Any]]:
         if not isinstance(group[0], AssistantMessage | ToolCall):
-            return [{"role": "user", "content": [_user_block(item) for item in group]}]
+            return [{"role": "user", "content": [b for item in group for b in _user_blocks(item)]}]
         turn = _AssistantTurn()
         for item in group:
             if isinstance(item, ToolCall):
@@ -529,6 +532,30 @@ def _says_something(item: Item) -> bool:
         )
         for part in item.parts
     )
+
+
+def _user_blocks(item: Item) -> list[dict[str, Any]]:
+    """An item's user content blocks: a user message's attachments follow its text (``image``
+    and ``document`` blocks, by ``base64`` or ``url`` source)."""
+    first = _user_block(item)
+    if not isinstance(item, UserMessage) or not item.parts:
+        return [first]
+    blocks = [first]
+    for part in item.parts:
+        if isinstance(part, TextPart):
+            blocks.append({"type": "text", "text": part.text})
+            continue
+        kind = "image" if isinstance(part, ImagePart) else "document"
+        if part.url is not None:
+            source: dict[str, Any] = {"type": "url", "url": part.url}
+        else:
+            data = base64_data(part)
+            source = {"type": "base64", "media_type": part.media_type, "data": data}
+        block: dict[str, Any] = {"type": kind, "source": source}
+        if isinstance(part, DocumentPart) and part.name:
+            block["title"] = part.name
+        blocks.append(block)
+    return blocks
 
 
 def _user_block(item: Item) -> dict[str, Any]:

@@ -28,7 +28,9 @@ from contextlib import AbstractAsyncContextManager
 import anyio
 import anyio.lowlevel
 
+from ..errors import UnsupportedAttachment
 from ..events import StreamEvent
+from ..items import UserMessage
 from ._base import ModelRequest
 from ._in_process import closing_stream
 from ._offline_answer import plan_answer
@@ -84,6 +86,12 @@ class OfflineModel:
         return closing_stream(self._events(request), what="closing the offline stream")
 
     async def _events(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
+        for item in request.history:
+            if isinstance(item, UserMessage) and any(p.type != "text" for p in item.parts):
+                raise UnsupportedAttachment(
+                    "the offline model cannot read attachments (images, documents): use a "
+                    "provider that can, such as openai or anthropic"
+                )
         for make, paced in plan_answer(
             request, reasoning=self.reasoning, chunk=self.words_per_chunk
         ):
