@@ -80,6 +80,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         "session metadata: a JSON object of string settings (NULL: none)",
         sql("ALTER TABLE sessions ADD COLUMN metadata TEXT"),
     ),
+    Migration(
+        "attachment bytes, once each, by content hash (items name them: _blobs)",
+        sql(
+            """CREATE TABLE blobs (
+                sha256 TEXT PRIMARY KEY,
+                media_type TEXT,
+                data BLOB NOT NULL
+            )"""
+        ),
+    ),
 )
 
 
