@@ -64,7 +64,16 @@ class _Growing:
 class RunOutput:
     """One run's structured output (see the module); ``value`` is set once an answer passed."""
 
-    __slots__ = ("_growing", "_tool_index", "failures", "retries", "schema", "spec", "value")
+    __slots__ = (
+        "_growing",
+        "_shown",
+        "_tool_index",
+        "failures",
+        "retries",
+        "schema",
+        "spec",
+        "value",
+    )
 
     def __init__(self, schema: OutputSchema[Any], *, native: bool, retries: int) -> None:
         self.schema = schema
@@ -74,6 +83,7 @@ class RunOutput:
         self.value: Any = None
         self._growing = _Growing()
         self._tool_index: int | None = None
+        self._shown: Any = None
 
     @property
     def tool_name(self) -> str | None:
@@ -102,6 +112,7 @@ class RunOutput:
     def start_turn(self) -> None:
         self._growing = _Growing()
         self._tool_index = None
+        self._shown = None
 
     def watch(self, event: StreamEvent) -> OutputDelta | None:
         """The partial answer after ``event``, when it is due for a new parse (else None)."""
@@ -120,7 +131,10 @@ class RunOutput:
         if text is None:
             return None
         value = self.schema.partial(text)
-        return None if value is None else OutputDelta(value=value)
+        if value is None or value == self._shown:
+            return None  # nothing validated yet, or nothing new (a string still open, say)
+        self._shown = value
+        return OutputDelta(value=value)
 
     # -- a finished turn -------------------------------------------------------------------------
 
