@@ -21,10 +21,16 @@ from llm_worker import Cancelled, ToolResult, Worker
 from llm_worker.errors import OutputValidationError
 from llm_worker.events import OutputDelta, TextDelta, ToolCallDelta
 from llm_worker.items import Note, ToolCall
-from llm_worker.models import AnthropicModel, OpenAIChatModel, OpenAIResponsesModel, RetryPolicy
+from llm_worker.models import (
+    AnthropicModel,
+    ModelRequest,
+    OpenAIChatModel,
+    OpenAIResponsesModel,
+    RetryPolicy,
+)
 from llm_worker.models._client import HTTPModel
 from llm_worker.output import partial_twin
-from llm_worker.testing import FakeProviderServer, Reply, ScriptedModel
+from llm_worker.testing import FakeProviderServer, Reply, ScriptedModel, cancellation_sweep
 from llm_worker.testing._scripted import Script
 
 pytestmark = [
@@ -331,3 +337,35 @@ def test_partial_validation_gives_the_real_type_once_the_json_validates() -> Non
     early = schema.partial('{"cust')
     assert early is not None
     assert early.customer is None
+
+
+# -- a Stop at every await -----------------------------------------------------------------------
+
+
+def _answers(request: ModelRequest) -> Script:
+    """A first answer that fails validation, then (once told) a good one, in several chunks."""
+    told = any(isinstance(item, Note) for item in request.history)
+    return Script.text(ORDER_JSON if told else '{"customer": "Ada"}', chunks=6)
+
+
+def _final_calls(request: ModelRequest) -> Script:
+    return Script.tool_calls(("lookup", {"q": "tea"}), ("final_answer", ORDER), fragments=3)
+
+
+def _check_partial(worker: Worker, outcome: object) -> None:
+    value = getattr(getattr(outcome, "partial", outcome), "output_value", None)
+    assert value is None or isinstance(value, Order | partial_twin(Order)), value
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "tool"])
+async def test_a_stop_at_every_await_keeps_every_invariant(native: bool) -> None:
+    def lookup(q: str) -> str:
+        return q
+
+    def make() -> Worker:
+        model = ScriptedModel([_answers if native else _final_calls] * 64, native_output=native)
+        return Worker(model, tools=[lookup], output_type=Order)
+
+    report = await cancellation_sweep(make, "Order.", check=_check_partial)
+    report.raise_for_violations()
+    assert report.runs > 0
