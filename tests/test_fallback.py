@@ -13,7 +13,7 @@ from llm_worker import Cancelled, ModelError, Worker
 from llm_worker.events import AnsweredBy, Retrying, TextDelta
 from llm_worker.items import AssistantMessage
 from llm_worker.models import AnthropicModel, FallbackModel, OpenAIChatModel, RetryPolicy
-from llm_worker.testing import FakeProviderServer, Reply, ScriptedModel
+from llm_worker.testing import FakeProviderServer, Reply, ScriptedModel, cancellation_sweep
 from llm_worker.testing._scripted import Script
 
 pytestmark = [
@@ -159,3 +159,18 @@ def test_spec_strings_are_resolved_and_one_model_is_refused() -> None:
     assert model.native_output is True
     with pytest.raises(ValueError, match="at least one"):
         FallbackModel("offline")
+
+
+async def test_a_stop_at_every_await_of_a_fallback_keeps_every_invariant() -> None:
+    """The primary fails (retryable, before content), the secondary answers; cancelled at each
+    await point of that, every invariant holds and the worker goes on."""
+
+    def make() -> Worker:
+        failing = Script.error(ModelError("overloaded", retryable=True))
+        primary = ScriptedModel([failing] * 64, name="primary")
+        secondary = ScriptedModel([Script.text("From the secondary.", chunks=4)] * 64)
+        return Worker(FallbackModel(primary, secondary))
+
+    report = await cancellation_sweep(make, "hi")
+    report.raise_for_violations()
+    assert report.runs > 0
