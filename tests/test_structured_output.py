@@ -369,3 +369,29 @@ async def test_a_stop_at_every_await_keeps_every_invariant(native: bool) -> None
     report = await cancellation_sweep(make, "Order.", check=_check_partial)
     report.raise_for_violations()
     assert report.runs > 0
+
+
+def test_anthropic_with_thinking_leaves_the_tool_choice_to_the_model() -> None:
+    from llm_worker.output import output_schema
+
+    model = AnthropicModel("m", api_key="k", thinking={"type": "enabled", "budget_tokens": 1024})
+    spec = output_schema(Order).spec("tool")
+    body = model.request_params(ModelRequest(history=(), output=spec))
+    assert "tool_choice" not in body
+
+
+async def test_a_fallback_with_a_model_without_native_output_uses_the_tool_everywhere(
+    fake_server: FakeProviderServer,
+) -> None:
+    from llm_worker.models import FallbackModel
+
+    chat = _chat(fake_server)
+    scripted = ScriptedModel(native_output=False)
+    fake_server.enqueue(Reply.openai_text("not an answer"), path="/v1/chat/completions")
+    fake_server.enqueue(Reply.openai_text(ORDER_JSON), path="/v1/chat/completions")
+    async with FallbackModel(chat, scripted) as model:
+        result = await Worker(model).run("Order.", output_type=Order)
+    assert result.output_value == Order.model_validate(ORDER)  # the text answer, on a retry
+    body = _bodies(fake_server, "/v1/chat/completions")[0]
+    assert "response_format" not in body
+    assert [t["function"]["name"] for t in body["tools"]] == ["final_answer"]
