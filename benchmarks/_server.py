@@ -59,6 +59,9 @@ def _reply(spec: dict[str, Any]) -> Reply:
         return text_reply(spec["chunks"], spec.get("pace", 0.0), spec.get("piece", "word "))
     if spec["kind"] == "tool":
         return tool_reply(spec.get("name", TOOL_NAME))
+    if spec["kind"] == "json_text":  # the text pieces as one JSON string: {"value": "..."}
+        pieces = ['{"value": "', *[spec.get("piece", "word ")] * spec["chunks"], '"}']
+        return Reply.openai_text(pieces)
     raise ValueError(f"unknown reply kind {spec['kind']!r}")
 
 
@@ -159,6 +162,11 @@ class ServerProcess:
     def base_url(self) -> str:
         """The server's root URL (what Gemini and Anthropic clients want)."""
         return self.openai_base_url.removesuffix("/v1")
+
+    def serve_json_text(self, chunks: int, piece: str = "word ") -> None:
+        """Answer every request with ``{"value": "<piece × chunks>"}``, streamed as ``chunks``
+        text deltas (plus the opening and the closing one): a structured answer."""
+        self._call(op="default", reply={"kind": "json_text", "chunks": chunks, "piece": piece})
 
     def serve_tool_call(self, name: str = TOOL_NAME) -> None:
         """Answer every request with a call of tool ``name``."""

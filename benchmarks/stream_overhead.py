@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 
 from llm_worker import Worker
-from llm_worker.events import TextDelta
+from llm_worker.events import OutputDelta, TextDelta
 from llm_worker.models.gemini import GeminiModel
 from llm_worker.models.openai_chat import OpenAIChatModel
 
@@ -271,6 +271,7 @@ def run(server: ServerProcess, rounds: int = 5) -> list[Row]:
     server.serve_text(CHUNKS, 0.0, piece=PIECE)
     times = anyio.run(_measure, server.openai_base_url, rounds, backend="asyncio")
     rows = _rows(SECTION, times, RAW, f"{US} worker.stream()")
+    rows.append(structured_output_row(server, rounds))
     server.serve_gemini_text(CHUNKS, piece=PIECE)
     times = anyio.run(_measure_gemini, server.base_url, rounds, backend="asyncio")
     # No target: the baseline is a bare loop that builds nothing (no events, no history), not an
@@ -299,6 +300,59 @@ def _rows(section: str, times: dict[str, list[float]], raw: str, targeted: str |
         targets = (TARGET,) if name == targeted else ()
         rows.append(Row(section, name, metrics, summary, targets=targets))
     return rows
+
+
+STRUCTURED = f"{US} worker.stream(output_type=str), OutputDelta ÷ {US} worker.stream() text"
+
+
+def structured_output_row(server: ServerProcess, rounds: int) -> Row:
+    """Structured output's streaming cost: the same 20 000 chunks as one JSON string answer
+    (``{"value": "word word …"}``, validated partially as it grows, `OutputDelta` events)
+    against the plain text run, alternating in the same rounds."""
+    model = OpenAIChatModel(_peers.MODEL, base_url=server.openai_base_url, api_key="x")
+
+    async def consume(output_type: Any) -> int:
+        deltas = 0
+        async with Worker(model).stream("go", output_type=output_type) as run:
+            async for event in run:
+                deltas += type(event) is OutputDelta
+        assert run.result is not None
+        return deltas
+
+    async def measure() -> tuple[list[float], list[float], int]:
+        text_times: list[float] = []
+        structured_times: list[float] = []
+        deltas = 0
+        for index in range(rounds + 1):  # the first round warms up
+            order = [(None, text_times), (str, structured_times)]
+            for output_type, times in order if index % 2 else reversed(order):
+                if output_type is None:
+                    server.serve_text(CHUNKS, 0.0, piece=PIECE)
+                else:
+                    server.serve_json_text(CHUNKS, piece=PIECE)
+                gc.collect()
+                started = time.perf_counter()
+                seen = await consume(output_type)
+                if index:
+                    times.append(time.perf_counter() - started)
+                    deltas = seen if output_type is not None else deltas
+        return text_times, structured_times, deltas
+
+    text_times, structured_times, deltas = anyio.run(measure, backend="asyncio")
+    ratios = [s / t for s, t in zip(structured_times, text_times, strict=True)]
+    metrics: dict[str, Any] = {
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_min": round(min(ratios), 3),
+        "ratio_max": round(max(ratios), 3),
+        "median_s": round(statistics.median(structured_times), 4),
+        "output_deltas": deltas,
+        "rounds": rounds,
+    }
+    summary = (
+        f"{metrics['ratio']:.2f}× (rounds {metrics['ratio_min']:.2f}–{metrics['ratio_max']:.2f}),"
+        f" {metrics['median_s']:.3f} s, {deltas} OutputDelta events for {CHUNKS} chunks"
+    )
+    return Row(SECTION, STRUCTURED, metrics, summary)
 
 
 if __name__ == "__main__":

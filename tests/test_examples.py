@@ -92,6 +92,15 @@ EXPECTED: dict[str, list[str]] = {
         "next run: finished",
         "closed: the server process has exited",
     ],
+    "structured_output.py": [
+        "validated: Recipe(name='Tea', steps=[Step(title='Boil water', minutes=3)])",
+        "asked for: Recipe",
+        "  growing: PartialRecipe(name='Pancakes', steps=None)",
+        "stopped; kept: PartialRecipe(name='Pancakes', steps=[PartialStep(title='Mix', minutes=5), "
+        "PartialStep(title='Fr', minutes=None)])",
+        "attachment sent as: ['text', 'image_url']",
+        "fallback: 'Hello from the secondary.' by anthropic:claude-sonnet-4-6",
+    ],
     "cancellation_sweep.py": [
         "  cancel: ",
         "  thread: ",

@@ -28,7 +28,8 @@ from .cancel import CancelToken, move_on_cancel
 from .errors import RunError, WorkerBusy
 from .events import Event
 from .hooks import Decision, HookContext, Pause
-from .items import Item, Usage, UserMessage
+from .items import Item, Usage, UserMessage, UserPart
+from .output import RunOutput
 from .result import RunResult, RunStatus
 from .timeline import Timeline
 
@@ -62,6 +63,8 @@ class Run:
     unsent_input: UserMessage | None = None  # the user message, until it is committed
     error: RunError | None = None  # how it ended, when it did not return a result
     observer: RunObserver = NO_OBSERVER  # tracing (`_observe`)
+    output: RunOutput | None = None  # the structured-output policy, with an output_type
+    attachments: tuple[UserPart, ...] = ()  # sent with the input, in its user message
 
     @property
     def observed(self) -> bool:
@@ -83,6 +86,7 @@ class Run:
             turns=self.turn,
             run_id=self.id,
             reason=self.reason if status in ("paused", "limit_reached") else None,
+            output_value=self.output.value if self.output is not None else None,
         )
 
 

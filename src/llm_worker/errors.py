@@ -7,8 +7,10 @@
     ├── Cancelled            stopped by worker.cancel, a token, a deadline, newer input, Ctrl-C
     ├── Aborted              a hook returned Abort(reason)
     ├── ModelError           the provider failed (HTTP status, dropped stream, bad chunk, timeout)
+    │   └── UnsupportedAttachment  the model cannot take an attachment the history holds
     ├── ToolFailed           a tool raised and the worker is set to fail the run on tool errors
-    └── HookFailed           a hook raised
+    ├── HookFailed           a hook raised
+    └── OutputValidationError  the answer never matched ``output_type``, retries spent
     WorkerBusy               a second concurrent run() without supersede=True (nothing started)
     CleanupOverran           in ``cleanup_errors``: an on_abort hook hit its bound
 """
@@ -69,12 +71,26 @@ class ModelError(RunError):
         self.retryable = retryable
 
 
+class UnsupportedAttachment(ModelError):
+    """The model cannot take an attachment the history holds (the offline model takes none; a
+    provider may take images but not documents, or not by URL). Never retried."""
+
+
 class ToolFailed(RunError):
     """A tool raised and the worker was configured with ``tool_errors="raise"``."""
 
 
 class HookFailed(RunError):
     """A hook raised an exception (the original is ``__cause__`` and in ``cause``)."""
+
+
+class OutputValidationError(RunError):
+    """The model's answer did not match the run's ``output_type``, even after the retries it was
+    given (each one told it why). ``partial.output_value`` holds what validated of the last one."""
+
+    def __init__(self, message: str, *, partial: RunResult | None = None) -> None:
+        super().__init__(message, cause=Cause.empty(), partial=partial)
+        self.cause = Cause.failure(self, origin="output")
 
 
 class WorkerBusy(LLMWorkerError, RuntimeError):

@@ -9,7 +9,7 @@ JSON lines. Providers build stream events on the hot path, so they carry no vali
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -95,6 +95,14 @@ class StreamError(_Event):
     retryable: bool = False
 
 
+class AnsweredBy(_Event):
+    """Which model answers this response (a `FallbackModel` says so before its first content);
+    the assistant message records it (``AssistantMessage.model``)."""
+
+    type: Literal["answered_by"] = "answered_by"
+    model: str
+
+
 class Retrying(_Event):
     """A transient provider error; the request is retried after ``delay`` seconds."""
 
@@ -115,7 +123,8 @@ StreamEvent = Annotated[
     | UsageUpdate
     | StopReason
     | StreamError
-    | Retrying,
+    | Retrying
+    | AnsweredBy,
     Field(discriminator="type"),
 ]
 
@@ -169,6 +178,17 @@ class ToolProgress(_Event):
     message: str | None = None
 
 
+class OutputDelta(_Event):
+    """The structured output as it grows (runs with an ``output_type``, streamed).
+
+    ``value`` is the object validated from the JSON streamed so far: an instance of the output
+    type once what came validates as one, else of its partial twin (every field optional).
+    """
+
+    type: Literal["output_delta"] = "output_delta"
+    value: Any
+
+
 class ToolOverran(_Event):
     """A tool still runs a grace period after it was cancelled hard: it swallows cancellation.
 
@@ -218,6 +238,7 @@ RunEvent = Annotated[
     | ToolFinished
     | ToolProgress
     | ToolOverran
+    | OutputDelta
     | RunFinished
     | RunCancelled
     | RunFailed,
@@ -236,6 +257,7 @@ Event = Annotated[
     | StopReason
     | StreamError
     | Retrying
+    | AnsweredBy
     | RunStarted
     | TurnStarted
     | TurnEnded
@@ -244,6 +266,7 @@ Event = Annotated[
     | ToolFinished
     | ToolProgress
     | ToolOverran
+    | OutputDelta
     | RunFinished
     | RunCancelled
     | RunFailed,

@@ -68,19 +68,65 @@ class _Item:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
-class UserMessage(_Item):
-    """Input from the user."""
+class TextPart:
+    """Visible text of an assistant message (or more text of a user message)."""
 
-    type: Literal["user"] = "user"
+    type: Literal["text"] = "text"
     text: Text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
-class TextPart:
-    """Visible text of an assistant message."""
+class ImagePart:
+    """An image the user sends: by ``url``, or as ``data`` (base64) with its ``media_type``.
 
-    type: Literal["text"] = "text"
+    In a session store the bytes live once in its blob table, by content hash: an item read
+    back has them again (``data``); ``blob`` is that hash while the item is stored.
+    """
+
+    type: Literal["image"] = "image"
+    url: str | None = None
+    data: str | None = None
+    media_type: str | None = None
+    blob: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_source(self.url, self.data, self.blob, self.media_type)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
+class DocumentPart:
+    """A document (a PDF, plain text) the user sends: by ``url``, or as ``data`` (base64) with
+    its ``media_type``; ``name`` is its file name. Stored like `ImagePart`."""
+
+    type: Literal["document"] = "document"
+    url: str | None = None
+    data: str | None = None
+    media_type: str | None = None
+    name: Text | None = None
+    blob: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_source(self.url, self.data, self.blob, self.media_type)
+
+
+def _check_source(url: str | None, data: str | None, blob: str | None, media: str | None) -> None:
+    if (url is None) == (data is None and blob is None):
+        raise ValueError("an attachment has either a url or data (base64), not both or neither")
+    if url is None and not media:
+        raise ValueError("an attachment given as data needs its media_type")
+
+
+UserPart = Annotated[TextPart | ImagePart | DocumentPart, Field(discriminator="type")]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)
+class UserMessage(_Item):
+    """Input from the user: ``text``, then ``parts`` (attachments: images, documents, more
+    text), in order."""
+
+    type: Literal["user"] = "user"
     text: Text
+    parts: tuple[UserPart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, config=_STRICT)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .items import AssistantMessage, Item, Usage
 
@@ -18,6 +18,8 @@ class RunResult:
     ``interrupted`` for the partial result carried by a `RunError` (``error.partial``). ``items``
     are the history items this run added, in order; nothing said or done is missing from them.
     ``reason`` says why a run paused (the hook's `Pause` reason) or hit the turn limit.
+    ``output_value`` is the validated answer of a run with an ``output_type`` (on a partial
+    result: the object validated from what was streamed before the stop, or None).
     """
 
     status: RunStatus
@@ -26,6 +28,7 @@ class RunResult:
     turns: int = 0
     run_id: str = ""
     reason: str | None = None
+    output_value: Any = None
 
     @property
     def output(self) -> str:
@@ -34,3 +37,16 @@ class RunResult:
             if isinstance(item, AssistantMessage) and item.text:
                 return item.text
         return ""
+
+    @property
+    def usage_known(self) -> bool:
+        """Whether every response of this run reported its input and output tokens: when
+        False, ``usage`` counts only what was reported (a provider that reports usage at the
+        end of a stream says nothing for a response cut off before it)."""
+        return all(
+            item.usage is not None
+            and item.usage.input_tokens is not None
+            and item.usage.output_tokens is not None
+            for item in self.items
+            if isinstance(item, AssistantMessage)
+        )

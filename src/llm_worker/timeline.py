@@ -22,6 +22,7 @@ from typing import Literal
 from ._error_base import LLMWorkerError
 from ._text import check_json_value, valid_text
 from .events import (
+    AnsweredBy,
     ReasoningDelta,
     ReasoningEnd,
     ReasoningStart,
@@ -136,6 +137,8 @@ class Timeline:
             self.usage = self.usage + event.usage
         elif isinstance(event, StopReason):
             self.stop_reason = event.reason
+        elif isinstance(event, AnsweredBy):
+            self.model = event.model
 
     def finish(self) -> None:
         """The stream ended normally: close the text block; unfinished calls stay incomplete."""

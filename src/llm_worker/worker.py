@@ -39,9 +39,10 @@ from .cancel import (
     checked_duration,
     move_on_cancel,
 )
-from .errors import Aborted, Cancelled, HookFailed, ModelError
+from .errors import Aborted, Cancelled, HookFailed, ModelError, OutputValidationError
 from .events import (
     ItemCommitted,
+    OutputDelta,
     RunBoundary,
     RunFinished,
     RunStarted,
@@ -70,12 +71,14 @@ from .items import (
     ToolCall,
     Usage,
     UserMessage,
+    UserPart,
 )
 from .models import Model, ModelRequest, ModelSettings, resolve_model
+from .output import RunOutput, output_schema
 from .result import RunResult, RunStatus
 from .run_stream import RunStream
 from .timeline import MalformedStream, Timeline
-from .tools import Tool, Toolset, ToolSource
+from .tools import Tool, Toolset, ToolSource, ToolSpec
 from .tools._runner import ToolRunner
 
 __all__ = ["RunStream", "Worker"]
@@ -108,8 +111,18 @@ class Worker:
         cleanup_timeout: float = 5.0,
         settings: ModelSettings | None = None,
         deps: Any = None,
+        output_type: Any = None,
+        output_retries: int = 2,
     ) -> None:
+        """``output_type`` (a pydantic model, or any type pydantic validates) makes every run
+        answer with a validated value in ``result.output_value``, unless a run names its own;
+        an answer that does not validate is sent back to the model up to ``output_retries``
+        times, then the run ends with `OutputValidationError`."""
         self.model = resolve_model(model)
+        self.output_type = output_type
+        self.output_retries = output_retries
+        if output_type is not None:
+            output_schema(output_type)  # a type with no JSON schema fails here, not mid-run
         self.toolset = Toolset(tools)
         self.system = valid_text(system) if system is not None else None
         self.hooks = list(hooks)
@@ -162,8 +175,15 @@ class Worker:
         token: CancelToken | None = None,
         timeout: float | None = None,
         supersede: bool = False,
+        output_type: Any = None,
+        attachments: Sequence[UserPart] = (),
     ) -> Coroutine[Any, Any, RunResult]:
         """``await worker.run(input)``: run until the model stops asking for tools.
+
+        ``output_type`` (else the worker's) asks for a structured answer: the validated value
+        is ``result.output_value`` (see `llm_worker.output`); on a stop, the object validated
+        from what was streamed is ``error.partial.output_value``. ``attachments`` (images,
+        documents: `llm_worker.attachments.attach`) go with ``input`` in its user message.
 
         Returns a `RunResult` (finished, paused or limit_reached) or raises a `RunError` whose
         ``partial`` holds everything kept. The run is registered when ``run()`` is *called*, not
@@ -178,7 +198,8 @@ class Worker:
         wait for the previous run's clean-up; a run superseded (or cancelled) while it waits for
         its turn ends at once with `Cancelled`, having committed nothing.
         """
-        run = self._admit(input, token, timeout, supersede)
+        run = self._admit(input, token, timeout, supersede, output_type)
+        run.attachments = tuple(attachments)
         return RunCoroutine(self._run_to_end(run), lambda: self._slots.release(run))
 
     def resume(
@@ -199,14 +220,18 @@ class Worker:
         token: CancelToken | None = None,
         timeout: float | None = None,
         supersede: bool = False,
+        output_type: Any = None,
+        attachments: Sequence[UserPart] = (),
     ) -> RunStream:
         """``async with worker.stream("hi") as run: async for event in run: ...`` — for UIs.
 
         ``input=None`` resumes. The run starts on entering the block; leaving the block before
         the run ended cancels it (and waits for its clean-up). A handle never entered releases
-        the worker when it is dropped.
+        the worker when it is dropped. With an ``output_type``, `OutputDelta` events carry the
+        answer validated so far as it streams.
         """
-        run = self._admit(input, token, timeout, supersede)
+        run = self._admit(input, token, timeout, supersede, output_type)
+        run.attachments = tuple(attachments)
         return RunStream(run, lambda: self._run_to_end(run), lambda: self._slots.release(run))
 
     async def aclose(self) -> None:
@@ -260,10 +285,16 @@ class Worker:
     # -- run lifecycle ---------------------------------------------------------------------------
 
     def _admit(
-        self, input: str | None, token: CancelToken | None, timeout: float | None, supersede: bool
+        self,
+        input: str | None,
+        token: CancelToken | None,
+        timeout: float | None,
+        supersede: bool,
+        output_type: Any = None,
     ) -> Run:
         """Register a run synchronously, so a cancel that arrives before it starts is not lost."""
         limit = checked_duration(timeout, "run timeout")  # before anything is registered
+        output = self._run_output(output_type)
         run_id = uuid.uuid4().hex[:12]
         name = f"run-{run_id}"
         run_token = CancelToken.linked(token, name=name) if token else CancelToken(name)
@@ -274,6 +305,7 @@ class Worker:
             ctx=HookContext(
                 run_id=run_id, turn=0, token=run_token, deps=self.deps, tools=self.toolset
             ),
+            output=output,
         )
         run.observer = observer_for(run, self.model)
         try:
@@ -288,6 +320,14 @@ class Worker:
                 limit, reason=f"the run timed out after {limit:g}s"
             )
         return run
+
+    def _run_output(self, output_type: Any) -> RunOutput | None:
+        """The structured-output policy of a run (None: a plain text answer)."""
+        chosen = output_type if output_type is not None else self.output_type
+        if chosen is None:
+            return None
+        native = bool(getattr(self.model, "native_output", False))
+        return RunOutput(output_schema(chosen), native=native, retries=self.output_retries)
 
     async def _run_to_end(self, run: Run) -> RunResult:
         """Wait for the run's turn, execute it, and release the worker whatever happens."""
@@ -363,6 +403,8 @@ class Worker:
             run.usage = run.usage + timeline.usage
         if run.unsent_input is not None:
             self._commit_input(run)
+        if run.output is not None and run.output.value is None:
+            run.output.value = run.output.partial(run.items)  # what validated of the answer
         self._answer_unanswered(run, cause)
         if run.items:
             self._interruption = cause
@@ -375,7 +417,7 @@ class Worker:
     async def _turns(self, run: Run) -> RunStatus:
         if run.input is not None:
             self._answer_unanswered(run, None)  # a paused run the user moved on from
-            message = run.unsent_input = UserMessage(text=run.input)
+            message = run.unsent_input = UserMessage(text=run.input, parts=run.attachments)
             try:
                 await self._decide("on_prompt_submit", run, message)
             except (Aborted, HookFailed):
@@ -400,11 +442,13 @@ class Worker:
             if run.observed:
                 run.emit(TurnStarted(turn=run.turn))
             await self.toolset.prepare()  # lists tool sources when first needed, or changed
+            output = run.output
             request = ModelRequest(
                 history=self._history.for_request(),
                 system=self.system,
-                tools=self.toolset.specs(),
+                tools=self._tool_specs(output),
                 settings=self.settings,
+                output=output.spec if output is not None else None,
             )
             if run.pauses(await self._decide("before_llm_request", run, request)):
                 return "paused"
@@ -412,6 +456,21 @@ class Worker:
             if run.observed:
                 run.emit(TurnEnded(turn=run.turn))
             calls = [item for item in new_items if isinstance(item, ToolCall)]
+            if output is not None:
+                verdict = output.judge(new_items)
+                self._commit(run, verdict.commit)
+                if verdict.failure is not None:
+                    raise OutputValidationError(verdict.failure)
+                calls = verdict.calls
+                if verdict.done:
+                    if run.observed:
+                        run.emit(OutputDelta(value=output.value))  # the whole answer, last
+                    answer = next((i for i in new_items if isinstance(i, AssistantMessage)), None)
+                    if run.pauses(await self._decide("on_turn_end", run, answer)):
+                        return "paused"
+                    return "finished"
+                if not calls:
+                    continue  # the model was told why its answer failed: it answers again
             if not calls:
                 answer = next((i for i in new_items if isinstance(i, AssistantMessage)), None)
                 if run.pauses(await self._decide("on_turn_end", run, answer)):
@@ -429,6 +488,9 @@ class Worker:
         )
         text_hooks = [h for h in self.hooks if overrides(h, "on_text_delta")]
         call_hooks = [h for h in self.hooks if overrides(h, "on_tool_call_delta")]
+        watched = run.output if run.observed else None  # partial answers only for a listener
+        if watched is not None:
+            watched.start_turn()
         async with self.model.stream(request) as events:
             async for event in events:
                 try:
@@ -436,6 +498,10 @@ class Worker:
                 except MalformedStream as exc:
                     raise ModelError(f"malformed model stream: {exc}") from exc
                 run.emit(event)
+                if watched is not None:
+                    grown = watched.watch(event)
+                    if grown is not None:
+                        run.emit(grown)
                 if isinstance(event, StreamError):
                     raise ModelError(
                         f"the model reported an error: {event.message}", retryable=event.retryable
@@ -454,6 +520,18 @@ class Worker:
         self._commit(run, items, usage=timeline.usage)
         run.observer.turn_ended(timeline, items)
         return items
+
+    def _tool_specs(self, output: RunOutput | None) -> Sequence[ToolSpec]:
+        """The tools of a request: the worker's, and the final-answer tool in ``tool`` mode."""
+        specs = self.toolset.specs()
+        if output is None or output.tool_name is None:
+            return specs
+        if any(spec.name == output.tool_name for spec in specs):
+            raise ValueError(
+                f"a tool is named {output.tool_name!r}, the name of the final-answer tool of "
+                "structured output; rename it"
+            )
+        return [*specs, *output.tool_specs()]
 
     async def _run_tools(self, run: Run, calls: Sequence[ToolCall]) -> RunStatus | None:
         return await self._tools.run(

@@ -145,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", action="store_true", help="print events as JSON lines")
     run.add_argument(
+        "-a",
+        "--attach",
+        action="append",
+        default=[],
+        metavar="PATH_OR_URL",
+        help="send an image or a document with the prompt (repeatable)",
+    )
+    run.add_argument(
         "--resume",
         action="store_true",
         help="continue the session's interrupted or paused run instead of a prompt",

@@ -51,6 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args)
     if args.resume and not args.session:
         raise CLIError("--resume needs --session NAME", EXIT_USAGE)
+    args.attachments = _attachments(args.attach, args.resume)
     with _config.session_for(args, "run") as opened:
         return _run_in_session(args, opened, prompt)
 
@@ -68,6 +69,18 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
     if not prompt.strip():
         raise CLIError("the prompt is empty", EXIT_USAGE)
     return valid_text(prompt)
+
+
+def _attachments(sources: list[str], resume: bool) -> list[object]:
+    """The ``--attach`` files and URLs as attachments, read before anything else is opened."""
+    if sources and resume:
+        raise CLIError("--attach goes with a prompt, not with --resume", EXIT_USAGE)
+    from ..attachments import attach
+
+    try:
+        return [attach(source) for source in sources]
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot attach: {exc}", EXIT_USAGE) from exc
 
 
 def _read_stdin() -> str:
@@ -104,7 +117,9 @@ def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: st
     try:
         with event_loop() as portal:
             try:
-                turn = run_turn(portal, interrupts, worker, prompt, args.timeout, view)
+                turn = run_turn(
+                    portal, interrupts, worker, prompt, args.timeout, view, args.attachments
+                )
             finally:
                 view.finish()
                 portal.call(close_model, model)

@@ -152,6 +152,7 @@ def run_turn(
     prompt: str | None,
     timeout: float | None,
     view: View,
+    attachments: Sequence[Any] = (),
 ) -> Turn:
     """Run one turn (``prompt=None`` resumes) in the loop thread; call from the main thread.
 
@@ -163,11 +164,17 @@ def run_turn(
     token = CancelToken("cli-turn")
     view.on_broken_pipe = lambda: token.cancel("the output was closed", kind="explicit")
     with interrupts.turn(token), _no_control_echo(interrupts):
-        return portal.call(_drive_turn, worker, prompt, token, timeout, view)
+        turn: Turn = portal.call(_drive_turn, worker, prompt, token, timeout, view, attachments)
+        return turn
 
 
 async def _drive_turn(
-    worker: Worker, prompt: str | None, token: CancelToken, timeout: float | None, view: View
+    worker: Worker,
+    prompt: str | None,
+    token: CancelToken,
+    timeout: float | None,
+    view: View,
+    attachments: Sequence[Any] = (),
 ) -> Turn:
     """Stream one run into ``view``; runs in the event-loop thread.
 
@@ -178,7 +185,7 @@ async def _drive_turn(
     from ..errors import RunError
 
     started = time.monotonic()
-    async with worker.stream(prompt, token=token, timeout=timeout) as run:
+    async with worker.stream(prompt, token=token, timeout=timeout, attachments=attachments) as run:
         async for event in run:
             view.event(event)
     seconds = time.monotonic() - started

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ._sse import EventTooLarge
     from ._transport import RetryPolicy, Timeouts
     from .anthropic import AnthropicModel
+    from .fallback import FallbackModel
     from .gemini import GeminiModel, PromptBlocked
     from .offline import OfflineModel
     from .openai_chat import OpenAIChatModel
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AnthropicModel",
     "EventTooLarge",
+    "FallbackModel",
     "GeminiModel",
     "MissingCredentials",
     "MissingDependency",
@@ -47,6 +49,7 @@ _LAZY = {
     "AnthropicModel": ".anthropic",
     "GeminiModel": ".gemini",
     "PromptBlocked": ".gemini",
+    "FallbackModel": ".fallback",
     # The HTTP providers' settings and errors (loading them loads the HTTP client).
     "EventTooLarge": "._sse",
     "MissingCredentials": "._errors",

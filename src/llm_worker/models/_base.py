@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from ..events import StreamEvent
 from ..items import Item
+from ..output._spec import OutputSpec
 from ..tools import ToolSpec
 
 
@@ -38,11 +39,17 @@ class ModelRequest:
     system: str | None = None
     tools: Sequence[ToolSpec] = ()
     settings: ModelSettings = field(default_factory=ModelSettings)
+    output: OutputSpec | None = None  # a structured answer (`llm_worker.output`)
 
 
 @runtime_checkable
 class Model(Protocol):
-    """Anything that can stream a turn: the offline model, the HTTP providers, a scripted model."""
+    """Anything that can stream a turn: the offline model, the HTTP providers, a scripted model.
+
+    A model may also have ``native_output = True``: it honours ``request.output`` in ``native``
+    mode (the answer's text is constrained to the schema). Without it, structured output comes
+    through a final-answer tool.
+    """
 
     @property
     def name(self) -> str:

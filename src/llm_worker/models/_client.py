@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Self
 import httpx2
 
 from ..events import StreamEvent
+from ..output import OutputSpec
 from ._base import ModelRequest
 from ._errors import MissingCredentials, note_status
 from ._redact import client_secrets
@@ -81,6 +82,9 @@ class HTTPModel:
     stream_class: ClassVar[type[Any]]
     #: Keyword arguments of `SSEResponseStream` for this provider's wire protocol.
     _sse_options: ClassVar[dict[str, Any]] = {}
+    #: Whether the API constrains a response's text to a JSON schema (`output_options` asks
+    #: for it); False: structured output comes through the final-answer tool.
+    native_output: ClassVar[bool] = False
 
     #: The SDK's client class and its HTTP client class; the variables for the key and endpoint.
     sdk_client: ClassVar[Callable[..., Any]]
@@ -139,14 +143,32 @@ class HTTPModel:
         """The JSON body for ``request`` but its history (pure)."""
         raise NotImplementedError
 
+    def output_options(self, options: dict[str, Any], output: OutputSpec) -> dict[str, Any]:
+        """``options`` (`request_options`' body) with ``output`` asked for, in this API's terms.
+
+        The one place a provider translates structured output: ``native`` mode names the schema
+        the response's text must match (``response_format``, ``text.format``, Gemini's
+        ``generationConfig.responseSchema``), ``tool`` mode may force a tool call (the
+        final-answer tool is already among ``tools``). The default asks for nothing more.
+        """
+        return options
+
     def conversion(self, request: ModelRequest) -> HistoryConversion:
         """How this API's history list is built from ``request.history``."""
         raise NotImplementedError
 
+    def body_options(self, request: ModelRequest) -> dict[str, Any]:
+        """The JSON body for ``request`` but its history: `request_options`, then
+        `output_options` when the request asks for a structured answer (pure)."""
+        options = self.request_options(request)
+        if request.output is not None:
+            options = self.output_options(options, request.output)
+        return options
+
     def request_params(self, request: ModelRequest) -> dict[str, Any]:
         """The whole JSON body for ``request`` (pure): what `stream` sends, as a dict."""
         history = convert_all(request.history, self.conversion(request))
-        return {**self.request_options(request), self.history_key: history}
+        return {**self.body_options(request), self.history_key: history}
 
     def _translate(self, payloads: AsyncIterator[Any]) -> AsyncIterator[StreamEvent]:
         """This API's stream payloads (parsed JSON) as `StreamEvent`s."""
@@ -165,7 +187,7 @@ class HTTPModel:
         Cancellation: at any await (opening, back-off, between events) the response is closed,
         shielded and bounded, before the cancellation propagates.
         """
-        options = self.request_options(request)
+        options = self.body_options(request)
         conversion = self.conversion(request)
         body: bytes | None = None
 

@@ -32,7 +32,7 @@ from ..items import AssistantMessage, Item, Note, ToolCall, ToolResult, Usage, U
 from ..tools import ToolSpec
 from ._base import ModelRequest
 from ._in_process import count_words, request_words
-from ._offline_arguments import named_tools, tool_arguments
+from ._offline_arguments import named_tools, prompt_values, tool_arguments
 
 PlannedEvent = tuple[Callable[[], StreamEvent], bool]
 """One event of the plan, built when it is sent, and whether it carries content (is paced)."""
@@ -95,7 +95,7 @@ def plan_answer(request: ModelRequest, *, reasoning: bool, chunk: int) -> list[P
     if results:
         if reasoning:
             answer.reasoning(_summary_thoughts(results))
-        answer.text(prefix + _summary(results), chunk)
+        answer.text(_structured(request, prompt) or prefix + _summary(results), chunk)
         return answer.finish("end_turn", request_words(request))
 
     named = named_tools(prompt, request.tools)
@@ -112,8 +112,16 @@ def plan_answer(request: ModelRequest, *, reasoning: bool, chunk: int) -> list[P
 
     if reasoning:
         answer.reasoning(_answer_thoughts(prompt))
-    answer.text(prefix + _reply(prompt, request.tools, chunk), chunk)
+    text = _structured(request, prompt) or prefix + _reply(prompt, request.tools, chunk)
+    answer.text(text, chunk)
     return answer.finish("end_turn", request_words(request))
+
+
+def _structured(request: ModelRequest, prompt: str) -> str | None:
+    """A structured answer (JSON made up from the schema and the prompt), if one is asked for."""
+    if request.output is None or request.output.mode != "native":
+        return None
+    return json.dumps(tool_arguments(request.output.schema, prompt_values(prompt)))
 
 
 def _last(items: Sequence[Item], kind: type[_I]) -> tuple[int, _I | None]:

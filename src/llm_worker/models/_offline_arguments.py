@@ -252,3 +252,20 @@ def _clamp(value: float, schema: Mapping[str, Any]) -> float:
     if isinstance(high, int | float) and value > high:
         value = high
     return value
+
+
+def prompt_values(prompt: str) -> _Pool:
+    """The values a whole prompt offers (numbers, quoted phrases, its last words), for an answer
+    made up from a schema rather than for one named tool."""
+    quoted = list(_QUOTE_RE.finditer(prompt))
+    blanked = list(prompt)
+    for match in quoted:
+        start, end = match.span()
+        blanked[start:end] = "," + " " * (end - start - 1)
+    text = "".join(blanked)
+    return _Pool(
+        numbers=[m.group() for m in _NUMBER_RE.finditer(text)],
+        quotes=[next(g for g in m.groups() if g) for m in quoted],
+        words=_last_words(text) or "example",
+        text=text,
+    )

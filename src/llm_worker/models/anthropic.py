@@ -65,6 +65,8 @@ from ..events import (
 from ..history import CONVERSATION_START, EMPTY_USER_TEXT
 from ..items import (
     AssistantMessage,
+    DocumentPart,
+    ImagePart,
     Item,
     Note,
     ReasoningPart,
@@ -74,7 +76,9 @@ from ..items import (
     Usage,
     UserMessage,
 )
+from ..output import OutputSpec
 from ..tools import ToolSpec
+from ._attachments import base64_data
 from ._base import ModelRequest
 from ._client import HTTPModel
 from ._request import Group, convert_all
@@ -180,6 +184,15 @@ class AnthropicModel(HTTPModel):
         if settings.temperature is not None:
             options["temperature"] = settings.temperature
         return options
+
+    def output_options(self, options: dict[str, Any], output: OutputSpec) -> dict[str, Any]:
+        """Tool forcing: ``tool_choice: any`` makes the model end with a tool call, so the
+        final-answer tool is its answer (tools it needs first stay callable). Extended thinking
+        refuses a forced tool choice: with ``thinking`` on, the choice stays the model's, and an
+        answer in plain text is validated as it is (or sent back)."""
+        if output.mode != "tool" or self.thinking is not None:
+            return options
+        return {**options, "tool_choice": {"type": "any"}}
 
     def conversion(self, request: ModelRequest) -> AnthropicHistory:
         return ANTHROPIC_HISTORY
@@ -481,7 +494,7 @@ class AnthropicHistory:
 
     def convert(self, group: Group) -> list[dict[str, Any]]:
         if not isinstance(group[0], AssistantMessage | ToolCall):
-            return [{"role": "user", "content": [_user_block(item) for item in group]}]
+            return [{"role": "user", "content": [b for item in group for b in _user_blocks(item)]}]
         turn = _AssistantTurn()
         for item in group:
             if isinstance(item, ToolCall):
@@ -519,6 +532,30 @@ def _says_something(item: Item) -> bool:
         )
         for part in item.parts
     )
+
+
+def _user_blocks(item: Item) -> list[dict[str, Any]]:
+    """An item's user content blocks: a user message's attachments follow its text (``image``
+    and ``document`` blocks, by ``base64`` or ``url`` source)."""
+    first = _user_block(item)
+    if not isinstance(item, UserMessage) or not item.parts:
+        return [first]
+    blocks = [first]
+    for part in item.parts:
+        if isinstance(part, TextPart):
+            blocks.append({"type": "text", "text": part.text})
+            continue
+        kind = "image" if isinstance(part, ImagePart) else "document"
+        if part.url is not None:
+            source: dict[str, Any] = {"type": "url", "url": part.url}
+        else:
+            data = base64_data(part)
+            source = {"type": "base64", "media_type": part.media_type, "data": data}
+        block: dict[str, Any] = {"type": kind, "source": source}
+        if isinstance(part, DocumentPart) and part.name:
+            block["title"] = part.name
+        blocks.append(block)
+    return blocks
 
 
 def _user_block(item: Item) -> dict[str, Any]:

@@ -28,7 +28,9 @@ from contextlib import AbstractAsyncContextManager
 import anyio
 import anyio.lowlevel
 
+from ..errors import UnsupportedAttachment
 from ..events import StreamEvent
+from ..items import UserMessage
 from ._base import ModelRequest
 from ._in_process import closing_stream
 from ._offline_answer import plan_answer
@@ -43,9 +45,14 @@ class OfflineModel:
     yields to the event loop), ``words_per_chunk`` the size of a text chunk, and ``reasoning``
     adds a short reasoning block before the answer.
 
+    Structured output is native: asked for one (``request.output``), its answer is JSON made up
+    from the schema and the prompt, streamed like text.
+
     Cancellation: every event is preceded by an await at which a cancellation simply stops the
     stream; leaving the ``async with`` closes it (shielded, bounded). Nothing else to release.
     """
+
+    native_output = True
 
     def __init__(
         self, *, pace: float = 0.03, reasoning: bool = False, words_per_chunk: int = 1
@@ -79,6 +86,12 @@ class OfflineModel:
         return closing_stream(self._events(request), what="closing the offline stream")
 
     async def _events(self, request: ModelRequest) -> AsyncGenerator[StreamEvent, None]:
+        for item in request.history:
+            if isinstance(item, UserMessage) and any(p.type != "text" for p in item.parts):
+                raise UnsupportedAttachment(
+                    "the offline model cannot read attachments (images, documents): use a "
+                    "provider that can, such as openai or anthropic"
+                )
         for make, paced in plan_answer(
             request, reasoning=self.reasoning, chunk=self.words_per_chunk
         ):

@@ -61,14 +61,18 @@ from ..events import (
 )
 from ..items import (
     AssistantMessage,
+    ImagePart,
     Item,
     Note,
+    TextPart,
     ToolCall,
     ToolResult,
     Usage,
     UserMessage,
 )
+from ..output import OutputSpec
 from ..tools import ToolSpec
+from ._attachments import data_url, file_name, refuse
 from ._base import ModelRequest
 from ._client import HTTPModel
 from ._request import Group, convert_all, group_turns
@@ -175,6 +179,18 @@ class OpenAIChatModel(HTTPModel):
             options.update(self.extra_body)
         return options
 
+    native_output = True
+
+    def output_options(self, options: dict[str, Any], output: OutputSpec) -> dict[str, Any]:
+        """``response_format: json_schema`` (``strict`` when the schema allows it)."""
+        if output.mode != "native":
+            return options
+        schema: dict[str, Any] = {"name": output.name, "schema": output.schema}
+        if output.description:
+            schema["description"] = output.description
+        schema["strict"] = output.strict
+        return {**options, "response_format": {"type": "json_schema", "json_schema": schema}}
+
     def conversion(self, request: ModelRequest) -> ChatHistory:
         return ChatHistory(request.system)
 
@@ -227,6 +243,8 @@ class ChatHistory:
         first = group[0]
         if isinstance(first, ToolResult):
             return [{"role": "tool", "tool_call_id": first.call_id, "content": first.content}]
+        if isinstance(first, UserMessage) and first.parts:
+            return [{"role": "user", "content": [_text_part(first.text), *_user_parts(first)]}]
         if isinstance(first, UserMessage | Note):
             return [{"role": "user", "content": first.text}]
         text = first.text if isinstance(first, AssistantMessage) else ""
@@ -238,6 +256,27 @@ class ChatHistory:
 
     def opening(self, first: Group | None) -> list[dict[str, Any]]:
         return [{"role": "system", "content": self.system}] if self.system else []
+
+
+def _text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _user_parts(message: UserMessage) -> list[dict[str, Any]]:
+    """A user message's attachments as content parts: ``image_url`` (a URL or a data URL) and
+    ``file`` (a document's bytes as a data URL; Chat Completions takes no file by URL)."""
+    parts: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            parts.append(_text_part(part.text))
+        elif isinstance(part, ImagePart):
+            parts.append({"type": "image_url", "image_url": {"url": data_url(part)}})
+        elif part.url is not None:
+            raise refuse("OpenAI Chat Completions", "a document by URL (attach its bytes)")
+        else:
+            file = {"filename": file_name(part), "file_data": data_url(part)}
+            parts.append({"type": "file", "file": file})
+    return parts
 
 
 def _tool_call(call: ToolCall) -> ChatCompletionMessageFunctionToolCallParam:

@@ -52,6 +52,7 @@ from ..events import (
 )
 from ..items import (
     AssistantMessage,
+    ImagePart,
     Item,
     Note,
     ReasoningPart,
@@ -61,7 +62,9 @@ from ..items import (
     Usage,
     UserMessage,
 )
+from ..output import OutputSpec
 from ..tools import ToolSpec
+from ._attachments import data_url, file_name
 from ._base import ModelRequest
 from ._client import HTTPModel
 from ._errors import transient_error
@@ -177,6 +180,20 @@ class OpenAIResponsesModel(HTTPModel):
             options["temperature"] = settings.temperature
         return options
 
+    native_output = True
+
+    def output_options(self, options: dict[str, Any], output: OutputSpec) -> dict[str, Any]:
+        """``text.format: json_schema`` (``strict`` when the schema allows it)."""
+        if output.mode != "native":
+            return options
+        format: dict[str, Any] = {"type": "json_schema", "name": output.name}
+        if output.description:
+            format["description"] = output.description
+        format["schema"] = output.schema
+        format["strict"] = output.strict
+        text = {**options.get("text", {}), "format": format}
+        return {**options, "text": text}
+
     def conversion(self, request: ModelRequest) -> ResponsesHistory:
         return RESPONSES_HISTORY
 
@@ -237,6 +254,9 @@ class ResponsesHistory:
             return [
                 {"type": "function_call_output", "call_id": first.call_id, "output": first.content}
             ]
+        if isinstance(first, UserMessage) and first.parts:
+            text = {"type": "input_text", "text": first.text}
+            return [{"role": "user", "content": [text, *_input_parts(first)]}]
         if isinstance(first, UserMessage | Note):
             return [{"role": "user", "content": first.text}]
         return []
@@ -246,6 +266,24 @@ class ResponsesHistory:
 
 
 RESPONSES_HISTORY = ResponsesHistory()
+
+
+def _input_parts(message: UserMessage) -> list[dict[str, Any]]:
+    """A user message's attachments as Responses input content: ``input_image`` (a URL or a
+    data URL) and ``input_file`` (``file_url``, or the bytes as ``file_data``)."""
+    parts: list[dict[str, Any]] = []
+    for part in message.parts:
+        if isinstance(part, TextPart):
+            parts.append({"type": "input_text", "text": part.text})
+        elif isinstance(part, ImagePart):
+            parts.append({"type": "input_image", "image_url": data_url(part), "detail": "auto"})
+        elif part.url is not None:
+            parts.append({"type": "input_file", "file_url": part.url})
+        else:
+            parts.append(
+                {"type": "input_file", "filename": file_name(part), "file_data": data_url(part)}
+            )
+    return parts
 
 
 def _function_call(call: ToolCall) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from pydantic import ValidationError
 
 from .._text import valid_text
 from ..items import Item, load_item
+from ._blobs import restore
 from ._connection import DatabaseFile, Synchronous
 from ._errors import SessionLocked, SessionNotFound, StoreError
 from ._lock import SessionLock, holder_pid, lock_path
@@ -319,7 +320,10 @@ def read_items(conn: sqlite3.Connection, name: str, path: Path) -> list[tuple[It
         if seq != position:
             raise StoreError(f"session {name!r} in {path} is missing item {position}")
         try:
-            items.append((load_item(data), run_id))
+            item = load_item(data)
+            if item.type == "user" and '"blob":"' in data:
+                item = restore(conn, item, f"session {name!r} in {path}, item {seq}")
+            items.append((item, run_id))
         except ValidationError as exc:
             problem = exc.errors()[0].get("msg", "invalid") if exc.errors() else str(exc)
             raise StoreError(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from .._text import valid_text
 from ..items import Item
+from ._blobs import stow
 from ._errors import StoreError
 from ._records import item_data, now, stored_text
 
@@ -130,7 +131,7 @@ def insert_items(
 ) -> None:
     """Insert ``items`` as rows ``first_seq``, ``first_seq + 1``, … of the session."""
     rows = [
-        (name, first_seq + offset, item.type, item.id, run_id, item_data(item, name))
+        (name, first_seq + offset, item.type, item.id, run_id, item_data(stow(conn, item), name))
         for offset, item in enumerate(items)
     ]
     conn.executemany(

@@ -84,6 +84,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         "no index on session activity: every commit rewrote it, and listing sorts a few rows",
         sql("DROP INDEX IF EXISTS sessions_by_activity"),
     ),
+    Migration(
+        "attachment bytes, once each, by content hash (items name them: _blobs)",
+        sql(
+            """CREATE TABLE blobs (
+                sha256 TEXT PRIMARY KEY,
+                media_type TEXT,
+                data BLOB NOT NULL
+            )"""
+        ),
+    ),
 )
 
 

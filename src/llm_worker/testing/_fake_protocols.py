@@ -88,6 +88,37 @@ def anthropic_events(pieces: Sequence[str], *, model: str, stop_reason: str) -> 
     yield sse_named({"type": "message_stop"})
 
 
+def anthropic_tool_events(
+    name: str, pieces: Sequence[str], *, model: str, call_id: str
+) -> Iterator[bytes]:
+    """An Anthropic Messages stream of one tool call (see `Reply.anthropic_tool_call`)."""
+    message: dict[str, Any] = {
+        "id": "msg_fake0002",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 8, "output_tokens": 1},
+    }
+    yield sse_named({"type": "message_start", "message": message})
+    block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+    yield sse_named({"type": "content_block_start", "index": 0, "content_block": block})
+    for piece in pieces:
+        delta = {"type": "input_json_delta", "partial_json": piece}
+        yield sse_named({"type": "content_block_delta", "index": 0, "delta": delta})
+    yield sse_named({"type": "content_block_stop", "index": 0})
+    yield sse_named(
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": len(pieces)},
+        }
+    )
+    yield sse_named({"type": "message_stop"})
+
+
 def responses_events(pieces: Sequence[str], *, model: str) -> Iterator[bytes]:
     """An OpenAI Responses stream (see `Reply.responses_text`)."""
     seq = iter(range(1 << 62))

@@ -25,6 +25,7 @@ from typing import Any, TypedDict, Unpack
 
 from ._fake_protocols import (
     anthropic_events,
+    anthropic_tool_events,
     gemini_events,
     ollama_events,
     openai_chat_events,
@@ -263,6 +264,29 @@ class Reply:
             events=LazyEvents(
                 partial(anthropic_events, pieces, model=model, stop_reason=stop_reason),
                 f"anthropic_text: {len(pieces)} chunks",
+            ),
+            content_type=SSE,
+            **_stream_fields(options),
+        )
+
+    @staticmethod
+    def anthropic_tool_call(
+        name: str,
+        arguments: str | Sequence[str],
+        *,
+        chunks: int | None = None,
+        call_id: str = "toolu_fake0001",
+        model: str = "claude-sonnet-4-6",
+        **options: Unpack[StreamOptions],
+    ) -> StreamReply:
+        """An Anthropic Messages stream of one ``tool_use`` block: message_start,
+        content_block_start, one ``input_json_delta`` per piece of ``arguments`` (raw JSON
+        text), content_block_stop, message_delta (``tool_use``), message_stop."""
+        pieces = _pieces(arguments, chunks)
+        return StreamReply(
+            events=LazyEvents(
+                partial(anthropic_tool_events, name, pieces, model=model, call_id=call_id),
+                f"anthropic_tool_call: {len(pieces)} chunks",
             ),
             content_type=SSE,
             **_stream_fields(options),

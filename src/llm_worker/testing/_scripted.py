@@ -203,14 +203,21 @@ class ScriptedModel:
 
     ``requests`` lists what it received (``stream()`` calls, history copied as a tuple);
     ``pace`` is the pause before each event. More requests than responses make the extra
-    stream raise `ScriptExhausted` on its first iteration.
+    stream raise `ScriptExhausted` on its first iteration. ``native_output`` (default True):
+    a structured answer is scripted as text; False makes runs with an ``output_type`` offer the
+    final-answer tool instead, to script a call to it.
 
     Cancellation: it can land at the await before any event, or during a scripted hang; the
     stream just stops there, and leaving the ``async with`` closes it.
     """
 
     def __init__(
-        self, responses: Iterable[Response] = (), *, pace: float = 0.0, name: str = "scripted"
+        self,
+        responses: Iterable[Response] = (),
+        *,
+        pace: float = 0.0,
+        name: str = "scripted",
+        native_output: bool = True,
     ) -> None:
         if pace < 0:
             raise ValueError(f"pace must be >= 0, got {pace!r}")
@@ -219,6 +226,7 @@ class ScriptedModel:
         self._lock = threading.Lock()
         self._name = name
         self.pace = pace
+        self.native_output = native_output
         self.requests: list[ModelRequest] = []
 
     def __repr__(self) -> str:
