@@ -29,6 +29,7 @@ from llm_worker.models import (
     RetryPolicy,
 )
 from llm_worker.models._client import HTTPModel
+from llm_worker.models.gemini import GeminiModel
 from llm_worker.output import partial_twin
 from llm_worker.testing import FakeProviderServer, Reply, ScriptedModel, cancellation_sweep
 from llm_worker.testing._scripted import Script
@@ -97,6 +98,10 @@ def _anthropic(server: FakeProviderServer) -> HTTPModel:
     return AnthropicModel("claude-test", base_url=url, api_key="k", retry=FAST)
 
 
+def _gemini(server: FakeProviderServer) -> HTTPModel:
+    return GeminiModel("gemini-test", base_url=server.gemini_base_url, api_key="k", retry=FAST)
+
+
 def _final_call(arguments: Any, **options: Any) -> Reply:
     return Reply.anthropic_tool_call("final_answer", arguments, **options)
 
@@ -105,6 +110,7 @@ PROVIDERS = [
     Provider("openai-chat", "/v1/chat/completions", _chat, Reply.openai_text),
     Provider("openai-responses", "/v1/responses", _responses, Reply.responses_text),
     Provider("anthropic", "/v1/messages", _anthropic, _final_call),
+    Provider("gemini", FakeProviderServer.gemini_path("gemini-test"), _gemini, Reply.gemini_text),
 ]
 
 
@@ -154,6 +160,11 @@ async def test_the_answer_is_a_validated_instance_and_the_request_asks_for_the_s
         assert fmt["name"] == "Order"
         assert fmt["strict"] is True
         assert set(fmt["schema"]["properties"]) == set(schema["properties"])
+    elif provider.name == "gemini":
+        config = body["generationConfig"]
+        assert config["responseMimeType"] == "application/json"
+        assert set(config["responseJsonSchema"]["properties"]) == set(schema["properties"])
+        assert result.output == ORDER_JSON
     else:
         assert body["tool_choice"] == {"type": "any"}
         [final] = [t for t in body["tools"] if t["name"] == "final_answer"]
@@ -185,7 +196,7 @@ async def test_a_stop_mid_object_keeps_the_object_validated_so_far(
     fake_server: FakeProviderServer, provider: Provider, model: HTTPModel
 ) -> None:
     pieces = _pieces(CUT_JSON, 5)
-    head = {"openai-chat": 1, "openai-responses": 4, "anthropic": 2}[provider.name]
+    head = {"openai-chat": 1, "openai-responses": 4, "anthropic": 2, "gemini": 0}[provider.name]
     fake_server.enqueue(provider.answer(pieces, stall_after=head + len(pieces)), path=provider.path)
     worker = Worker(model)
     seen: list[Any] = []

@@ -15,6 +15,7 @@ from llm_worker.attachments import attach, from_bytes
 from llm_worker.errors import UnsupportedAttachment
 from llm_worker.items import DocumentPart, ImagePart, TextPart, UserMessage, dump_item, load_item
 from llm_worker.models import AnthropicModel, OpenAIChatModel, OpenAIResponsesModel, RetryPolicy
+from llm_worker.models.gemini import GeminiModel
 from llm_worker.testing import FakeProviderServer, Reply
 
 from .conftest import SDK_GENERATOR_WARNINGS
@@ -102,6 +103,20 @@ async def test_anthropic_sends_image_and_document_blocks(server: FakeProviderSer
             "title": "report.pdf",
         },
         {"type": "text", "text": "and one more thing"},
+    ]
+
+
+async def test_gemini_sends_inline_data_and_file_data_parts(server: FakeProviderServer) -> None:
+    model = GeminiModel("m", base_url=server.gemini_base_url, api_key="k", retry=ONCE)
+    path = FakeProviderServer.gemini_path("m")
+    body = await _user_content(model, server, path, Reply.gemini_text("ok"))
+    [user] = [c for c in body["contents"] if c["role"] == "user"]
+    assert user["parts"] == [
+        {"text": "Describe these."},
+        {"fileData": {"fileUri": "https://example.com/cat.png"}},
+        {"inlineData": {"mimeType": "image/png", "data": PNG64}},
+        {"inlineData": {"mimeType": "application/pdf", "data": PDF64}},
+        {"text": "and one more thing"},
     ]
 
 

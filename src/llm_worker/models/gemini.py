@@ -74,7 +74,9 @@ from ..items import (
     Usage,
     UserMessage,
 )
+from ..output import OutputSpec
 from ..tools import ToolSpec
+from ._attachments import base64_data
 from ._base import ModelRequest
 from ._client import HTTPModel
 from ._gemini_client import API_VERSION, GeminiClient
@@ -209,6 +211,20 @@ class GeminiModel(HTTPModel):
             config["thinkingConfig"] = self.thinking
         options["generationConfig"] = config
         return options
+
+    native_output = True
+
+    def output_options(self, options: dict[str, Any], output: OutputSpec) -> dict[str, Any]:
+        """JSON answers constrained by the schema (``responseMimeType`` and
+        ``responseJsonSchema`` in ``generationConfig``)."""
+        if output.mode != "native":
+            return options
+        config = {
+            **options.get("generationConfig", {}),
+            "responseMimeType": "application/json",
+            "responseJsonSchema": output.schema,
+        }
+        return {**options, "generationConfig": config}
 
     def conversion(self, request: ModelRequest) -> GeminiHistory:
         return GEMINI_HISTORY
@@ -435,7 +451,9 @@ class GeminiHistory:
     def convert(self, group: Group) -> list[dict[str, Any]]:
         if not isinstance(group[0], AssistantMessage | ToolCall):
             responses = [_function_response(i) for i in group if isinstance(i, ToolResult)]
-            texts = [_user_text(i) for i in group if isinstance(i, UserMessage | Note)]
+            texts = [
+                part for i in group if isinstance(i, UserMessage | Note) for part in _user_parts(i)
+            ]
             return [{"role": "user", "parts": [*responses, *texts]}]
         parts: list[dict[str, Any]] = []
         pending: str | None = None  # a text's signature, waiting for its text
@@ -494,6 +512,26 @@ def _says_something(item: Item) -> bool:
         or (_ours(part) and bool(part.text.strip()))
         for part in item.parts
     )
+
+
+def _user_parts(item: UserMessage | Note) -> list[dict[str, Any]]:
+    """A user message's parts: its text, then its attachments (``inlineData`` for bytes,
+    ``fileData`` for a URL), in order."""
+    parts = [_user_text(item)]
+    if isinstance(item, UserMessage):
+        for part in item.parts:
+            if isinstance(part, TextPart):
+                if part.text.strip():
+                    parts.append({"text": part.text})
+            elif part.url is not None:
+                file_data = {"fileUri": part.url}
+                if part.media_type:
+                    file_data["mimeType"] = part.media_type
+                parts.append({"fileData": file_data})
+            else:
+                data = base64_data(part)
+                parts.append({"inlineData": {"mimeType": part.media_type, "data": data}})
+    return parts
 
 
 def _user_text(item: UserMessage | Note) -> dict[str, Any]:
