@@ -21,7 +21,6 @@ import sys
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
-from ..models._registry import SPEC_HELP
 from ._safe import visible
 
 if TYPE_CHECKING:
@@ -40,7 +39,12 @@ EXIT_TERMINATED = 143
 SIGTERM_REASON = "terminated (SIGTERM)"  # the runtime cancels with it; errors match it
 
 
-MODEL_HELP = SPEC_HELP  # one list of model specs, the registry's
+# The registry's list of specs (`models._registry.SPEC_HELP`; a test keeps them the same),
+# written out here so that ``--help`` does not import the models and pydantic.
+MODEL_HELP = (
+    '"offline" (built in, no key), "offline:reasoning", "openai:<model>", '
+    '"openai-responses:<model>", "anthropic:<model>", "ollama:<model>"'
+)
 
 
 class CLIError(Exception):
@@ -117,9 +121,15 @@ def consoles() -> tuple[Console, Console]:
     return Console(file=sys.stdout, highlight=False), Console(file=sys.stderr, highlight=False)
 
 
-def describe_error(error: RunError, timeout: float | None) -> tuple[str, int]:
-    """The stderr line and exit status for a run that did not finish."""
-    from ..errors import Cancelled
+def describe_error(
+    error: RunError, timeout: float | None, where: str | None = None, heard: bool = False
+) -> tuple[str, int]:
+    """The stderr line and exit status for a run that did not finish.
+
+    ``where``: the model's endpoint, named when it could not be reached; ``heard``: the model
+    had answered something this turn, so a connection error is a connection that broke.
+    """
+    from ..errors import Cancelled, ModelError
 
     if isinstance(error, Cancelled):
         if error.kind == "deadline":
@@ -129,4 +139,16 @@ def describe_error(error: RunError, timeout: float | None) -> tuple[str, int]:
         if error.reason == SIGTERM_REASON:
             return "terminated", EXIT_TERMINATED
         return f"stopped ({error.reason or error.kind})", EXIT_FAILED
+    if isinstance(error, ModelError) and where:
+        return f"error: {_model_error(str(error), where, heard)}", EXIT_FAILED
     return f"error: {error}", EXIT_FAILED
+
+
+def _model_error(message: str, where: str, heard: bool) -> str:
+    """A provider's connection error, saying which URL and whether it had answered."""
+    provider, found, detail = message.partition(" could not be reached: ")
+    if not found or " " in provider:
+        return message if where in message else f"{message} (at {where})"
+    if heard:
+        return f"the connection to {where} broke during the answer: {detail}"
+    return f"{where} could not be reached: {detail}"
