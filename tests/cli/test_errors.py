@@ -52,7 +52,7 @@ CASES = {
     "resume of an unknown session": (
         ["run", "--resume", "--session", "new"],
         1,
-        "nothing to resume",
+        "no session named 'new' to resume",
     ),
     "show of an unknown session": (["show", "ghost"], 1, "no session named 'ghost'"),
     "delete of an unknown session": (["delete", "ghost"], 1, "no session named 'ghost'"),

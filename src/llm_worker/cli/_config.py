@@ -213,7 +213,10 @@ def prepared(args: argparse.Namespace, kind: str) -> Iterator[Prepared]:
     existing_only = bool(getattr(args, "resume", False) or args.continue_)
     store = open_store(args, create=not existing_only)
     if store is None:
-        raise CLIError(f"no sessions yet (no database at {db_path(args)[0]})")
+        where = f"no database at {db_path(args)[0]}"
+        if args.session:
+            raise CLIError(f"no session named {args.session!r} to resume ({where})")
+        raise CLIError(f"no session to continue yet ({where})")
     with store:
         yield _prepare(store, args, kind)
 
@@ -259,7 +262,7 @@ def _prepare(store: SQLiteStore, args: argparse.Namespace, kind: str) -> Prepare
     if given_mcp is not None:
         metadata[MCP_KEY] = given_mcp
     tools: list[Tool[..., Any] | ToolSource] = [
-        *_tools.load_tools(words),
+        *_tools.load_tools(words, stored_in=None if args.tools else name),
         *_mcp_servers(given_mcp if given_mcp is not None else stored.get(MCP_KEY), name),
     ]
     return Prepared(store, name, exists, model, spec, tools, settings, args.system, metadata, kind)

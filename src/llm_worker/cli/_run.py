@@ -167,6 +167,6 @@ def _report(
         return EXIT_FAILED
     if turn.result.status == "paused":
         stderr_line(f"paused; continue with: {PROG} run --resume --session {session.name}")
-    elif not terminal and not args.json:
+    elif not terminal and not args.json and not session.unsaved:
         stderr_line(f"session {session.name} (continue with: {PROG} run -c)")
     return EXIT_OK

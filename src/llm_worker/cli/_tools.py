@@ -44,6 +44,12 @@ def normalise(words: list[str]) -> list[str]:
 
 
 def dump(words: list[str]) -> str:
+    """As stored: one toolset name as itself (what older versions and the web service read),
+    anything else as a JSON list."""
+    if not words:
+        return "none"
+    if words == ["demo"]:
+        return "demo"
     return json.dumps(words)
 
 
@@ -62,10 +68,16 @@ def load_setting(stored: str | None) -> list[str]:
     return [] if stored == "none" else [stored]
 
 
-def load_tools(words: list[str]) -> list[Tool[..., Any]]:
-    """The tools the words name, in order; raises a usage `CLIError` for one that cannot be."""
+def load_tools(words: list[str], *, stored_in: str | None = None) -> list[Tool[..., Any]]:
+    """The tools the words name, in order; raises a usage `CLIError` for one that cannot be
+    (``stored_in``: the words are session ``stored_in``'s, not the flags')."""
     tools: list[Tool[..., Any]] = []
     for word in words:
+        if stored_in is not None and word != "demo" and ":" not in word and ".py" not in word:
+            raise CLIError(  # stored by another version, or by a program using the store
+                f"session {stored_in!r} uses the toolset {word!r}, which this llm-worker does "
+                "not know; choose tools with --tools"
+            )
         tools.extend(_load(word))
     names = [tool.name for tool in tools]
     twice = sorted({name for name in names if names.count(name) > 1})
