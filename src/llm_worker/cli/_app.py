@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(or 'llm-worker[all]' for every provider too)"
         )
         return EXIT_USAGE
-    from ..errors import LLMWorkerError
+    from .._error_base import LLMWorkerError  # not `errors`: that loads the items, pydantic
 
     for stream in (sys.stdout, sys.stderr):  # a character the terminal cannot show: '?'
         with contextlib.suppress(AttributeError, ValueError):
