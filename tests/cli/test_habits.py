@@ -135,3 +135,10 @@ def test_a_terminal_shows_the_time_waiting_and_each_tool_running(tmp_path: Path)
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_the_help_lists_the_same_model_specs_as_the_registry() -> None:
+    from llm_worker.cli._common import MODEL_HELP
+    from llm_worker.models._registry import SPEC_HELP
+
+    assert MODEL_HELP == SPEC_HELP  # written out in the CLI so that --help loads no models
