@@ -4,12 +4,8 @@ Stopping a run — by a user, a timeout, newer input, a parent token or a failur
 graceful and lossless, and the same worker is immediately ready for the next run.
 """
 
-from __future__ import annotations
-
 TYPE_CHECKING = False  # not `typing`'s: importing typing would slow every start-up
 if TYPE_CHECKING:
-    from typing import Any
-
     from .cancel import CancelToken, Cause
     from .errors import (
         Aborted,
@@ -39,6 +35,7 @@ if TYPE_CHECKING:
     from .result import RunResult
     from .tools import Tool, ToolContext, tool
     from .worker import RunStream, Worker
+del TYPE_CHECKING  # not a public name
 
 __version__ = "0.1.0"
 
@@ -119,7 +116,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
