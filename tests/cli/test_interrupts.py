@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pexpect
+import pytest
 
 from llm_worker.items import UserMessage
 
@@ -16,7 +18,7 @@ from .test_chat import PROMPT, finish, spawn_chat
 
 # Spread over start-up: importing, opening the database, starting the event-loop thread, the
 # first words of the answer. Tried in parallel batches to keep the test short.
-DELAYS = [i * 0.04 for i in range(30)]
+DELAYS = [i * 0.05 for i in range(24)]
 BATCH = 6
 # Before Python has installed its own handler the kernel's default action ends the process:
 # no output, and a shell reports it as 130 like an exit status of 130.
@@ -43,12 +45,13 @@ def _interrupt_after(delay: float, db: Path) -> subprocess.Popen[bytes]:
     return proc
 
 
-def test_ctrl_c_at_any_moment_of_start_up_exits_130_quietly(tmp_path: Path) -> None:
+def _interrupted_at(delays: list[float], directory: Path) -> list[str]:
+    """SIGINT each of a batch of processes after its delay; return what went wrong."""
     failures = []
-    for start in range(0, len(DELAYS), BATCH):
+    for start in range(0, len(delays), BATCH):
         batch = [
-            (delay, _interrupt_after(delay, tmp_path / f"s{start + n}.db"))
-            for n, delay in enumerate(DELAYS[start : start + BATCH])
+            (delay, _interrupt_after(delay, directory / f"s{start + n}.db"))
+            for n, delay in enumerate(delays[start : start + BATCH])
         ]
         for delay, proc in batch:
             try:
@@ -63,7 +66,17 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130_quietly(tmp_path: Path) -> N
                 continue
             if proc.returncode not in QUIET_ENDS or "Traceback" in text:
                 failures.append(f"{delay:.2f}s: status {proc.returncode}: {text[-300:]!r}")
-    assert failures == []
+    return failures
+
+
+def test_ctrl_c_at_any_moment_of_start_up_exits_130_quietly(tmp_path: Path) -> None:
+    assert _interrupted_at(DELAYS, tmp_path) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_at_any_moment_soak(tmp_path: Path) -> None:
+    rng = random.Random(18)
+    assert _interrupted_at([rng.uniform(0, 1.5) for _ in range(240)], tmp_path) == []
 
 
 def test_two_quick_ctrl_c_at_the_prompt_leave_cleanly_with_the_saved_line(

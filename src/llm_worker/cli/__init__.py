@@ -20,9 +20,10 @@ thread. Each turn has its own cancel token, cancelled by Ctrl-C; every committed
 before the worker goes on, so whatever stops a turn, what was said is kept.
 
 A Ctrl-C at any moment ends the process quietly with status 130: until a command has something
-to keep, `main`'s first act makes SIGINT leave at once (nothing is printed, nothing is lost).
-This module imports nothing but the standard library's `os` and `signal`, so that holds from
-the first milliseconds.
+to keep, SIGINT leaves at once (nothing is printed, nothing is lost). Started as the program,
+this module's first lines arrange it, before the rest of the command line is imported; called
+by another program, `main` does for the time it runs. This module imports only the standard
+library's `os`, `sys` and `_signal`, so that holds from the first milliseconds.
 
 Exit status: 0 done; 1 the run failed, or a runtime problem; 2 bad usage or configuration;
 124 ``--timeout`` passed; 130 interrupted by Ctrl-C; 141 the output pipe was closed; 143 SIGTERM.
@@ -30,8 +31,8 @@ Exit status: 0 done; 1 the run failed, or a runtime problem; 2 bad usage or conf
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # `signal` without `enum`: ready at once
 import os
-import signal
 import sys
 
 TYPE_CHECKING = False  # not `typing`'s: importing typing would slow every start-up
@@ -43,15 +44,31 @@ __all__ = ["build_parser", "console", "main"]
 
 
 def _leave_quietly(signum: int, frame: object) -> None:
-    os._exit(143 if signum == signal.SIGTERM else 130)
+    os._exit(143 if signum == _signal.SIGTERM else 130)
+
+
+def _quiet_until_main() -> None:
+    """Started as the program (the ``llm-worker`` script, ``python -m llm_worker``): a Ctrl-C
+    from now on leaves quietly, even while the rest of the command line is still being
+    imported. Imported by another program, nothing changes."""
+    program = sys.argv[0] if sys.argv else ""
+    if program.endswith(("llm-worker", os.path.join("llm_worker", "__main__.py"))):
+        try:
+            if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+                _signal.signal(_signal.SIGINT, _leave_quietly)
+        except ValueError:  # not the main thread
+            pass
+
+
+_quiet_until_main()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     previous = None
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not embedded elsewhere
+    if _signal.getsignal(_signal.SIGINT) in (_signal.default_int_handler, _leave_quietly):
         try:
-            previous = signal.signal(signal.SIGINT, _leave_quietly)
+            previous = _signal.signal(_signal.SIGINT, _leave_quietly)
         except ValueError:  # not the main thread
             previous = None
     try:
@@ -60,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command_line(argv)
     finally:
         if previous is not None:
-            signal.signal(signal.SIGINT, previous)
+            _signal.signal(_signal.SIGINT, previous)
 
 
 def console() -> None:
