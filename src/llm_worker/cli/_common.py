@@ -15,7 +15,6 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -24,6 +23,8 @@ from typing import IO, TYPE_CHECKING
 from ._safe import visible
 
 if TYPE_CHECKING:
+    import logging
+
     from rich.console import Console
 
     from ..errors import RunError
@@ -69,29 +70,36 @@ def stderr_line(message: str) -> None:
         sys.stderr.flush()
 
 
-class _StderrLines(logging.Handler):
+def _stderr_handler() -> logging.Handler:
     """Log records as ``llm-worker: warning: …`` lines, through `stderr_line`.
 
     The store's records are left out: the commands report its failures themselves, once
-    (`PersistenceFailed` from closing the session, the chat's note after a turn).
+    (`PersistenceFailed` from closing the session, the chat's note after a turn). Made here,
+    not at import: ``--help`` does not load `logging`.
     """
+    import logging
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "llm_worker.store" or record.name.startswith("llm_worker.store."):
-            return
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string in a record: show what there is
-            message = str(record.msg)
-        stderr_line(f"{record.levelname.lower()}: {message}")
+    class StderrLines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name == "llm_worker.store" or record.name.startswith("llm_worker.store."):
+                return
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string in a record: show what there is
+                message = str(record.msg)
+            stderr_line(f"{record.levelname.lower()}: {message}")
+
+    return StderrLines(logging.WARNING)
 
 
 @contextlib.contextmanager
 def log_to_stderr() -> Iterator[None]:
     """While a command runs, the library's warnings (and worse) are safe stderr lines, instead
     of Python's raw last-resort output."""
+    import logging
+
     library = logging.getLogger("llm_worker")
-    handler = _StderrLines(logging.WARNING)
+    handler = _stderr_handler()
     library.addHandler(handler)
     try:
         yield
