@@ -8,8 +8,8 @@ How it is put together (each module states its own invariants):
 * `_config` — flags, environment and a session's stored settings → store, session, model, tools.
 * `_tools` — ``--tools``: the demo tools, a ``module:attribute`` or a ``path/to/file.py``.
 * `_runtime` — the event-loop thread, Ctrl-C and SIGTERM, and running one turn.
-* `_views`, `_markdown`, `_status` — one turn's events as JSON lines, plain text or a styled
-  terminal (Markdown rendered live, a status line with elapsed times).
+* `_views` — one turn's events as JSON lines, plain text or a styled terminal (Markdown
+  rendered live, a status line with elapsed times).
 * `_input` — the chat's input: lines, pasted blocks and ``/multiline``.
 * `_safe` — the one sanitiser: what came from a model, a tool, a server or a stored session
   is printed with control characters, bidi overrides and keys made harmless.
