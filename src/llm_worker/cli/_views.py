@@ -397,6 +397,19 @@ class MarkdownView(TerminalView):
         if now - self._last_render >= 0.05 or text.endswith("\n"):
             self._last_render = now
             self._block.update(Markdown(self._block_text), refresh=True)
+        if self._block_is_full():
+            self._close_block()  # its lines are final: the next paragraph starts a new block
+
+    def _block_is_full(self) -> bool:
+        """A live block taller than half the screen is closed at a paragraph's end (outside a
+        code fence): rich can only redraw what is still on the screen, so a block scrolling
+        off it would be drawn twice."""
+        text = self._block_text
+        return (
+            text.count("\n") > max(8, self.console.height // 2)
+            and text.endswith("\n\n")
+            and text.count("```") % 2 == 0
+        )
 
     def _close_block(self) -> None:
         block, self._block = self._block, None
