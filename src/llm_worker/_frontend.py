@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ._error_base import LLMWorkerError
 
 if TYPE_CHECKING:
-    from .models import Model
+    from .models import Model, ModelSettings
     from .store import Session
     from .tools import Tool, ToolSource
     from .worker import Worker
@@ -52,6 +52,8 @@ def build_model(spec: str, base_url: str | None) -> Model:
         raise SettingError(f"cannot use model {spec!r}: {exc}") from None
     except ValueError as exc:
         variable = getattr(exc, "variable", None)  # MissingCredentials names its variable
+        if variable == "OPENAI_API_KEY" and base_url:
+            return _keyless(spec, base_url)
         if variable:
             raise SettingError(
                 f"{spec} needs an API key: set {variable} (keys are read from the environment "
@@ -60,6 +62,20 @@ def build_model(spec: str, base_url: str | None) -> Model:
         raise SettingError(f"cannot use model {spec!r}: {exc}") from None  # a bad URL
     if isinstance(model, OfflineModel):
         model.pace = offline_pace()
+    return model
+
+
+def _keyless(spec: str, base_url: str) -> Model:
+    """An OpenAI-compatible model at ``base_url`` when no key is set: a local server (llama.cpp,
+    vLLM, LM Studio, …) needs none, and one that does answers 401, which is said as such."""
+    from .models._registry import load_provider
+
+    provider, _, name = spec.partition(":")
+    module, cls = {
+        "openai": (".openai_chat", "OpenAIChatModel"),
+        "openai-responses": (".openai_responses", "OpenAIResponsesModel"),
+    }[provider]
+    model: Model = getattr(load_provider(module), cls)(name, base_url=base_url, api_key="none")
     return model
 
 
@@ -78,12 +94,19 @@ def offline_pace() -> float:
 
 
 def session_worker(
-    session: Session, model: Model, tools: Sequence[Tool[..., Any] | ToolSource]
+    session: Session,
+    model: Model,
+    tools: Sequence[Tool[..., Any] | ToolSource],
+    *,
+    settings: ModelSettings | None = None,
 ) -> Worker:
     """A worker on the session's history and system prompt, attached to the session: from now
-    on every item it commits is in the database before it goes on."""
+    on every item it commits is in the database before it goes on. ``settings``: the model's
+    generation settings (temperature, max tokens), if any."""
     from .worker import Worker
 
-    worker = Worker(model, tools=tools, system=session.system, history=session.history)
+    worker = Worker(
+        model, tools=tools, system=session.system, history=session.history, settings=settings
+    )
     session.attach(worker)
     return worker

@@ -108,7 +108,8 @@ def live_and_die(db: Path, session: str, prompt: str, rng: random.Random) -> tup
             last[0] = event["type"]
             if event["type"] == "item":
                 reported.append(event["item"]["id"])
-            started.set()
+            if event["type"] != "session":  # the first line names the session: not started yet
+                started.set()
 
     reader = threading.Thread(target=read)
     reader.start()

@@ -47,7 +47,7 @@ CASES = {
     ),
     "unknown option": (["run", "--frobnicate", "hi"], 2, "unrecognized arguments: --frobnicate"),
     "unknown command": (["frobnicate"], 2, "invalid choice"),
-    "bad tools": (["run", "--tools", "all", "hi"], 2, "invalid choice"),
+    "bad tools": (["run", "--tools", "all", "hi"], 2, "expected 'demo'"),
     "negative timeout": (["run", "--timeout", "-1", "hi"], 2, "positive number"),
     "non-numeric timeout": (["run", "--timeout", "soon", "hi"], 2, "number of seconds"),
     "empty prompt": (["run", "  "], 2, "the prompt is empty"),
@@ -57,7 +57,7 @@ CASES = {
     "resume of an unknown session": (
         ["run", "--resume", "--session", "new"],
         1,
-        "nothing to resume",
+        "no session named 'new' to resume",
     ),
     "show of an unknown session": (["show", "ghost"], 1, "no session named 'ghost'"),
     "delete of an unknown session": (["delete", "ghost"], 1, "no session named 'ghost'"),
@@ -139,7 +139,7 @@ def test_a_file_that_is_not_a_database(tmp_path: Path, command: str) -> None:
     db.write_text("my shopping list\n" * 100)
     argv = {"run": ["run", "hi"], "chat": ["chat"], "sessions": ["sessions"], "show": ["show", "x"]}
     done = run_cli(*argv[command], "--db", str(db), env=cli_env(tmp_path / "unused.db"))
-    assert done.returncode == 1
+    assert done.returncode == 2  # a --db that cannot be used: usage
     assert "is not an llm-worker database" in one_error_line(done.stderr)
     assert db.read_text() == "my shopping list\n" * 100
 
@@ -151,7 +151,7 @@ def test_another_programs_database(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     done = run_cli("run", "hi", env=cli_env(db))
-    assert done.returncode == 1
+    assert done.returncode == 2  # a --db that cannot be used: usage
     assert "another program" in one_error_line(done.stderr)
 
 
@@ -163,7 +163,7 @@ def test_a_newer_database(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     done = run_cli("sessions", env=cli_env(db))
-    assert done.returncode == 1
+    assert done.returncode == 2  # a --db that cannot be used: usage
     assert "upgrade llm-worker" in one_error_line(done.stderr)
 
 
@@ -171,10 +171,10 @@ def test_database_paths_that_cannot_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     env = cli_env(tmp_path / "unused.db")
-    assert main_in_process(["run", "hi", "--db", str(tmp_path)], env, monkeypatch) == 1
+    assert main_in_process(["run", "hi", "--db", str(tmp_path)], env, monkeypatch) == 2
     assert "is a directory" in one_error_line(capsys.readouterr().err)
     missing = str(tmp_path / "no" / "dir" / "s.db")
-    assert main_in_process(["run", "hi", "--db", missing], env, monkeypatch) == 1
+    assert main_in_process(["run", "hi", "--db", missing], env, monkeypatch) == 2
     assert "cannot create the database" in one_error_line(capsys.readouterr().err)
 
 
@@ -187,7 +187,7 @@ def test_an_unreadable_database(tmp_path: Path) -> None:
         done = run_cli("sessions", env=cli_env(db))
     finally:
         db.chmod(0o600)
-    assert done.returncode == 1
+    assert done.returncode == 2  # a --db that cannot be used: usage
     assert "permission denied" in one_error_line(done.stderr)
 
 

@@ -54,10 +54,10 @@ def test_openai_chat_answer_is_streamed_and_stored(
     items = history(db, "o")
     assert isinstance(items[0], UserMessage)
     assert assistant_messages(items)[0].text == "Hello from the fake server."
-    # The key and the endpoint are used, never stored.
+    # The key is used, never stored; the endpoint is remembered like the model (issue 18).
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
     assert KEY.encode() not in stored
-    assert b"127.0.0.1" not in stored
+    assert server.openai_base_url.encode() in stored
     listed = run_cli("sessions", env=cli_env(db)).stdout
     assert "openai:gpt-4o-mini" in listed
 

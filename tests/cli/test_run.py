@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -33,7 +34,7 @@ def test_answer_streams_as_plain_text_when_piped(tmp_path: Path) -> None:
     db = tmp_path / "s.db"
     done = run_cli("run", "--session", "s", "hello there", env=cli_env(db))
     assert done.returncode == 0, done.stderr
-    assert done.stderr == ""
+    assert done.stderr == "llm-worker: session s (continue with: llm-worker run -c)\n"
     assert done.stdout.startswith('You asked: "hello there".')
     assert done.stdout.endswith("\n")
     assert "\x1b" not in done.stdout
@@ -64,7 +65,9 @@ def test_json_events(tmp_path: Path) -> None:
         env=cli_env(db),
     )
     assert done.returncode == 0, done.stderr
-    events = [EVENTS.validate_json(line) for line in done.stdout.splitlines()]
+    first, *lines = done.stdout.splitlines()
+    assert json.loads(first) == {"type": "session", "session": "j", "model": "offline"}
+    events = [EVENTS.validate_json(line) for line in lines]
     assert isinstance(events[0], RunStarted)
     assert isinstance(events[-1], RunFinished)
     assert "Oslo" in events[-1].output

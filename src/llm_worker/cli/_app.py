@@ -13,11 +13,12 @@ Invariants:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from ._chat import cmd_chat
 from ._common import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
@@ -30,13 +31,8 @@ from ._common import (
     error_line,
     log_to_stderr,
     silence_stdout,
-    stderr_line,
 )
-from ._config import TOOLSETS
-from ._run import cmd_run
 from ._safe import valid_text, visible
-from ._serve import BACKENDS, cmd_serve
-from ._sessions import cmd_delete, cmd_sessions, cmd_show
 from ._trace import add_trace_command, add_trace_options, trace_export
 
 ENV_HELP = """\
@@ -48,19 +44,36 @@ environment:
   GEMINI_API_KEY (or GOOGLE_API_KEY), GOOGLE_GEMINI_BASE_URL
                          provider keys and endpoints (keys are never stored)
 
-exit status: 0 done, 1 failed, 2 bad usage, 124 timed out, 130 Ctrl-C, 143 SIGTERM
+exit status: 0 done, 1 failed, 2 bad usage, 124 timed out, 130 Ctrl-C,
+             141 output pipe closed, 143 SIGTERM
 """
 
 
 _TEXT_ARGUMENTS = ("prompt", "system", "session", "name")  # text, not paths or URLs
+BACKENDS = ("asyncio", "trio")  # the serve command's event loops (`_serve` checks the same)
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (with a pointer to --help), not a usage dump."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # '--mod' is not '--model': no guessing
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         message = visible(" ".join(message.split()), one_line=True)  # it may quote the input
         self.exit(EXIT_USAGE, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _base_url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"expected an http(s) URL such as http://localhost:8080/v1, got {text!r}"
+        )
+    return text.strip()
 
 
 def _positive_float(text: str) -> float:
@@ -94,18 +107,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="the session database (default: $LLM_WORKER_DB or the user data directory)",
     )
     agent = _Parser(add_help=False)
-    agent.add_argument("--model", metavar="SPEC", help=f"the model: {MODEL_HELP}")
+    agent.add_argument("-m", "--model", metavar="SPEC", help=f"the model: {MODEL_HELP}")
     agent.add_argument(
         "--base-url",
+        type=_base_url,
         metavar="URL",
-        help="the provider's endpoint (overrides OPENAI_BASE_URL / ANTHROPIC_BASE_URL)",
+        help="the provider's endpoint (overrides OPENAI_BASE_URL / ANTHROPIC_BASE_URL; kept in "
+        "the session like the model, the key never is; no key needed when nothing is set)",
     )
-    agent.add_argument("--system", metavar="TEXT", help="the system prompt (kept in the session)")
     agent.add_argument(
+        "-s", "--system", metavar="TEXT", help="the system prompt (kept in the session)"
+    )
+    agent.add_argument(
+        "-o",
+        "--option",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="a model option, e.g. -o temperature 0.2, -o max_tokens 500, "
+        "-o reasoning_effort low (kept in the session; VALUE 'none' removes it); repeatable",
+    )
+    agent.add_argument(
+        "-T",
         "--tools",
-        choices=TOOLSETS,
-        help="tools the model may call: 'demo' adds get_weather, slow_count and current_time "
-        "(kept in the session: later calls without --tools use it; default: none)",
+        action="append",
+        metavar="TOOLS",
+        help="tools the model may call: 'demo' (get_weather, slow_count, current_time), "
+        "'module:attribute' (a tool, a function or a list of them) or 'path/to/file.py' (its "
+        "tools); repeatable; kept in the session ('none' clears them)",
     )
     agent.add_argument(
         "--mcp",
@@ -124,6 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--session",
         metavar="NAME",
         help="the session to use or create (default: a new one named after the current time)",
+    )
+    agent.add_argument(
+        "-c",
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="continue the most recent session",
+    )
+    agent.add_argument(
+        "--plain", action="store_true", help="no Markdown rendering, colours or status line"
     )
     add_trace_options(agent)
 
@@ -157,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue the session's interrupted or paused run instead of a prompt",
     )
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(handler="_run:cmd_run")
 
     chat = commands.add_parser(
         "chat",
@@ -171,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument(
         "--timeout", type=_positive_float, metavar="S", help="stop each answer after S seconds"
     )
-    chat.set_defaults(handler=cmd_chat)
+    chat.set_defaults(handler="_chat:cmd_chat")
 
     sessions = commands.add_parser(
         "sessions",
@@ -180,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List sessions: name, model, items, last activity, status.",
     )
     sessions.add_argument("--json", action="store_true", help="one JSON object per session")
-    sessions.set_defaults(handler=cmd_sessions)
+    sessions.set_defaults(handler="_sessions:cmd_sessions")
 
     show = commands.add_parser(
         "show",
@@ -189,8 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print one session's conversation.",
     )
     show.add_argument("name", help="the session name")
-    show.add_argument("--json", action="store_true", help="print the items as JSON lines")
-    show.set_defaults(handler=cmd_show)
+    show_format = show.add_mutually_exclusive_group()
+    show_format.add_argument(
+        "--json", action="store_true", help="print the items as JSON lines (lossless)"
+    )
+    show_format.add_argument(
+        "--markdown", action="store_true", help="print the conversation as Markdown (export)"
+    )
+    show.set_defaults(handler="_sessions:cmd_show")
 
     delete = commands.add_parser(
         "delete",
@@ -199,7 +244,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Delete a session and its history.",
     )
     delete.add_argument("name", help="the session name")
-    delete.set_defaults(handler=cmd_delete)
+    delete.set_defaults(handler="_sessions:cmd_delete")
+    models = commands.add_parser(
+        "models",
+        help="list the model specs accepted, and which keys are set",
+        description="List the model specs accepted, the options -o takes, and which "
+        "provider keys are set in the environment (never their values).",
+    )
+    models.set_defaults(handler="_models:cmd_models")
     _add_serve(commands, agent, db)
     add_trace_command(commands)
     return parser
@@ -217,7 +269,7 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser], agent: _Parser, db
         "keep what they said.",
     )
     for action in agent._actions:  # the agent flags, but a chat names its own session
-        if action.dest not in ("help", "session"):
+        if action.dest not in ("help", "session", "continue_", "plain", "option"):
             serve._add_action(action)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
@@ -236,7 +288,7 @@ def _add_serve(commands: argparse._SubParsersAction[_Parser], agent: _Parser, db
     )
     serve.add_argument("--backend", choices=BACKENDS, default="asyncio", help="event loop")
     serve.add_argument("--open", action="store_true", help="open the page in a browser")
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler="_serve:cmd_serve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = getattr(args, text_argument, None)
         if isinstance(value, str):
             setattr(args, text_argument, valid_text(value))
-    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
-    if handler is None:
+    target: str | None = getattr(args, "handler", None)
+    if target is None:
         parser.print_help()
         return EXIT_OK
     missing = _missing_cli_dependencies()
@@ -258,11 +310,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(or 'llm-worker[all]' for every provider too)"
         )
         return EXIT_USAGE
-    from ..errors import LLMWorkerError
+    from .._error_base import LLMWorkerError  # not `errors`: that loads the items, pydantic
 
+    for stream in (sys.stdout, sys.stderr):  # a character the terminal cannot show: '?'
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
     try:
         with log_to_stderr(), trace_export(args):
-            return handler(args)
+            return _handler(target)(args)
     except CLIError as exc:
         error_line(exc.message)
         return exc.code
@@ -270,7 +325,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         error_line(str(exc))
         return EXIT_FAILED
     except KeyboardInterrupt:  # Ctrl-C outside a turn (e.g. while starting): nothing to keep
-        stderr_line("interrupted")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         silence_stdout()
@@ -278,18 +332,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("LLM_WORKER_DEBUG"):
             raise
-        error_line(f"unexpected {type(exc).__name__}: {exc} (LLM_WORKER_DEBUG=1 shows a traceback)")
+        error_line(_unexpected(exc))
         return EXIT_FAILED
+
+
+def _handler(target: str) -> Callable[[argparse.Namespace], int]:
+    """The command's function, imported only now: ``--help`` loads no command."""
+    import importlib
+
+    module, _, function = target.partition(":")
+    handler: Callable[[argparse.Namespace], int] = getattr(
+        importlib.import_module(f".{module}", __package__), function
+    )
+    return handler
+
+
+def _unexpected(exc: BaseException) -> str:
+    """An unexpected error, unwrapped from exception groups and said with its cause."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, UnicodeError):
+        return f"text that cannot be encoded or decoded: {exc}"
+    return f"unexpected {type(exc).__name__}: {exc} (LLM_WORKER_DEBUG=1 shows a traceback)"
 
 
 def _missing_cli_dependencies() -> list[str]:
     """The `cli` extra's packages that cannot be imported (the core library needs neither)."""
-    import importlib
+    import importlib.util
 
     missing = []
     for name in ("rich", "platformdirs"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
+        if importlib.util.find_spec(name) is None:  # found, not imported: start-up stays fast
             missing.append(name)
     return missing

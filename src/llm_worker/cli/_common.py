@@ -15,16 +15,16 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING
 
-from ..models._registry import SPEC_HELP
 from ._safe import visible
 
 if TYPE_CHECKING:
+    import logging
+
     from rich.console import Console
 
     from ..errors import RunError
@@ -40,7 +40,12 @@ EXIT_TERMINATED = 143
 SIGTERM_REASON = "terminated (SIGTERM)"  # the runtime cancels with it; errors match it
 
 
-MODEL_HELP = SPEC_HELP  # one list of model specs, the registry's
+# The registry's list of specs (`models._registry.SPEC_HELP`; a test keeps them the same),
+# written out here so that ``--help`` does not import the models and pydantic.
+MODEL_HELP = (
+    '"offline" (built in, no key), "offline:reasoning", "openai:<model>", '
+    '"openai-responses:<model>", "anthropic:<model>", "gemini:<model>", "ollama:<model>"'
+)
 
 
 class CLIError(Exception):
@@ -65,29 +70,36 @@ def stderr_line(message: str) -> None:
         sys.stderr.flush()
 
 
-class _StderrLines(logging.Handler):
+def _stderr_handler() -> logging.Handler:
     """Log records as ``llm-worker: warning: …`` lines, through `stderr_line`.
 
     The store's records are left out: the commands report its failures themselves, once
-    (`PersistenceFailed` from closing the session, the chat's note after a turn).
+    (`PersistenceFailed` from closing the session, the chat's note after a turn). Made here,
+    not at import: ``--help`` does not load `logging`.
     """
+    import logging
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.name == "llm_worker.store" or record.name.startswith("llm_worker.store."):
-            return
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string in a record: show what there is
-            message = str(record.msg)
-        stderr_line(f"{record.levelname.lower()}: {message}")
+    class StderrLines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.name == "llm_worker.store" or record.name.startswith("llm_worker.store."):
+                return
+            try:
+                message = record.getMessage()
+            except Exception:  # a bad format string in a record: show what there is
+                message = str(record.msg)
+            stderr_line(f"{record.levelname.lower()}: {message}")
+
+    return StderrLines(logging.WARNING)
 
 
 @contextlib.contextmanager
 def log_to_stderr() -> Iterator[None]:
     """While a command runs, the library's warnings (and worse) are safe stderr lines, instead
     of Python's raw last-resort output."""
+    import logging
+
     library = logging.getLogger("llm_worker")
-    handler = _StderrLines(logging.WARNING)
+    handler = _stderr_handler()
     library.addHandler(handler)
     try:
         yield
@@ -117,9 +129,15 @@ def consoles() -> tuple[Console, Console]:
     return Console(file=sys.stdout, highlight=False), Console(file=sys.stderr, highlight=False)
 
 
-def describe_error(error: RunError, timeout: float | None) -> tuple[str, int]:
-    """The stderr line and exit status for a run that did not finish."""
-    from ..errors import Cancelled
+def describe_error(
+    error: RunError, timeout: float | None, where: str | None = None, heard: bool = False
+) -> tuple[str, int]:
+    """The stderr line and exit status for a run that did not finish.
+
+    ``where``: the model's endpoint, named when it could not be reached; ``heard``: the model
+    had answered something this turn, so a connection error is a connection that broke.
+    """
+    from ..errors import Cancelled, ModelError
 
     if isinstance(error, Cancelled):
         if error.kind == "deadline":
@@ -129,4 +147,16 @@ def describe_error(error: RunError, timeout: float | None) -> tuple[str, int]:
         if error.reason == SIGTERM_REASON:
             return "terminated", EXIT_TERMINATED
         return f"stopped ({error.reason or error.kind})", EXIT_FAILED
+    if isinstance(error, ModelError) and where:
+        return f"error: {_model_error(str(error), where, heard)}", EXIT_FAILED
     return f"error: {error}", EXIT_FAILED
+
+
+def _model_error(message: str, where: str, heard: bool) -> str:
+    """A provider's connection error, saying which URL and whether it had answered."""
+    provider, found, detail = message.partition(" could not be reached: ")
+    if not found or " " in provider:
+        return message if where in message else f"{message} (at {where})"
+    if heard:
+        return f"the connection to {where} broke during the answer: {detail}"
+    return f"{where} could not be reached: {detail}"

@@ -12,7 +12,10 @@ Invariants:
   items and retries them); after the turn is reported, closing the session tries once more and
   a failure is one ``error:`` line with status 1 (`PersistenceFailed`).
 * The prompt is made valid text where it enters: undecodable bytes (argument or stdin) become
-  U+FFFD.
+  U+FFFD. Piped text and a prompt argument are one message: the piped text, then the prompt
+  (as ``llm`` does).
+* Which session was used is always said: the first ``--json`` line, or one stderr line when
+  stdout is not a terminal (a terminal shows it in the status line).
 """
 
 from __future__ import annotations
@@ -38,9 +41,17 @@ from ._common import (
     isatty,
     stderr_line,
 )
-from ._runtime import Interrupts, close_model, close_tool_sources, event_loop, run_turn
+from ._runtime import (
+    Interrupts,
+    close_model,
+    close_tool_sources,
+    endpoint,
+    event_loop,
+    leaving,
+    run_turn,
+)
 from ._safe import valid_text, visible
-from ._views import JsonView, PlainView, TerminalView, View, status_line
+from ._views import JsonView, PlainView, View, status_line, terminal_view
 
 if TYPE_CHECKING:
     from ..store import Session
@@ -49,11 +60,11 @@ if TYPE_CHECKING:
 
 def cmd_run(args: argparse.Namespace) -> int:
     prompt = _read_prompt(args)
-    if args.resume and not args.session:
-        raise CLIError("--resume needs --session NAME", EXIT_USAGE)
+    if args.resume and not (args.session or args.continue_):
+        raise CLIError("--resume needs --session NAME (or --continue)", EXIT_USAGE)
     args.attachments = _attachments(args.attach, args.resume)
-    with _config.session_for(args, "run") as opened:
-        return _run_in_session(args, opened, prompt)
+    with _config.prepared(args, "run") as ready, ready.open() as session:
+        return _run_in_session(args, ready, session, prompt)
 
 
 def _read_prompt(args: argparse.Namespace) -> str | None:
@@ -62,10 +73,15 @@ def _read_prompt(args: argparse.Namespace) -> str | None:
             raise CLIError("give either a prompt or --resume, not both", EXIT_USAGE)
         return None
     prompt: str | None = args.prompt
+    piped = sys.stdin is not None and not isatty(sys.stdin)
     if prompt is None or prompt == "-":
-        if sys.stdin is None or sys.stdin.isatty():
+        if not piped:
             raise CLIError("no prompt: pass one as an argument or on stdin", EXIT_USAGE)
         prompt = _read_stdin()
+    elif piped:
+        context = _read_stdin()
+        if context.strip():
+            prompt = f"{context.rstrip()}\n\n{prompt}"
     if not prompt.strip():
         raise CLIError("the prompt is empty", EXIT_USAGE)
     return valid_text(prompt)
@@ -92,24 +108,27 @@ def _read_stdin() -> str:
     return data.decode("utf-8", "replace")
 
 
-def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: str | None) -> int:
-    session, model, spec = opened.session, opened.model, opened.spec
+def _run_in_session(
+    args: argparse.Namespace, ready: _config.Prepared, session: Session, prompt: str | None
+) -> int:
+    model, spec = ready.model, ready.spec
     terminal = isatty(sys.stdout) and not args.json
     if prompt is None:
         if not session.resumable:
             raise CLIError(f"session {session.name!r} has nothing to resume")
     else:
         session.settle_pending()
-    worker = session_worker(session, model, opened.tools)
+    worker = session_worker(session, model, ready.tools, settings=ready.settings)
     view: View
     if args.json:
         view = JsonView(sys.stdout)
+        view.session_line(session.name, spec)
     elif terminal:
         stdout, stderr = consoles()
         if session.recovery is not None:
             line = visible(f"{PROG}: {session.recovery.describe()}", one_line=True)
             stderr.print(line, style="dim", markup=False, highlight=False)
-        view = TerminalView(stdout)
+        view = terminal_view(stdout, plain=args.plain)
     else:
         view = PlainView(sys.stdout)
     interrupts = Interrupts()
@@ -122,11 +141,12 @@ def _run_in_session(args: argparse.Namespace, opened: _config.Opened, prompt: st
                 )
             finally:
                 view.finish()
-                portal.call(close_model, model)
-                portal.call(close_tool_sources, opened.tools)
+                with leaving():
+                    portal.call(close_model, model)
+                    portal.call(close_tool_sources, ready.tools)
     finally:
         interrupts.uninstall()
-    code = _report(args, session, spec, turn, view, terminal)
+    code = _report(args, session, spec, turn, view, terminal, endpoint(model))
     if session.unsaved:
         # A write failed during the turn (the store kept the items and the turn went on):
         # one last try; if it fails too, `main` reports it as one error line, status 1.
@@ -141,6 +161,7 @@ def _report(
     turn: Turn,
     view: View,
     terminal: bool,
+    where: str | None,
 ) -> int:
     """Say how the turn ended (stderr, and the status line on a terminal); return the status."""
     if view.broken:
@@ -149,7 +170,7 @@ def _report(
         line = visible(status_line(spec, turn, session), one_line=True)
         consoles()[1].print(line, style="dim", markup=False, highlight=False)
     if turn.error is not None:
-        message, code = describe_error(turn.error, args.timeout)
+        message, code = describe_error(turn.error, args.timeout, where, view.heard_model)
         if code in (EXIT_INTERRUPTED, EXIT_TIMEOUT, EXIT_TERMINATED):
             kept = "what was said is kept" if turn.error.partial.items else "nothing was said yet"
             message += f"; {kept} in session {session.name!r}"
@@ -161,4 +182,6 @@ def _report(
         return EXIT_FAILED
     if turn.result.status == "paused":
         stderr_line(f"paused; continue with: {PROG} run --resume --session {session.name}")
+    elif not terminal and not args.json and not session.unsaved:
+        stderr_line(f"session {session.name} (continue with: {PROG} run -c)")
     return EXIT_OK

@@ -16,6 +16,11 @@ Invariants:
   - the second while the turn is still stopping: quit once it has stopped;
   - the third: leave at once (``os._exit``); what was committed is on disk already.
   A turn's token is dropped when the turn ends, so a late Ctrl-C never hits the next turn.
+* Starting and stopping the loop thread happen with SIGINT and SIGTERM *deferred*
+  (`signals_deferred`): a signal that lands there is acted on once the portal is up or gone, so
+  the main thread never leaves a loop thread it started running behind it (which would hang the
+  process at exit). The same holds while leaving (`leaving`): once a command has decided to end,
+  a further Ctrl-C cannot skip its last lines; only a third one quits at once.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from signal import SIGINT, SIGTERM
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -109,24 +115,86 @@ def _raw_stderr(text: str) -> None:
         os.write(2, text.encode())
 
 
+def exit_now(signum: int = signal.SIGINT, frame: FrameType | None = None) -> None:
+    """A signal handler for moments with nothing to keep (start-up, the very end): leave at
+    once and quietly with the signal's status."""
+    os._exit(EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def signals_deferred(*, then_raise: bool = True) -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block is over (main thread only).
+
+    A signal that landed meanwhile is acted on at the end, as the handler in place before would
+    (``then_raise``), or dropped (``then_raise=False``: the command is leaving anyway). A third
+    signal during the block leaves at once (`exit_now`): a block that hangs can still be left.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    landed: list[int] = []
+
+    def remember(signum: int, frame: FrameType | None) -> None:
+        landed.append(signum)
+        if len(landed) >= 3:
+            exit_now(signum)
+
+    previous: dict[int, Any] = {
+        signum: signal.signal(signum, remember) for signum in (SIGINT, SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if landed and then_raise:
+        handler = previous[landed[0]]
+        if callable(handler):
+            handler(landed[0], None)
+        elif handler == signal.SIG_DFL:
+            exit_now(landed[0])
+
+
+@contextlib.contextmanager
+def leaving() -> Iterator[None]:
+    """The end of a command (closing the model, flushing the session, the last lines): a Ctrl-C
+    here is dropped, so the command ends as it decided to; a third one quits at once."""
+    with signals_deferred(then_raise=False):
+        yield
+
+
 @contextlib.contextmanager
 def event_loop() -> Iterator[BlockingPortal]:
     """The loop thread for the ``with`` block; leaving it stops the loop and joins the thread.
 
     Left by an exception (a Ctrl-C between turns, e.g. while the model is being closed), it
-    cancels whatever still runs in the loop first, so the process never waits on it.
+    cancels whatever still runs in the loop first, so the process never waits on it. Starting
+    and stopping run with signals deferred (see the module's invariants): a Ctrl-C there is
+    raised once the thread is up (and then stopped) or gone, never while it is half started.
     """
     from anyio.from_thread import start_blocking_portal
 
     backend = os.environ.get("LLM_WORKER_ASYNC_BACKEND", "asyncio")
     if backend not in ("asyncio", "trio"):
         raise CLIError(f"LLM_WORKER_ASYNC_BACKEND must be asyncio or trio, got {backend!r}", 2)
+    portal_cm = start_blocking_portal(backend)
+    entered = False
     try:
-        portal_cm = start_blocking_portal(backend)
-    except ModuleNotFoundError as exc:
-        raise CLIError(f"the {backend} event loop is not installed ({exc})", EXIT_USAGE) from None
-    with portal_cm as portal:
+        with signals_deferred():  # a Ctrl-C meanwhile is raised below, once the thread is up
+            try:
+                portal = portal_cm.__enter__()
+            except ModuleNotFoundError as exc:
+                message = f"the {backend} event loop is not installed ({exc})"
+                raise CLIError(message, EXIT_USAGE) from None
+            entered = True
         yield portal
+    except BaseException as exc:
+        if entered:
+            with signals_deferred(then_raise=False):
+                portal_cm.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    with signals_deferred():
+        portal_cm.__exit__(None, None, None)
 
 
 @dataclass
@@ -197,7 +265,8 @@ async def _drive_turn(
 
 @contextlib.contextmanager
 def _no_control_echo(interrupts: Interrupts) -> Iterator[None]:
-    """While a turn streams, keep the terminal from echoing ``^C`` into the answer's text."""
+    """While a turn streams, keep the terminal from echoing ``^C``, or what is typed meanwhile
+    (it waits for the next prompt), into the answer's text."""
     try:
         import termios
     except ImportError:  # not a POSIX system
@@ -207,7 +276,7 @@ def _no_control_echo(interrupts: Interrupts) -> Iterator[None]:
         fd = sys.stdin.fileno()
         saved = termios.tcgetattr(fd)
         changed = list(saved)
-        changed[3] &= ~termios.ECHOCTL
+        changed[3] &= ~(termios.ECHOCTL | termios.ECHO)
         termios.tcsetattr(fd, termios.TCSANOW, changed)
     except (termios.error, OSError, ValueError, AttributeError):  # stdin is not a terminal
         yield
@@ -223,6 +292,13 @@ def _no_control_echo(interrupts: Interrupts) -> Iterator[None]:
     finally:
         interrupts.restore_terminal = lambda: None
         restore()
+
+
+def endpoint(model: Model) -> str | None:
+    """The URL an HTTP model sends to (for error lines), or None for an in-process model."""
+    client = getattr(model, "client", None)
+    url = getattr(client, "base_url", None)
+    return str(url).rstrip("/") if url else None
 
 
 async def close_model(model: Model) -> None:

@@ -22,7 +22,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -82,6 +81,8 @@ def json_safe(line: str) -> str:
     Parsed, it is the same document (but for the secrets): JSON carries those characters raw
     inside strings only, where ``\\uXXXX`` means the same character.
     """
+    import json  # here, not at import: --help does not load it
+
     for secret in secrets():
         line = line.replace(secret, REDACTED)
         escaped = json.dumps(secret)[1:-1]

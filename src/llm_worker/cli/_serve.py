@@ -27,6 +27,15 @@ from ._common import EXIT_OK, EXIT_USAGE, CLIError, stderr_line
 BACKENDS = ("asyncio", "trio")
 
 
+def _toolset(given: list[str] | None) -> str | None:
+    """The web service takes a toolset name ('demo' or 'none'), not the user's own tools."""
+    if not given:
+        return None
+    if len(given) > 1 or given[0] not in ("demo", "none"):
+        raise CLIError("serve takes --tools demo or --tools none", EXIT_USAGE)
+    return given[0]
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     _check_web_extra(args.backend)
     from ..web import WebSettings, create_app
@@ -39,7 +48,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         settings = WebSettings(
             model=args.model.strip() if args.model else None,
-            tools=args.tools,
+            tools=_toolset(args.tools),
             db=args.db,
             system=args.system,
             base_url=args.base_url,

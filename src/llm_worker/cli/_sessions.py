@@ -27,7 +27,7 @@ from . import _config
 from ._common import EXIT_OK, CLIError, consoles, isatty
 from ._config import TOOLS_KEY
 from ._safe import json_safe, visible
-from ._views import ICONS, format_arguments, json_line, shorten
+from ._views import ICONS, format_arguments, item_json_line, shorten
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    store = _config.open_store(args, create=False)
+    store = _config.open_store(args, create=False, reading=True)
     infos: list[SessionInfo] = []
     if store is not None:
         with store:
@@ -133,12 +133,12 @@ def _when(moment: datetime) -> str:
 
 
 @contextlib.contextmanager
-def _store_of(args: argparse.Namespace) -> Iterator[SQLiteStore]:
+def _store_of(args: argparse.Namespace, *, reading: bool = False) -> Iterator[SQLiteStore]:
     """The store holding the session ``args.name``: no database or no such session is a
     `CLIError`."""
     from ..store import SessionNotFound
 
-    store = _config.open_store(args, create=False)
+    store = _config.open_store(args, create=False, reading=reading)
     if store is None:
         raise CLIError(
             f"no session named {args.name!r} (no database at {_config.db_path(args)[0]})"
@@ -151,12 +151,15 @@ def _store_of(args: argparse.Namespace) -> Iterator[SQLiteStore]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with _store_of(args) as store:
+    with _store_of(args, reading=True) as store:
         info = store.session_info(args.name)
         history = store.load_history(args.name)
     if args.json:
         for item in history:
-            sys.stdout.write(json_line(item) + "\n")
+            sys.stdout.write(item_json_line(item) + "\n")
+        return EXIT_OK
+    if args.markdown:
+        sys.stdout.write(markdown_transcript(info, history))
         return EXIT_OK
     title = f"session {info.name}"
     toolset = info.metadata.get(TOOLS_KEY, "none")
@@ -226,6 +229,38 @@ def print_transcript(console: Console | None, history: Sequence[Item]) -> None:
             )
         elif isinstance(item, Note):
             out("note: ", item.text, "dim italic", "dim")
+
+
+def markdown_transcript(info: SessionInfo, history: Sequence[Item]) -> str:
+    """The session as a Markdown document (an export): headings per speaker, tool calls and
+    results as fenced blocks. Made safe to print like everything else (`visible`)."""
+    from ..items import AssistantMessage, Note, ToolCall, ToolResult, UserMessage
+
+    out = [f"# Session {info.name}", "", f"Model: `{info.model or '-'}`"]
+    out.append(f"Created {_local(info.created_at)}, last activity {_local(info.updated_at)}")
+    if info.system:
+        out += ["", "## System", "", info.system]
+    for item in history:
+        if isinstance(item, UserMessage):
+            out += ["", "## User", "", item.text]
+        elif isinstance(item, AssistantMessage):
+            out += ["", "## Assistant", ""]
+            if item.reasoning:
+                out += ["> " + line for line in item.reasoning.splitlines()] + [""]
+            out.append(item.text.rstrip() + (" *[interrupted]*" if item.interrupted else ""))
+        elif isinstance(item, ToolCall):
+            arguments = (
+                item.raw_arguments
+                if item.arguments is None
+                else json.dumps(item.arguments, ensure_ascii=False)
+            )
+            out += ["", f"**Tool call** `{item.name}`", "", "```json", arguments, "```"]
+        elif isinstance(item, ToolResult):
+            status = "" if item.status == "ok" else f" ({item.status})"
+            out += ["", f"**Tool result** `{item.name}`{status}", "", "```", item.content, "```"]
+        elif isinstance(item, Note):
+            out += ["", f"*Note: {item.text}*"]
+    return visible("\n".join(out)) + "\n"
 
 
 def cmd_delete(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from ._common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CLIError
 __all__ = ["add_trace_command", "add_trace_options", "trace_export"]
 
 _OTLP = "otlp"
+TRACE_HANDLER = "_trace:cmd_trace"  # imported only when the command runs (`_app._handler`)
 TRACE_HELP = (
     "trace each run: FILE appends spans as JSON lines (print them with 'llm-worker trace FILE'); "
     "'otlp' sends them to OTEL_EXPORTER_OTLP_ENDPOINT (default: $OTEL_TRACES_EXPORTER if 'otlp')"
@@ -48,12 +49,12 @@ def add_trace_command(commands: Any) -> None:
         "run stopped, where, and what it kept.",
     )
     command.add_argument("file", help="a file written by --trace FILE")
-    command.set_defaults(handler=cmd_trace)
+    command.set_defaults(handler=TRACE_HANDLER)
 
 
 def _target(args: argparse.Namespace) -> str | None:
     target: str | None = getattr(args, "trace", None)
-    if target is None and getattr(args, "handler", None) is not cmd_trace:
+    if target is None and getattr(args, "handler", None) != TRACE_HANDLER:
         exporter = os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
         if exporter == _OTLP and hasattr(args, "trace"):
             target = _OTLP

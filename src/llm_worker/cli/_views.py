@@ -10,12 +10,16 @@ Invariants:
 * Model and tool text is never read as rich markup, and never written raw: streamed text goes
   through a `StreamFilter`, whole strings through `visible`, JSON lines through `json_safe`
   (see `_safe`): no escape sequence from a model, a tool or a server reaches the terminal.
+  Markdown (`MarkdownView`) is rendered from that filtered text; rich's Markdown reads no markup.
+* On a terminal one status line at a time is live (transient): the time spent waiting for the
+  model, or the tool running and its last progress message, so a person sees it is alive.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
@@ -40,8 +44,13 @@ class View:
     def __init__(self) -> None:
         self.on_broken_pipe: Callable[[], object] = lambda: None
         self.broken = False
+        self.heard_model = False  # the model said something this turn (for error messages)
 
     def event(self, event: Event) -> None:
+        from ..events import ReasoningDelta, TextDelta, ToolStarted
+
+        if isinstance(event, TextDelta | ReasoningDelta | ToolStarted):
+            self.heard_model = True
         try:
             self._event(event)
         except BrokenPipeError:
@@ -70,6 +79,20 @@ class JsonView(View):
     def _event(self, event: Event) -> None:
         self.out.write(json_line(event) + "\n")
         self.out.flush()
+
+    def session_line(self, name: str, model: str) -> None:
+        """The first line: which session the events are committed to."""
+        line = json.dumps({"type": "session", "session": name, "model": model})
+        self.out.write(json_safe(line) + "\n")
+        self.out.flush()
+
+
+def item_json_line(item: Item) -> str:
+    """A stored item as one line of JSON, lossless (`llm_worker.items.dump_item`), safe to
+    print."""
+    from ..items import dump_item
+
+    return json_safe(dump_item(item))
 
 
 def json_line(model: BaseModel | Item) -> str:
@@ -144,20 +167,22 @@ class TerminalView(View):
         self.column = 0
         self.reasoning = False
         self._spinner: Any = None
+        self._status: _Elapsed | None = None
+        self._running: dict[str, str] = {}  # tool call id -> name, while tools run
         self._answer = StreamFilter()
         self._thinking = StreamFilter()
 
-    # the spinner: shown while the model has said nothing yet
-    def _spin(self) -> None:
+    # the status line: what it waits for and since when (transient: it leaves no trace)
+    def _spin(self, label: str = "waiting for the model") -> None:
         from rich.live import Live
-        from rich.spinner import Spinner
 
         self._stop_spinning()
+        self._close_block()
         if self.column:
             self._newline()
-        spinner = Spinner("dots", text="thinking…", style="dim")
+        self._status = _Elapsed(label)
         self._spinner = Live(
-            spinner,
+            self._status,
             console=self.console,
             transient=True,
             refresh_per_second=12,
@@ -168,8 +193,12 @@ class TerminalView(View):
 
     def _stop_spinning(self) -> None:
         spinner, self._spinner = self._spinner, None
+        self._status = None
         if spinner is not None:
             spinner.stop()
+
+    def _close_block(self) -> None:
+        """End a live block of rendered text (`MarkdownView`); plain text has none."""
 
     def _event(self, event: Event) -> None:
         from ..events import (
@@ -209,15 +238,24 @@ class TerminalView(View):
             self._stop_spinning()
             self._settle()
             self._line(f"  ⚙ {event.name}({format_arguments(event.arguments)})", "cyan")
+            self._running[event.call_id] = event.name
+            self._spin(f"{event.name} running")
         elif isinstance(event, ToolFinished):
+            self._stop_spinning()
             self._settle()
             result = event.result
             icon, style = ICONS.get(result.status, ("•", ""))
             status = "" if result.status == "ok" else f" [{result.status}]"
             self._line(f"  {icon} {result.name}{status} → {_first_line(result.content)}", style)
+            self._running.pop(result.call_id, None)
+            if self._running:
+                self._spin(f"{', '.join(self._running.values())} running")
         elif isinstance(event, ToolProgress) and event.message:
-            self._settle()
-            self._line(f"    … {event.name}: {_first_line(event.message)}", "dim")
+            if self._status is not None:
+                self._status.detail = visible(_first_line(event.message), one_line=True)
+            else:
+                self._settle()
+                self._line(f"    … {event.name}: {_first_line(event.message)}", "dim")
         elif isinstance(event, Retrying):
             self._stop_spinning()
             self._settle()
@@ -289,6 +327,7 @@ class TerminalView(View):
         """One whole line of status (a tool call, a retry): made safe here, as one line."""
         from rich.text import Text
 
+        self._close_block()
         if self.column:
             self._newline()
         line = Text(visible(text, one_line=True), style=style)
@@ -299,8 +338,97 @@ class TerminalView(View):
     def finish(self) -> None:
         self._stop_spinning()
         self._settle()
+        self._close_block()
         if self.column:
             self._newline()
+
+
+class _Elapsed:
+    """A live status line: a spinner, what it waits for, the seconds since it began."""
+
+    def __init__(self, label: str) -> None:
+        from rich.spinner import Spinner
+
+        self.label = visible(label, one_line=True)
+        self.detail = ""
+        self.started = time.monotonic()
+        self._spinner = Spinner("dots", style="dim")
+
+    def __rich_console__(self, console: Console, options: Any) -> Any:
+        from rich.text import Text
+
+        seconds = time.monotonic() - self.started
+        detail = f" · {self.detail}" if self.detail else ""
+        self._spinner.text = Text(
+            f"{self.label} {seconds:.1f}s{detail} · Ctrl-C stops", style="dim"
+        )
+        yield self._spinner
+
+
+class MarkdownView(TerminalView):
+    """A terminal with the answer rendered as Markdown, live while it streams (rich)."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(console)
+        self._block: Any = None
+        self._block_text = ""
+        self._last_render = 0.0
+
+    def _text(self, text: str, style: str | None = None) -> None:
+        if style is not None or self.reasoning:
+            self._close_block()
+            super()._text(text, style)
+            return
+        if not text:
+            return
+        from rich.live import Live
+        from rich.markdown import Markdown
+
+        self._block_text += text
+        if self._block is None:
+            if self.column:
+                self._newline()
+            self._block = Live(
+                Markdown(self._block_text),
+                console=self.console,
+                auto_refresh=False,
+                vertical_overflow="visible",
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self._block.start()
+        now = time.monotonic()
+        if now - self._last_render >= 0.05 or text.endswith("\n"):
+            self._last_render = now
+            self._block.update(Markdown(self._block_text), refresh=True)
+        if self._block_is_full():
+            self._close_block()  # its lines are final: the next paragraph starts a new block
+
+    def _block_is_full(self) -> bool:
+        """A live block taller than half the screen is closed at a paragraph's end (outside a
+        code fence): rich can only redraw what is still on the screen, so a block scrolling
+        off it would be drawn twice."""
+        text = self._block_text
+        return (
+            text.count("\n") > max(8, self.console.height // 2)
+            and text.endswith("\n\n")
+            and text.count("```") % 2 == 0
+        )
+
+    def _close_block(self) -> None:
+        block, self._block = self._block, None
+        if block is not None:
+            from rich.markdown import Markdown
+
+            block.update(Markdown(self._block_text), refresh=True)
+            block.stop()
+            self.column = 0
+        self._block_text = ""
+
+
+def terminal_view(console: Console, *, plain: bool) -> TerminalView:
+    """The view for a terminal: Markdown rendered live, or word-wrapped text (``--plain``)."""
+    return TerminalView(console) if plain else MarkdownView(console)
 
 
 def _words(text: str) -> list[str]:

@@ -39,14 +39,25 @@ class DatabaseFile:
     """The SQLite file at ``path`` and the connection to it (see the module's invariants)."""
 
     def __init__(
-        self, path: Path, *, synchronous: Synchronous, busy_timeout: float, create: bool
+        self,
+        path: Path,
+        *,
+        synchronous: Synchronous,
+        busy_timeout: float,
+        create: bool,
+        read_only: bool = False,
     ) -> None:
         self.path = path
+        self._read_only = read_only
         self.lock = threading.RLock()
         self._busy_timeout = busy_timeout
         self._synchronous: Synchronous = synchronous
         self.conn = open_database(
-            path, create=create, busy_timeout=busy_timeout, synchronous=synchronous
+            path,
+            create=create,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous,
+            read_only=read_only,
         )
         self._connected = True
         try:
@@ -115,6 +126,7 @@ class DatabaseFile:
                 create=False,
                 busy_timeout=self._busy_timeout,
                 synchronous=self._synchronous,
+                read_only=self._read_only,
             )
             self._connected = True
             self._identity = identity
@@ -162,14 +174,23 @@ def file_identity(path: Path) -> tuple[int, int]:
 
 
 def open_database(
-    path: Path, *, create: bool, busy_timeout: float, synchronous: Synchronous
+    path: Path,
+    *,
+    create: bool,
+    busy_timeout: float,
+    synchronous: Synchronous,
+    read_only: bool = False,
 ) -> sqlite3.Connection:
-    """A connection to the database file at ``path``, checked as ours, in WAL mode, migrated."""
+    """A connection to the database file at ``path``, checked as ours, in WAL mode, migrated
+    (``read_only``: checked only)."""
     text = str(path)
     if not text or text == ":memory:" or text.startswith("file:"):
         raise ValueError("SQLiteStore needs the path of a database file")
     if path.is_dir():
         raise StoreError(f"{path} is a directory, not a database file")
+    if read_only:
+        return _open_read_only(path, busy_timeout)
+    _check_writable(path, create)
     if not path.exists():
         if not create:
             raise StoreError(f"there is no database at {path}")
@@ -177,7 +198,7 @@ def open_database(
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))  # private from the start
         except OSError as exc:
             raise StoreError(f"cannot create the database {path}: {exc.strerror}") from exc
-    elif not os.access(path, os.R_OK | os.W_OK):
+    elif not os.access(path, os.R_OK):
         raise StoreError(f"cannot open the database {path}: permission denied")
     try:
         conn = sqlite3.connect(
@@ -197,4 +218,43 @@ def open_database(
     except BaseException:
         conn.close()
         raise
+    return conn
+
+
+def _check_writable(path: Path, create: bool) -> None:
+    """Say which of the file and its directory cannot be written (SQLite keeps its ``-wal`` and
+    ``-shm`` files beside the database, so the directory must be writable too)."""
+    directory = path.parent
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StoreError(f"cannot write to the database {path}: the file is not writable")
+    wal = path.with_name(path.name + "-wal")
+    no_journal = create or not wal.exists()
+    if no_journal and directory.is_dir() and not os.access(directory, os.W_OK | os.X_OK):
+        raise StoreError(
+            f"cannot write to the database {path}: its directory {directory} is not writable "
+            "(SQLite keeps its journal beside the file)"
+        )
+
+
+def _open_read_only(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """A read-only connection to an existing database (a file or directory we may not write).
+
+    Without write access SQLite cannot create the WAL's shared-memory file, so the file is read
+    as immutable when nothing else can be writing it (its directory is read-only too).
+    """
+    from urllib.parse import quote
+
+    if not path.exists():
+        raise StoreError(f"there is no database at {path}")
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    if not os.access(path.parent, os.W_OK):
+        uri += "&immutable=1"
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        check_foreign(conn, str(path))
+        conn.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the database {path}: {exc}") from exc
     return conn

@@ -84,7 +84,10 @@ class SQLiteStore:
 
     ``busy_timeout`` bounds how long a write waits for another process writing the same file
     (other sessions): appends are short, so this is rarely felt. Thread-safe; the connection is
-    shared behind a lock. Raises `StoreError` for a file that cannot be used as ours.
+    shared behind a lock. Raises `StoreError` for a file that cannot be used as ours, or not
+    written (the message names the file or directory that is not writable). ``read_only``
+    opens an existing database for reading only (listing, showing): nothing is migrated or
+    written, and a session cannot be opened.
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class SQLiteStore:
         synchronous: Synchronous = "NORMAL",
         busy_timeout: float = 5.0,
         create: bool = True,
+        read_only: bool = False,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
@@ -101,7 +105,11 @@ class SQLiteStore:
         # Locks live beside the real file, so every path to it (symlinks, relative) shares them.
         self._real_path = self.path.resolve()
         self._file = DatabaseFile(
-            self.path, synchronous=synchronous, busy_timeout=busy_timeout, create=create
+            self.path,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            create=create and not read_only,
+            read_only=read_only,
         )
         self._open: dict[str, Session] = {}
         self.append_stats = AppendStats()
@@ -221,6 +229,8 @@ class SQLiteStore:
         try:
             with self._file.writing() as conn:
                 deleted = conn.execute("DELETE FROM sessions WHERE name = ?", (name,)).rowcount
+            if deleted:
+                lock.remove()  # held: nobody can be using it (see `SessionLock.remove`)
         finally:
             lock.release()
         if not deleted:

@@ -7,9 +7,10 @@ Invariants:
   staleness heuristic (pid liveness, timestamps) is needed for correctness.
 * ``flock`` locks belong to an open file description, so a second `SessionLock` on the same file
   conflicts even inside one process; descriptors are not inherited by child processes.
-* Lock files are never deleted (deleting one while another process has it open but not yet
-  locked would let two holders in); they are empty apart from the holder's pid, which is only
-  used in messages and listings.
+* A lock file is deleted only by its holder (`remove`, when the session is deleted). A process
+  that opened the old file before it was removed may lock that removed file: so after locking,
+  `try_acquire` checks that the path still names the file it locked, and starts again if not.
+  The files are empty apart from the holder's pid, which is only used in messages and listings.
 """
 
 from __future__ import annotations
@@ -73,12 +74,16 @@ class SessionLock:
         """Take the lock if it is free; never blocks. Records this process's pid in the file."""
         if self._fd is not None:
             raise RuntimeError("this SessionLock is already held")
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
+        while True:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
             if not _try_lock(fd):
                 os.close(fd)
                 return False
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # locked a file its holder removed meanwhile: lock the new one
+        try:
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
             os.write(fd, f"{os.getpid()}\n".encode())
@@ -87,6 +92,14 @@ class SessionLock:
             raise
         self._fd = fd
         return True
+
+    def remove(self) -> None:
+        """Delete the lock file while holding it (the session is gone); `release` still ends
+        the hold. Others locking it meanwhile notice and lock a new file (`try_acquire`)."""
+        if self._fd is None:
+            raise RuntimeError("only the holder removes a lock file")
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
     def release(self) -> None:
         """Give the lock back (idempotent)."""
@@ -99,6 +112,16 @@ class SessionLock:
             _unlock(fd)
         finally:
             os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        named = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
 def holder_pid(path: Path) -> int | None:
