@@ -459,12 +459,15 @@ def shorten(text: str, limit: int) -> str:
 
 def status_line(model: str, turn: Turn, session: Session) -> str:
     usage = turn.usage
-    total = _session_tokens(session.history)
+    total, complete = _session_tokens(session.history)
     parts = [model]
     if usage.input_tokens or usage.output_tokens:
         parts.append(f"{_count(usage.input_tokens)} in / {_count(usage.output_tokens)} out tokens")
     parts.append(f"{turn.seconds:.1f}s")
-    parts.append(f"session {session.name}" + (f" ({total:,} tokens)" if total else ""))
+    tokens = ""
+    if total:
+        tokens = f" ({total:,} tokens)" if complete else f" (at least {total:,} tokens)"
+    parts.append(f"session {session.name}{tokens}")
     return " · ".join(parts)
 
 
@@ -473,11 +476,18 @@ def _count(tokens: int | None) -> str:
     return "?" if tokens is None else f"{tokens:,}"
 
 
-def _session_tokens(history: Sequence[Item]) -> int:
+def _session_tokens(history: Sequence[Item]) -> tuple[int, bool]:
+    """The tokens the session's answers reported, and whether every answer reported both
+    counts (an answer whose provider said nothing is unknown, not zero)."""
     from ..items import AssistantMessage
 
-    return sum(
-        (item.usage.input_tokens or 0) + (item.usage.output_tokens or 0)
-        for item in history
-        if isinstance(item, AssistantMessage) and item.usage is not None
-    )
+    total, complete = 0, True
+    for item in history:
+        if not isinstance(item, AssistantMessage):
+            continue
+        usage = item.usage
+        if usage is None or usage.input_tokens is None or usage.output_tokens is None:
+            complete = False
+        if usage is not None:
+            total += (usage.input_tokens or 0) + (usage.output_tokens or 0)
+    return total, complete
