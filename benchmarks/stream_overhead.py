@@ -10,7 +10,6 @@ by the raw SDK's time in the same round, so drift and noise hit everyone alike.
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -150,7 +149,6 @@ async def _measure(base_url: str, rounds: int) -> dict[str, list[float]]:
         if index % 2:
             order.reverse()
         for name in order:
-            gc.collect()
             started = time.perf_counter()
             await subjects[name]()
             times[name].append(time.perf_counter() - started)
