@@ -39,7 +39,7 @@ from llm_worker.items import (
     ToolResult,
     UserMessage,
 )
-from llm_worker.models import Model
+from llm_worker.models import Model, Timeouts
 from llm_worker.models.offline import OfflineModel
 from llm_worker.models.openai_chat import OpenAIChatModel
 
@@ -57,7 +57,7 @@ SATURATED_TARGETS = (
     Target("tasks_left", "==", 0),
     Target("all_cancelled", "==", 1),
 )
-HTTP_RUNS = 2_000
+HTTP_RUNS = 1_000
 HTTP_PACE = 0.5
 HTTP_SECTION = "cancel-all over HTTP (loopback server, a chunk every 0.5 s per run)"
 HTTP_TARGETS = (Target("tasks_left", "==", 0), Target("all_cancelled", "==", 1))
@@ -176,7 +176,8 @@ def _http_model(server: ServerProcess, runs: int) -> OpenAIChatModel:
         max_retries=0,
         http_client=openai.DefaultAsyncHttpxClient(limits=limits),
     )
-    return OpenAIChatModel(_peers.MODEL, client=client)
+    # A generous connect timeout: on a loaded machine a thousand connects can take seconds.
+    return OpenAIChatModel(_peers.MODEL, client=client, timeouts=Timeouts(connect=60.0))
 
 
 def _history(n: int) -> list[Item]:
@@ -249,7 +250,7 @@ def run(backends: Sequence[str] = ("asyncio", "trio"), quick: bool = False) -> l
         metrics = _child(backend, SATURATED_PACE, SATURATED_RUNS)
         subject = f"{US} [{backend}]"
         rows.append(Row(SATURATED_SECTION, subject, metrics, _summary(metrics), SATURATED_TARGETS))
-    http_runs = 500 if quick else HTTP_RUNS
+    http_runs = 200 if quick else HTTP_RUNS
     for backend in backends:
         metrics = _child(backend, HTTP_PACE, http_runs, http=True)
         subject = f"{US} [{backend}], {http_runs:,} runs".replace(",", " ")
