@@ -33,6 +33,7 @@ import anyio
 from llm_worker import Worker
 from llm_worker.events import TextDelta
 from llm_worker.items import AssistantMessage, Item, TextPart, ToolCall, ToolResult, UserMessage
+from llm_worker.models import Timeouts
 from llm_worker.models.openai_chat import OpenAIChatModel
 
 from . import _peers
@@ -240,8 +241,13 @@ class Library:
     turn: Turn
 
 
+#: Every library's SDK client: a pool for the largest concurrency, a generous connect timeout.
+CONNECTIONS = max(CONCURRENCY) + 100
+
+
 def ours(base_url: str) -> Library:
-    model = OpenAIChatModel(_peers.MODEL, base_url=base_url, api_key="x")
+    client = _peers.openai_client(base_url, connections=CONNECTIONS)
+    model = OpenAIChatModel(_peers.MODEL, client=client, timeouts=Timeouts(connect=60.0))
 
     async def turn(history: list[Item], control: Control) -> None:
         worker = Worker(model, history=history)
@@ -258,7 +264,7 @@ def pydantic_ai(base_url: str) -> Library:
     from pydantic_ai import CancellationToken
     from pydantic_ai.exceptions import RunCancelled
 
-    agent = _peers.pydantic_ai_agent(_peers.openai_client(base_url))
+    agent = _peers.pydantic_ai_agent(_peers.openai_client(base_url, connections=CONNECTIONS))
 
     async def turn(history: list[Any], control: Control) -> None:
         token = CancellationToken()
@@ -278,7 +284,7 @@ def pydantic_ai(base_url: str) -> Library:
 def openai_agents(base_url: str) -> Library:
     import agents
 
-    agent = _peers.openai_agents_agent(_peers.openai_client(base_url))
+    agent = _peers.openai_agents_agent(_peers.openai_client(base_url, connections=CONNECTIONS))
 
     async def turn(history: list[Any], control: Control) -> None:
         runs: list[Any] = []
@@ -423,6 +429,8 @@ async def _concurrent(library: Library, runs: int, history: list[Any]) -> dict[s
     async with anyio.create_task_group() as group:
         for index in range(runs):
             group.start_soon(one, index)
+            if index % 100 == 99:  # connect in waves: a burst overflows the accept backlog
+                await anyio.sleep(0.05)
         with anyio.fail_after(120):
             await all_streaming.wait()
         async with anyio.create_task_group() as ticker:
