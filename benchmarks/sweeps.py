@@ -176,13 +176,21 @@ class LoopLag:
     def __init__(self) -> None:
         self.lags: list[float] = []
         self.busy: list[float] = []
+        self._tick_started = time.perf_counter()
+        self._tick_cpu = time.thread_time()
 
     async def run(self) -> None:
         while True:
-            before, cpu_before = time.perf_counter(), time.thread_time()
+            self._tick_started, self._tick_cpu = time.perf_counter(), time.thread_time()
             await anyio.sleep(TICK)
-            self.lags.append(max(0.0, time.perf_counter() - before - TICK))
-            self.busy.append(time.thread_time() - cpu_before)
+            self.lags.append(max(0.0, time.perf_counter() - self._tick_started - TICK))
+            self.busy.append(time.thread_time() - self._tick_cpu)
+
+    def snapshot(self) -> tuple[list[float], list[float]]:
+        """The lags and busy stretches so far, the tick under way included (a loop blocked
+        for the whole window would otherwise show no lag at all)."""
+        pending = max(0.0, time.perf_counter() - self._tick_started - TICK)
+        return [*self.lags, pending], [*self.busy, time.thread_time() - self._tick_cpu]
 
 
 @dataclass
@@ -314,6 +322,7 @@ async def _timed_turn(library: Library, history: list[Any], control: Control) ->
         group.start_soon(control.press)
         await library.turn(history, control)
         returned = time.perf_counter()
+        lag.lags, lag.busy = lag.snapshot()
         group.cancel_scope.cancel()
     if control.due_at is None or control.due_at > returned:
         raise AssertionError(f"{library.name}: the run ended before its Stop was due")
@@ -436,7 +445,7 @@ async def _concurrent(library: Library, runs: int, history: list[Any]) -> dict[s
         async with anyio.create_task_group() as ticker:
             ticker.start_soon(lag.run)
             await anyio.sleep(1.0)
-            loaded_lags, loaded_busy = list(lag.lags), list(lag.busy)
+            loaded_lags, loaded_busy = lag.snapshot()
             for index in range(min(VICTIMS, runs)):
                 due = time.perf_counter()
                 controls[index].cancel()
