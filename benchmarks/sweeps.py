@@ -59,6 +59,8 @@ CONCURRENT_PACE = 0.5
 VICTIMS = 10
 VICTIM_WAIT = 10.0
 STREAMING_WAIT = 60.0
+#: After the rest were cancelled: how long they get to end before the harness stops waiting.
+REST_WAIT = 30.0
 MEMORY_ITEMS = 10_000
 
 HISTORY_SECTION = "sweep: history length (HTTP, asyncio)"
@@ -463,15 +465,19 @@ async def _concurrent(library: Library, runs: int, history: list[Any]) -> dict[s
         began = time.perf_counter()
         for control in controls[VICTIMS:]:
             control.cancel()
-        if not all(control.started_at for control in controls):
-            group.cancel_scope.cancel()  # a run that never started has no cancel to press
-    cancel_all = time.perf_counter() - began
+        with anyio.move_on_after(REST_WAIT):
+            for event in ended:
+                await event.wait()
+        cancel_all = time.perf_counter() - began
+        left_running = sum(1 for event in ended if not event.is_set())
+        group.cancel_scope.cancel()  # those that did not end (or never started) end here
     return {
         "victim_latencies": victims,
         "loaded_lags": loaded_lags,
         "loaded_busy": loaded_busy,
         "cancel_rest_s": cancel_all,
         "streaming": streaming_at_start,
+        "left_running": left_running,
     }
 
 
@@ -488,6 +494,7 @@ async def _concurrency_rows(
         loaded_busy: list[float] = []
         rest = []
         streaming = runs
+        left_running = 0
         for _ in range(1 if runs > 1 else (2 if quick else 5)):
             measured = await _concurrent(library, runs, history)
             victims += measured["victim_latencies"]
@@ -495,6 +502,7 @@ async def _concurrency_rows(
             loaded_busy += measured["loaded_busy"]
             rest.append(measured["cancel_rest_s"])
             streaming = min(streaming, measured["streaming"])
+            left_running = max(left_running, measured["left_running"])
         metrics: dict[str, Any] = {
             "runs": runs,
             "victims": len(victims),
@@ -504,6 +512,7 @@ async def _concurrency_rows(
             **_lag_metrics("loaded_busy", loaded_busy),
             "cancel_rest_s": round(max(rest), 4),
             "streaming_when_measured": streaming,
+            "rest_still_running_after_30_s": left_running,
         }
         summary = (
             f"one run cancelled: {metrics['victim_cancel_median_ms']:.2f} ms median, "
@@ -513,6 +522,8 @@ async def _concurrency_rows(
             f"{metrics['loaded_busy_max_ms']:.1f} ms); the rest cancelled in "
             f"{metrics['cancel_rest_s']:.3f} s"
         )
+        if left_running:
+            summary += f"; {left_running} had not ended {REST_WAIT:g} s after their cancel"
         if streaming < runs:
             summary += f"; only {streaming} of {runs} were streaming after {STREAMING_WAIT:g} s"
         subject = f"{library.name}, {runs:,} runs".replace(",", " ")
