@@ -443,6 +443,7 @@ async def _concurrent(library: Library, runs: int, history: list[Any]) -> dict[s
 
     lag = LoopLag()
     victims: list[float] = []
+    victim_count = min(VICTIMS if runs <= 100 else VICTIMS // 2, runs)
     async with anyio.create_task_group() as group:
         for index in range(runs):
             group.start_soon(one, index)
@@ -455,7 +456,7 @@ async def _concurrent(library: Library, runs: int, history: list[Any]) -> dict[s
             ticker.start_soon(lag.run)
             await anyio.sleep(1.0)
             loaded_lags, loaded_busy = lag.snapshot()
-            for index in range(min(VICTIMS if runs <= 100 else VICTIMS // 2, runs)):
+            for index in range(victim_count):
                 due = time.perf_counter()
                 controls[index].cancel()
                 with anyio.move_on_after(VICTIM_WAIT):
@@ -463,7 +464,7 @@ async def _concurrent(library: Library, runs: int, history: list[Any]) -> dict[s
                 victims.append(time.perf_counter() - due)
             ticker.cancel_scope.cancel()
         began = time.perf_counter()
-        for control in controls[VICTIMS:]:
+        for control in controls[victim_count:]:
             control.cancel()
         with anyio.move_on_after(REST_WAIT):
             for event in ended:
