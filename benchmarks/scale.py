@@ -131,7 +131,7 @@ async def cancel_many(
                 server.wait_for, "streams_started", runs, 120.0
             )
             assert reached, "not every run reached the server"
-        await anyio.sleep(0.3)  # every run is mid-stream now
+        await anyio.sleep(0.3 if server is None else pace + 0.3)  # every run is mid-stream now
         lag_started = time.perf_counter()
         await anyio.lowlevel.checkpoint()  # one pass of the loop: how much is queued
         loop_pass = time.perf_counter() - lag_started
