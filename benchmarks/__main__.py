@@ -1,19 +1,23 @@
 """``python -m benchmarks`` (``make bench``): every section in one run; a table and a JSON file.
 
-Sections: cancel latency mid-stream and during a cooperative tool, stream overhead, scale and
-idle-worker memory, persistence, the web service (Stop and disconnect latency, first chunk,
+Sections: cancel latency mid-stream and during a tool (cooperative or not, pressed at once or
+later), stream overhead, scale (cancel-all offline, saturated, over HTTP) and idle-worker
+memory, sweeps (cancel latency and loop stall against history length and concurrent runs,
+memory per history item), persistence, the web service (Stop and disconnect latency, first chunk,
 200 concurrent chats), MCP tool servers (Stop reaching the server, call overhead), durable
 runs on Temporal (a dev server, worker processes), tracing overhead, the command line's start-up
 and Ctrl-C. Peers run in the same process against the same server, so every comparison is a
 ratio measured in this run. ``--quick`` cuts trials for a smoke run; ``--only`` picks sections.
-Results go to ``benchmarks/results/latest.json`` (``--json``).
+Results go to ``benchmarks/results/latest.json`` (``--json``), with the machine's load average at
+the start and the end. Nothing here calls ``gc.freeze()`` or forces collections: the garbage
+collector runs as in real use.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,13 +30,25 @@ from . import (
     persistence,
     scale,
     stream_overhead,
+    sweeps,
     tracing_overhead,
     web,
 )
 from ._common import Row, environment, markdown, print_table, source_state
 from ._server import ServerProcess
 
-SECTIONS = ("cancel", "stream", "scale", "persistence", "web", "mcp", "cli", "temporal", "tracing")
+SECTIONS = (
+    "cancel",
+    "stream",
+    "scale",
+    "sweeps",
+    "persistence",
+    "web",
+    "mcp",
+    "cli",
+    "temporal",
+    "tracing",
+)
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
@@ -48,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     began_at = datetime.now(UTC)
-    gc.collect()
-    gc.freeze()  # what the imports built is never collected: cheap per-trial gc.collect()
+    load_before = os.getloadavg()  # other work on the machine skews every number: say how much
     rows: list[Row] = []
     durations: dict[str, float] = {}
 
@@ -64,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         with ServerProcess() as server:
             section("cancel", lambda: cancel_latency.run(server, trials=trials))
             section("stream", lambda: stream_overhead.run(server, rounds=rounds))
-    section("scale", scale.run)
+    section("scale", lambda: scale.run(quick=args.quick))
+    section("sweeps", lambda: sweeps.run(quick=args.quick))
     section("persistence", persistence.run)
     section("tracing", lambda: tracing_overhead.run(rounds=10 if args.quick else 40))
     section("web", lambda: web.run(trials=trials))
@@ -83,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(missed)} missed; {total:.0f} s"
     )
     env = environment()
+    load_after = os.getloadavg()
+    env["load_average_start"] = [round(x, 2) for x in load_before]
+    env["load_average_end"] = [round(x, 2) for x in load_after]
     results = {
         "date": began_at.isoformat(timespec="seconds"),
         "seconds": round(total, 1),
@@ -99,12 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     title = (
         f"Benchmarks of {began_at:%Y-%m-%d %H:%M} UTC on {env['processor']} ({env['cpus']} CPUs), "
-        f"Python {env['python']}, {env['platform']}; the run took {total:.0f} s."
+        f"Python {env['python']}, {env['platform']}; the run took {total:.0f} s. Load average "
+        f"(1/5/15 min) {_load(load_before)} at the start, {_load(load_after)} at the end."
     )
     table = args.json.with_suffix(".md")
     table.write_text(markdown(rows, title))
     print(f"results: {args.json} (table: {table})")
     return 0
+
+
+def _load(averages: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.2f}" for x in averages)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,24 @@ import openai
 MODEL = "gpt-4o-mini"
 
 
-def openai_client(base_url: str) -> openai.AsyncOpenAI:
-    """An SDK client with the SDK's defaults, except that it never retries."""
-    return openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
+def openai_client(base_url: str, *, connections: int | None = None) -> openai.AsyncOpenAI:
+    """An SDK client with the SDK's defaults, except that it never retries.
+
+    ``connections``: for hundreds of concurrent streams, a pool that holds that many and a
+    connect timeout of a minute (a burst of connects on a loaded machine can take seconds).
+    """
+    if connections is None:
+        return openai.AsyncOpenAI(base_url=base_url, api_key="x", max_retries=0)
+    import httpx2
+
+    limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return openai.AsyncOpenAI(
+        base_url=base_url,
+        api_key="x",
+        max_retries=0,
+        timeout=httpx2.Timeout(600.0, connect=60.0),
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+    )
 
 
 def pydantic_ai_agent(client: openai.AsyncOpenAI, tools: Sequence[Callable[..., Any]] = ()) -> Any:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
-import gc
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -56,7 +55,8 @@ class Trial:
 
 
 class Stop:
-    """The stop button: a task that calls ``press()`` once ``ready`` is set, noting the time.
+    """The stop button: a task that calls ``press()`` once ``ready`` is set (and ``delay``
+    seconds more), noting the time.
 
     ``profiler`` (set by ``benchmarks.profiling``) is enabled from the press until `latency` is
     read, so a profile covers exactly the measured windows.
@@ -64,12 +64,15 @@ class Stop:
 
     profiler: cProfile.Profile | None = None
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.ready = anyio.Event()
+        self.delay = delay
         self.pressed_at: float | None = None
 
     async def run(self, press: Callable[[], object]) -> None:
         await self.ready.wait()
+        if self.delay:
+            await anyio.sleep(self.delay)
         if self.profiler is not None:
             self.profiler.enable()
         self.pressed_at = time.perf_counter()
@@ -132,8 +135,19 @@ def ours_stream(model: Model, *, outer: bool = False) -> TrialFn:
     return trial
 
 
-def ours_tool(model: Model) -> TrialFn:
-    """``worker.run()`` while a tool awaits ``ctx.token.wait()``; ``worker.cancel()``."""
+def ours_tool(
+    model: Model,
+    *,
+    cooperative: bool = True,
+    delay: float = 0.0,
+    sleep: Callable[[float], Awaitable[object]] = anyio.sleep,
+) -> TrialFn:
+    """``worker.run()`` while a tool runs; ``worker.cancel()`` ``delay`` s after it started.
+
+    ``cooperative``: the tool takes its `ToolContext`, awaits ``ctx.token.wait()`` and returns
+    partial output (it gets the grace period). Otherwise it is the peers' body, a plain
+    ``await sleep(30)`` that cannot know it was asked to stop (it is stopped at once).
+    """
     stop_holder: list[Stop] = []
 
     @tool(name=TOOL_NAME)
@@ -143,9 +157,16 @@ def ours_tool(model: Model) -> TrialFn:
         await ctx.token.wait()
         return PARTIAL_OUTPUT
 
+    @tool(name=TOOL_NAME)
+    async def sleep_on() -> str:
+        """Works for a while (the peers' tool body)."""
+        stop_holder[-1].ready.set()
+        await sleep(30)
+        return PARTIAL_OUTPUT
+
     async def trial() -> Trial:
-        worker = Worker(model, tools=[wait_for_stop])
-        stop = Stop()
+        worker = Worker(model, tools=[wait_for_stop if cooperative else sleep_on])
+        stop = Stop(delay)
         stop_holder.append(stop)
         async with anyio.create_task_group() as group:
             group.start_soon(stop.run, worker.cancel)
@@ -157,7 +178,10 @@ def ours_tool(model: Model) -> TrialFn:
             else:
                 raise AssertionError("the run was not cancelled")
         stop_holder.clear()
-        return Trial(latency, _kept_tool(items))
+        kept = _kept_tool(items)
+        if not cooperative:
+            del kept["tool_partial_output"]  # it has none to give
+        return Trial(latency, kept)
 
     return trial
 
@@ -189,6 +213,74 @@ def raw_sdk_stream(base_url: str) -> TrialFn:
             latency = stop.latency()
         assert scope.cancelled_caught, "the read was not cancelled"
         return Trial(latency)
+
+    return trial
+
+
+async def _cancel_task_when(ready: asyncio.Event, consume: Awaitable[None]) -> Trial:
+    """Run ``consume`` as a plain asyncio task; once ``ready`` is set, ``task.cancel()`` and
+    time until ``await task`` raises. No task group, no cancel scope, no stop-button task: the
+    least any harness can add."""
+    task = asyncio.ensure_future(consume)
+    await ready.wait()
+    pressed_at = time.perf_counter()
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return Trial(time.perf_counter() - pressed_at)
+    raise AssertionError("the read was not cancelled")
+
+
+def raw_sdk_task_cancel(base_url: str) -> TrialFn:
+    """The floor: the raw ``openai`` SDK stream consumed by a plain asyncio task that is
+    cancelled with ``task.cancel()``; ``async with stream`` closes the response on the way out."""
+    client = _peers.openai_client(base_url)
+
+    async def trial() -> Trial:
+        ready = asyncio.Event()
+
+        async def consume() -> None:
+            stream = await client.chat.completions.create(
+                model=_peers.MODEL, messages=[{"role": "user", "content": PROMPT}], stream=True
+            )
+            seen = 0
+            async with stream:
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        seen += 1
+                        if seen == CANCEL_AFTER:
+                            ready.set()
+
+        return await _cancel_task_when(ready, consume())
+
+    return trial
+
+
+def bytes_floor(base_url: str) -> TrialFn:
+    """Below the SDK: the HTTP body read as bytes with ``httpx2`` and split into SSE lines
+    (nothing parsed), in a plain asyncio task cancelled with ``task.cancel()``."""
+    import httpx2
+
+    client = httpx2.AsyncClient(timeout=60)
+    messages = [{"role": "user", "content": PROMPT}]
+    body: dict[str, Any] = {"model": _peers.MODEL, "messages": messages, "stream": True}
+
+    async def trial() -> Trial:
+        ready = asyncio.Event()
+
+        async def consume() -> None:
+            seen = 0
+            tail = b""
+            url = f"{base_url}/chat/completions"
+            async with client.stream("POST", url, json=body) as response:
+                async for data in response.aiter_bytes():
+                    *lines, tail = (tail + data).split(b"\n")
+                    seen += sum(1 for line in lines if line.startswith(b"data:"))
+                    if seen >= CANCEL_AFTER and not ready.is_set():
+                        ready.set()
+
+        return await _cancel_task_when(ready, consume())
 
     return trial
 
@@ -264,18 +356,19 @@ def pydantic_ai_stream(base_url: str, *, task_cancel: bool = False) -> TrialFn:
     return trial
 
 
-def pydantic_ai_tool(base_url: str) -> TrialFn:
-    """``agent.run_stream(cancellation_token=...)`` while a tool waits (its cancellation signal
-    is the ``CancelledError`` the token delivers); ``token.cancel()``."""
+def pydantic_ai_tool(base_url: str, *, delay: float = 0.0) -> TrialFn:
+    """``agent.run_stream(cancellation_token=...)`` while a tool awaits ``asyncio.sleep(30)``
+    (its only cancellation signal is the ``CancelledError`` the token delivers);
+    ``token.cancel()`` ``delay`` s after the tool started."""
     from pydantic_ai import CancellationToken
     from pydantic_ai.exceptions import RunCancelled
 
     stop_holder: list[Stop] = []
 
     async def wait_for_stop() -> str:
-        """Works until cancelled."""
+        """Works for a while."""
         stop_holder[-1].ready.set()
-        await asyncio.Event().wait()
+        await asyncio.sleep(30)
         return PARTIAL_OUTPUT
 
     wait_for_stop.__name__ = TOOL_NAME
@@ -283,7 +376,7 @@ def pydantic_ai_tool(base_url: str) -> TrialFn:
 
     async def trial() -> Trial:
         token = CancellationToken()
-        stop = Stop()
+        stop = Stop(delay)
         stop_holder.append(stop)
         async with anyio.create_task_group() as group:
             group.start_soon(stop.run, token.cancel)
@@ -324,19 +417,22 @@ def _agents_kept_tool(result: Any) -> dict[str, bool]:
     }
 
 
-def openai_agents_run(base_url: str, *, with_tool: bool, task_cancel: bool = False) -> TrialFn:
+def openai_agents_run(
+    base_url: str, *, with_tool: bool, task_cancel: bool = False, delay: float = 0.0
+) -> TrialFn:
     """``Runner.run_streamed()`` consumed through ``stream_events()``; ``result.cancel()`` (its
     documented API; mode ``"immediate"``) — or, with ``task_cancel``, ``task.cancel()`` on the
-    consuming task. With ``with_tool`` the model asks for a tool that waits until cancelled."""
+    consuming task. With ``with_tool`` the model asks for a tool that awaits
+    ``asyncio.sleep(30)``, and the stop comes ``delay`` s after it started."""
     import agents
 
     stop_holder: list[Stop] = []
 
     @agents.function_tool(name_override=TOOL_NAME)
     async def wait_for_stop() -> str:
-        """Works until cancelled."""
+        """Works for a while."""
         stop_holder[-1].ready.set()
-        await asyncio.Event().wait()
+        await asyncio.sleep(30)
         return PARTIAL_OUTPUT
 
     client = _peers.openai_client(base_url)
@@ -344,7 +440,7 @@ def openai_agents_run(base_url: str, *, with_tool: bool, task_cancel: bool = Fal
     prompt = TOOL_PROMPT if with_tool else PROMPT
 
     async def trial() -> Trial:
-        stop = Stop()
+        stop = Stop(delay if with_tool else 0.0)
         stop_holder.append(stop)
         result = agents.Runner.run_streamed(agent, prompt)
 
@@ -406,7 +502,6 @@ async def measure(
         before = 0
         if server is not None and watch_server:
             before = (await anyio.to_thread.run_sync(server.stats))["disconnects_mid_stream"]
-        gc.collect()
         tasks_before = len(anyio.get_running_tasks())
         result = await subject.trial()
         left = len(anyio.get_running_tasks()) - tasks_before
@@ -464,7 +559,62 @@ async def _run_subjects(
 
 
 MID_STREAM = "cancel latency mid-stream"
-MID_TOOL = "cancel latency during a cooperative tool"
+FLOOR = "raw openai SDK, task.cancel()"
+TOOL_AT_ONCE = "cancel latency during a tool, pressed as soon as it started"
+TOOL_LATER = "cancel latency during a tool, pressed 100 ms after it started"
+TOOL_DELAYS = ((TOOL_AT_ONCE, 0.0), (TOOL_LATER, 0.1))
+COOPERATIVE = "cooperative tool (ToolContext, partial output)"
+PLAIN = "plain tool (the peers' body: await sleep(30))"
+
+
+def _tool_subjects(model: Model, url: str) -> list[tuple[str, Subject]]:
+    subjects: list[tuple[str, Subject]] = []
+    for section, delay in TOOL_DELAYS:
+        subjects += [
+            (
+                section,
+                Subject(
+                    f"{US} worker.cancel(), {COOPERATIVE} [asyncio]",
+                    ours_tool(model, delay=delay),
+                    True,
+                    False,
+                ),
+            ),
+            (
+                section,
+                Subject(
+                    f"{US} worker.cancel(), {PLAIN} [asyncio]",
+                    ours_tool(model, cooperative=False, delay=delay, sleep=asyncio.sleep),
+                    True,
+                    False,
+                ),
+            ),
+            (
+                section,
+                Subject(
+                    f"pydantic-ai CancellationToken.cancel(), {PLAIN}",
+                    pydantic_ai_tool(url, delay=delay),
+                    streaming=False,
+                ),
+            ),
+            (
+                section,
+                Subject(
+                    f"openai-agents result.cancel(), {PLAIN}",
+                    openai_agents_run(url, with_tool=True, delay=delay),
+                    streaming=False,
+                ),
+            ),
+            (
+                section,
+                Subject(
+                    f"openai-agents task.cancel(), {PLAIN}",
+                    openai_agents_run(url, with_tool=True, task_cancel=True, delay=delay),
+                    streaming=False,
+                ),
+            ),
+        ]
+    return subjects
 
 
 async def _asyncio_rows(server: ServerProcess, trials: int, warmup: int) -> list[Row]:
@@ -472,7 +622,10 @@ async def _asyncio_rows(server: ServerProcess, trials: int, warmup: int) -> list
     ours_model = OpenAIChatModel(_peers.MODEL, base_url=url, api_key="x")
     offline = OfflineModel(pace=PACE)
     subjects: list[tuple[str, Subject]] = [
-        (MID_STREAM, Subject(f"{US} worker.cancel() [asyncio]", ours_stream(ours_model), True)),
+        (
+            MID_STREAM,
+            Subject(f"{US} worker.cancel() [asyncio]", ours_stream(ours_model), True),
+        ),
         (
             MID_STREAM,
             Subject(
@@ -494,9 +647,26 @@ async def _asyncio_rows(server: ServerProcess, trials: int, warmup: int) -> list
         (
             MID_STREAM,
             Subject(
-                "raw openai SDK, cancel scope (floor)",
+                f"{FLOOR} (floor)",
+                raw_sdk_task_cancel(url),
+                notes="a plain asyncio task reading the SDK stream: interrupting the read and "
+                "closing the connection, nothing else",
+            ),
+        ),
+        (
+            MID_STREAM,
+            Subject(
+                "raw openai SDK, anyio cancel scope + stop-button task",
                 raw_sdk_stream(url),
-                notes="interrupting the read and closing the connection, nothing else",
+                notes="the floor inside the harness every other row uses",
+            ),
+        ),
+        (
+            MID_STREAM,
+            Subject(
+                "bytes floor: httpx2 body split into SSE lines, task.cancel()",
+                bytes_floor(url),
+                notes="no SDK, no JSON",
             ),
         ),
         (MID_STREAM, Subject("pydantic-ai CancellationToken.cancel()", pydantic_ai_stream(url))),
@@ -515,32 +685,7 @@ async def _asyncio_rows(server: ServerProcess, trials: int, warmup: int) -> list
                 openai_agents_run(url, with_tool=False, task_cancel=True),
             ),
         ),
-        (
-            MID_TOOL,
-            Subject(f"{US} worker.cancel() [asyncio]", ours_tool(ours_model), True, False),
-        ),
-        (
-            MID_TOOL,
-            Subject(
-                "pydantic-ai CancellationToken.cancel()", pydantic_ai_tool(url), streaming=False
-            ),
-        ),
-        (
-            MID_TOOL,
-            Subject(
-                "openai-agents result.cancel()",
-                openai_agents_run(url, with_tool=True),
-                streaming=False,
-            ),
-        ),
-        (
-            MID_TOOL,
-            Subject(
-                "openai-agents task.cancel()",
-                openai_agents_run(url, with_tool=True, task_cancel=True),
-                streaming=False,
-            ),
-        ),
+        *_tool_subjects(ours_model, url),
     ]
     try:
         return await _run_subjects(subjects, server, trials, warmup)
@@ -549,11 +694,31 @@ async def _asyncio_rows(server: ServerProcess, trials: int, warmup: int) -> list
 
 
 async def _trio_rows(server: ServerProcess, trials: int, warmup: int) -> list[Row]:
+    import trio
+
     model = OpenAIChatModel(_peers.MODEL, base_url=server.openai_base_url, api_key="x")
-    subjects = [
-        (MID_STREAM, Subject(f"{US} worker.cancel() [trio]", ours_stream(model), True)),
-        (MID_TOOL, Subject(f"{US} worker.cancel() [trio]", ours_tool(model), True, False)),
-    ]
+    subjects = [(MID_STREAM, Subject(f"{US} worker.cancel() [trio]", ours_stream(model), True))]
+    for section, delay in TOOL_DELAYS:
+        subjects += [
+            (
+                section,
+                Subject(
+                    f"{US} worker.cancel(), {COOPERATIVE} [trio]",
+                    ours_tool(model, delay=delay),
+                    True,
+                    False,
+                ),
+            ),
+            (
+                section,
+                Subject(
+                    f"{US} worker.cancel(), {PLAIN} [trio]",
+                    ours_tool(model, cooperative=False, delay=delay, sleep=trio.sleep),
+                    True,
+                    False,
+                ),
+            ),
+        ]
     try:
         return await _run_subjects(subjects, server, trials, warmup)
     finally:
@@ -564,17 +729,19 @@ def run(server: ServerProcess, trials: int = 60, warmup: int = 3) -> list[Row]:
     """Both scenarios for every subject: asyncio (all libraries), then trio (this project)."""
     rows = anyio.run(_asyncio_rows, server, trials, warmup, backend="asyncio")
     rows += anyio.run(_trio_rows, server, trials, warmup, backend="trio")
-    order = {MID_STREAM: 0, MID_TOOL: 1}
+    order = {MID_STREAM: 0, TOOL_AT_ONCE: 1, TOOL_LATER: 2}
     rows.sort(key=lambda r: order[r.section])  # stable: keeps the subjects' order
     _compare(rows)
     return rows
 
 
 def _compare(rows: list[Row]) -> None:
-    """Same-run ratios: every median against this project's asyncio row of its section, and,
-    mid-stream, this project's medians above the raw-SDK floor."""
-    reference = {r.section: r for r in rows if r.subject == f"{US} worker.cancel() [asyncio]"}
-    floor = next((r for r in rows if r.subject.startswith("raw openai SDK")), None)
+    """Same-run ratios: every median against this project's reference row of its section (the
+    plain tool in the tool sections: the same body as the peers'), and, mid-stream, this
+    project's medians above the raw-SDK ``task.cancel()`` floor."""
+    names = (f"{US} worker.cancel() [asyncio]", f"{US} worker.cancel(), {PLAIN} [asyncio]")
+    reference = {r.section: r for r in rows if r.subject in names}
+    floor = next((r for r in rows if r.subject.startswith(FLOOR)), None)
     for row in rows:
         ours = reference.get(row.section)
         if ours is not None and row is not ours:

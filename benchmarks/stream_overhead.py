@@ -16,7 +16,6 @@ information (asyncio only: its async client does not run on trio).
 
 from __future__ import annotations
 
-import gc
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -258,7 +257,6 @@ async def _time(subjects: dict[str, Consume], rounds: int) -> dict[str, list[flo
         if index % 2:
             order.reverse()
         for name in order:
-            gc.collect()
             started = time.perf_counter()
             await subjects[name]()
             times[name].append(time.perf_counter() - started)
