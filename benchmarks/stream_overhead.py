@@ -328,7 +328,6 @@ def structured_output_row(server: ServerProcess, rounds: int) -> Row:
                     server.serve_text(CHUNKS, 0.0, piece=PIECE)
                 else:
                     server.serve_json_text(CHUNKS, piece=PIECE)
-                gc.collect()
                 started = time.perf_counter()
                 seen = await consume(output_type)
                 if index:
