@@ -120,8 +120,11 @@ class BodyBuilder:
         """``params`` with ``history_key`` set to the converted ``history``, as JSON bytes.
 
         ``params`` must not hold ``history_key`` (it goes last).
-        Cancellation: may raise at a checkpoint between groups; nothing is remembered then.
+        Cancellation: may raise at the checkpoint it starts with (so a Stop due as the request
+        starts lands before anything is built or sent, however short the history) and at one
+        between groups; nothing is remembered then.
         """
+        await anyio.lowlevel.checkpoint()
         base = self._prefix_of(history)
         history = tuple(history)
         if base is not None and base.starts:  # the last group may grow: convert it again
