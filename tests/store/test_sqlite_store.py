@@ -362,7 +362,7 @@ def test_a_database_of_the_first_schema_opens_and_keeps_everything(tmp_path: Pat
     )
     conn.close()
     with SQLiteStore(path) as store:
-        assert store.schema_version == len(MIGRATIONS) == 3
+        assert store.schema_version == len(MIGRATIONS) == 4
         info = store.session_info("old")
         assert (info.model, info.system, info.items, info.metadata) == (
             "openai:gpt-4o-mini",
