@@ -24,14 +24,14 @@ from __future__ import annotations
 import itertools
 import json
 import operator
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import UnionType
 from typing import Any, Protocol
 
 import anyio.lowlevel
 
-from ..items import Item, ToolCall
+from ..items import AssistantMessage, Item, Note, ToolCall, ToolResult, UserMessage
 
 Group = tuple[Item, ...]
 
@@ -86,6 +86,40 @@ def group_turns(
             yield position, (item,)
     if turn:
         yield turn_start, tuple(turn)
+
+
+def alternating_groups(
+    history: Sequence[Item],
+    start: int,
+    says_something: Callable[[Item], bool],
+) -> Iterator[tuple[int, Group]]:
+    """Groups for APIs whose turns alternate user / model: each run of model-side items (messages
+    and calls) is one group, each run of user-side items another. A blank note is left out, and
+    so is a model run in which nothing ``says_something``: the user runs around it merge."""
+    runs: list[tuple[bool, int, list[Item]]] = []  # (model side?, start, items)
+    for position, item in enumerate(itertools.islice(history, start, None), start):
+        model_side = isinstance(item, AssistantMessage | ToolCall)
+        if not (model_side or _sends_user_content(item)):
+            continue
+        if runs and runs[-1][0] == model_side:
+            runs[-1][2].append(item)
+        else:
+            runs.append((model_side, position, [item]))
+    groups: list[tuple[bool, int, list[Item]]] = []
+    for model_side, first, items in runs:
+        if model_side and not any(map(says_something, items)):
+            continue  # nothing to send: the user runs around it merge
+        if groups and groups[-1][0] == model_side:
+            groups[-1][2].extend(items)
+        else:
+            groups.append((model_side, first, items))
+    return ((first, tuple(items)) for _, first, items in groups)
+
+
+def _sends_user_content(item: Item) -> bool:
+    return isinstance(item, ToolResult | UserMessage) or (
+        isinstance(item, Note) and bool(item.text.strip())
+    )
 
 
 def encode(value: Any) -> bytes:

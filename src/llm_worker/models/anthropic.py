@@ -40,7 +40,6 @@ of its deltas: quadratic), and the worker assembles messages in its timeline any
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import re
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -81,7 +80,7 @@ from ..tools import ToolSpec
 from ._attachments import base64_data
 from ._base import ModelRequest
 from ._client import HTTPModel
-from ._request import Group, convert_all
+from ._request import Group, alternating_groups, convert_all
 from ._sse import MAX_EVENT_BYTES
 from ._translate import (
     MalformedStream,
@@ -473,24 +472,7 @@ class AnthropicHistory:
     """
 
     def groups(self, history: Sequence[Item], start: int = 0) -> Iterator[tuple[int, Group]]:
-        runs: list[tuple[bool, int, list[Item]]] = []  # (assistant side?, start, items)
-        for position, item in enumerate(itertools.islice(history, start, None), start):
-            assistant = isinstance(item, AssistantMessage | ToolCall)
-            if not (assistant or _sends_user_content(item)):
-                continue
-            if runs and runs[-1][0] == assistant:
-                runs[-1][2].append(item)
-            else:
-                runs.append((assistant, position, [item]))
-        groups: list[tuple[bool, int, list[Item]]] = []
-        for assistant, first, items in runs:
-            if assistant and not any(map(_says_something, items)):
-                continue  # nothing to send: the user turns around it merge
-            if groups and groups[-1][0] == assistant:
-                groups[-1][2].extend(items)
-            else:
-                groups.append((assistant, first, items))
-        return ((first, tuple(items)) for _, first, items in groups)
+        return alternating_groups(history, start, _says_something)
 
     def convert(self, group: Group) -> list[dict[str, Any]]:
         if not isinstance(group[0], AssistantMessage | ToolCall):
@@ -510,12 +492,6 @@ class AnthropicHistory:
 
 
 ANTHROPIC_HISTORY = AnthropicHistory()
-
-
-def _sends_user_content(item: Item) -> bool:
-    return isinstance(item, ToolResult | UserMessage) or (
-        isinstance(item, Note) and bool(item.text.strip())
-    )
 
 
 def _says_something(item: Item) -> bool:

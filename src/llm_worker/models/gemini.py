@@ -41,7 +41,6 @@ the HTTP client the other providers' SDKs use) send it, and the shared skeleton 
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -80,7 +79,7 @@ from ._attachments import base64_data
 from ._base import ModelRequest
 from ._client import HTTPModel
 from ._gemini_client import API_VERSION, GeminiClient
-from ._request import Group, convert_all
+from ._request import Group, alternating_groups, convert_all
 from ._sse import MAX_EVENT_BYTES
 from ._translate import MalformedStream, UsageTotals, given_call_id, token_count, translate
 from ._transport import RetryPolicy, Timeouts
@@ -429,24 +428,7 @@ class GeminiHistory:
     """
 
     def groups(self, history: Sequence[Item], start: int = 0) -> Iterator[tuple[int, Group]]:
-        runs: list[tuple[bool, int, list[Item]]] = []  # (model side?, start, items)
-        for position, item in enumerate(itertools.islice(history, start, None), start):
-            model_side = isinstance(item, AssistantMessage | ToolCall)
-            if not (model_side or _sends_user_content(item)):
-                continue
-            if runs and runs[-1][0] == model_side:
-                runs[-1][2].append(item)
-            else:
-                runs.append((model_side, position, [item]))
-        groups: list[tuple[bool, int, list[Item]]] = []
-        for model_side, first, items in runs:
-            if model_side and not any(map(_says_something, items)):
-                continue  # nothing to send: the user turns around it merge
-            if groups and groups[-1][0] == model_side:
-                groups[-1][2].extend(items)
-            else:
-                groups.append((model_side, first, items))
-        return ((first, tuple(items)) for _, first, items in groups)
+        return alternating_groups(history, start, _says_something)
 
     def convert(self, group: Group) -> list[dict[str, Any]]:
         if not isinstance(group[0], AssistantMessage | ToolCall):
@@ -494,12 +476,6 @@ GEMINI_HISTORY = GeminiHistory()
 def _ours(part: object) -> bool:
     """A Gemini reasoning part with a signature: the only reasoning that goes back."""
     return isinstance(part, ReasoningPart) and part.provider == PROVIDER and bool(part.signature)
-
-
-def _sends_user_content(item: Item) -> bool:
-    return isinstance(item, ToolResult | UserMessage) or (
-        isinstance(item, Note) and bool(item.text.strip())
-    )
 
 
 def _says_something(item: Item) -> bool:
