@@ -10,7 +10,9 @@ Invariants:
   Cancelling is thread-safe and never blocks, which is all a signal handler may do.
 * What a signal does depends on when it lands:
   - no turn running (start-up, the chat prompt): SIGINT raises `KeyboardInterrupt` in the main
-    thread (the chat quits; ``main`` exits 130), SIGTERM exits 143;
+    thread (the chat quits; ``main`` exits 130), SIGTERM exits 143. That first signal decides:
+    more that land while the command leaves are dropped (the third quits at once), so a quick
+    second Ctrl-C cannot turn the chat's clean exit into an interrupted one;
   - during a turn, the first: cancels that turn's token (kind ``keyboard_interrupt``; SIGTERM:
     ``explicit``), the run stops at its next await and returns what it kept;
   - the second while the turn is still stopping: quit once it has stopped;
@@ -64,6 +66,7 @@ class Interrupts:
 
     token: CancelToken | None = None
     count: int = 0
+    idle_signals: int = 0  # signals with no turn running; the first one decided to leave
     quit_after_turn: bool = False
     previous: dict[int, Any] = field(default_factory=dict)
     restore_terminal: Callable[[], None] = lambda: None  # before quitting at once
@@ -90,10 +93,16 @@ class Interrupts:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         token = self.token
-        if token is None:  # idle (the chat prompt, start-up): leave
-            if signum == signal.SIGTERM:
-                raise SystemExit(EXIT_TERMINATED)
-            raise KeyboardInterrupt
+        if token is None:  # idle (the chat prompt, start-up, between turns): leave
+            self.idle_signals += 1
+            if self.idle_signals == 1:
+                if signum == signal.SIGTERM:
+                    raise SystemExit(EXIT_TERMINATED)
+                raise KeyboardInterrupt
+            if self.idle_signals >= 3:
+                self.restore_terminal()
+                exit_now(signum)
+            return  # already leaving on the first one: it ends as that one decided
         self.count += 1
         if self.count == 1:
             if signum == signal.SIGTERM:
