@@ -17,7 +17,8 @@ from .items import Item, ToolResult, Usage
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # built at first use: most runs meet a handful of the event kinds (start-up cost)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 # -- stream events (provider → worker) ----------------------------------------------------------

@@ -17,6 +17,7 @@ Invariant kept by the worker: every `ToolCall` in a history is followed, before 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import os
 from datetime import UTC, datetime
@@ -52,7 +53,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-_STRICT = ConfigDict(extra="forbid")
+# Schemas are built at first use, not at import: a command that never meets a kind of item never
+# pays for it (start-up of the command line), and the first use costs what import would have.
+_STRICT = ConfigDict(extra="forbid", defer_build=True)
 _T = TypeVar("_T")
 
 
@@ -290,33 +293,41 @@ Item = Annotated[
     UserMessage | AssistantMessage | ToolCall | ToolResult | Note, Field(discriminator="type")
 ]
 
-_history_adapter: TypeAdapter[list[Item]] = TypeAdapter(list[Item])
-_item_adapter: TypeAdapter[Item] = TypeAdapter(Item)
+
+
+@functools.cache
+def _history_adapter() -> TypeAdapter[list[Item]]:
+    return TypeAdapter(list[Item])
+
+
+@functools.cache
+def _item_adapter() -> TypeAdapter[Item]:
+    return TypeAdapter(Item)
 
 
 def dump_history(items: list[Item]) -> str:
     """Serialise a history to JSON text."""
-    return _history_adapter.dump_json(items).decode()
+    return _history_adapter().dump_json(items).decode()
 
 
 def load_history(data: str | bytes) -> list[Item]:
     """Parse a history written by `dump_history`; raises `pydantic.ValidationError` if invalid."""
-    return _history_adapter.validate_json(data)
+    return _history_adapter().validate_json(data)
 
 
 def item_to_jsonable(item: Item) -> Any:
     """One item as plain JSON-compatible Python data (what `dump_item` writes, unencoded)."""
-    return _item_adapter.dump_python(item, mode="json")
+    return _item_adapter().dump_python(item, mode="json")
 
 
 def dump_item(item: Item) -> str:
     """Serialise one item to JSON text (one row of a session store)."""
-    return _item_adapter.dump_json(item).decode()
+    return _item_adapter().dump_json(item).decode()
 
 
 def load_item(data: str | bytes) -> Item:
     """Parse one item written by `dump_item`."""
-    return _item_adapter.validate_json(data)
+    return _item_adapter().validate_json(data)
 
 
 def unanswered_calls(items: list[Item]) -> list[ToolCall]:
