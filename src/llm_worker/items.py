@@ -294,7 +294,6 @@ Item = Annotated[
 ]
 
 
-
 @functools.cache
 def _history_adapter() -> TypeAdapter[list[Item]]:
     return TypeAdapter(list[Item])
