@@ -90,16 +90,20 @@ _items = st.one_of(
 @given(
     history=st.lists(_items, max_size=14),
     cut=st.integers(min_value=0, max_value=14),
+    other=st.lists(_items, max_size=4),
     system=st.none() | st.just("be brief"),
 )
 def test_the_body_sent_is_exactly_the_request_params(
-    history: list[Item], cut: int, system: str | None
+    history: list[Item], cut: int, other: list[Item], system: str | None
 ) -> None:
     """What a builder remembers changes the cost of a body, never the body: built from scratch,
-    again, and after a shorter history it continues, it is what `request_params` says, for any
-    history and every provider."""
+    again, after a shorter history it continues, and after one that shares its start and then
+    parts from it, it is what `request_params` says, for any history and every provider."""
     full = tuple(repair(history))
     shorter = ModelRequest(history=full[:cut], system=system)
+    sibling = ModelRequest(
+        history=tuple(repair([*full[:cut], *other])) if other else full[:cut], system=system
+    )
     request = ModelRequest(history=full, system=system)
     for model in models():
         builder = BodyBuilder()
@@ -109,6 +113,9 @@ def test_the_body_sent_is_exactly_the_request_params(
         continued = BodyBuilder()
         anyio.run(body_of, model, shorter, continued)
         assert anyio.run(body_of, model, request, continued) == expected
+        parted = BodyBuilder()  # the same start, then other items (a retry with other input)
+        anyio.run(body_of, model, sibling, parted)
+        assert anyio.run(body_of, model, request, parted) == expected
 
 
 class CountingConversion:
@@ -161,6 +168,10 @@ async def test_a_turn_converts_only_what_was_added_since_the_last(model: HTTPMod
     fourth = CountingConversion(first.inner)
     await builder.build({}, "messages", history, fourth)
     assert fourth.converted <= 2
+    retried = [*history[:-1], UserMessage(text="the same turn, asked otherwise")]
+    fifth = CountingConversion(first.inner)
+    await builder.build({}, "messages", retried, fifth)
+    assert fifth.converted <= 3  # it parts from the last body at its end: only that is new
 
 
 async def test_building_a_long_history_lets_the_loop_run_and_can_be_cancelled() -> None:
@@ -182,7 +193,7 @@ async def test_building_a_long_history_lets_the_loop_run_and_can_be_cancelled() 
         await anyio.lowlevel.checkpoint()
         await BodyBuilder().build({}, "messages", history, conversion)
         group.cancel_scope.cancel()
-    assert ticks >= 100  # one tick per checkpoint at least: 7,500 groups / 64
+    assert ticks >= 100  # a checkpoint every quarter millisecond of 7,500 groups' work
 
     conversion.converted = 0
     with anyio.CancelScope() as scope:

@@ -26,6 +26,7 @@ from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
+import anyio.lowlevel
 import httpx2
 
 from ..events import StreamEvent
@@ -197,6 +198,9 @@ class HTTPModel:
                 body = await self._bodies.build(
                     options, self.history_key, request.history, conversion
                 )
+            # The SDK prepares and sends without yielding (~0.5 ms): a Stop due while the body
+            # was built is heard first, before anything is sent.
+            await anyio.lowlevel.checkpoint()
             raw = await self._requests.post(  # returns once the response headers arrived
                 self.request_path(),
                 cast_to=object,

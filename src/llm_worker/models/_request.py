@@ -12,18 +12,23 @@ transform froze the event loop for ~300 ms at 1,000 items.
 Invariants:
 * The body is exactly the JSON of the provider's `request_params` (a test checks it for any
   history): what is remembered changes the cost of a body, never the body.
-* A remembered body is reused only if its items are, by identity, a prefix of the new history.
-  Items are immutable, so equal identities mean equal JSON.
-* Converting yields to the event loop every `_YIELD_EVERY` groups, so other runs go on while a
-  long history is converted the first time, and a cancel lands within about a millisecond.
-  Cancellation: any checkpoint may raise; nothing is remembered from a build that did not end.
+* A remembered body's groups are reused only for items it shares, by identity, with the start of
+  the new history (the new history continues it, or parts from it near the end: a run retried
+  or superseded with other input), and only groups followed by a shared item. Items are
+  immutable, so equal identities mean equal JSON.
+* Converting yields to the event loop every `_SLICE_SECONDS` (a quarter of a millisecond), so
+  other runs go on while a long history is converted the first time, and a cancel lands within
+  about that. Cancellation: any checkpoint may raise; nothing is remembered from a build that did
+  not end.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import operator
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import UnionType
@@ -35,7 +40,11 @@ from ..items import AssistantMessage, Item, Note, ToolCall, ToolResult, UserMess
 
 Group = tuple[Item, ...]
 
-_YIELD_EVERY = 64
+#: Converting yields to the loop after this long (a Stop waits at most about this, plus the
+#: clean-up; other runs on the loop stall no longer).
+_SLICE_SECONDS = 0.000_25
+#: How far from the end two histories may part and still share their start here.
+_PARTING_WINDOW = 8
 
 
 class HistoryConversion(Protocol):
@@ -127,6 +136,39 @@ def encode(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+def _shared_start(old: Sequence[Item], new: Sequence[Item]) -> int:
+    """How many items ``old`` and ``new`` share from the start, by identity.
+
+    Either one continues the other, or they part near the end (a run retried or superseded
+    with other input): the parting is looked for among the last `_PARTING_WINDOW` items, and
+    the shared part checked at C speed. Histories that part earlier share nothing here (a
+    conversation edited in the middle is converted again).
+    """
+    if not old or not new or old[0] is not new[0]:  # another conversation: one comparison
+        return 0
+    length = min(len(old), len(new))
+    shared = length
+    while shared > 0 and old[shared - 1] is not new[shared - 1]:
+        shared -= 1
+        if length - shared > _PARTING_WINDOW:
+            return 0
+    if all(map(operator.is_, itertools.islice(old, shared), itertools.islice(new, shared))):
+        return shared
+    return 0
+
+
+def _settled_groups(base: _Body, shared: int) -> int:
+    """How many of ``base``'s groups a history sharing its first ``shared`` items has too.
+
+    Where a group ends is decided by the items after it (an empty assistant message, which
+    converts to nothing, goes with what follows it): a history that continues ``base`` may
+    extend its last group, and one that parts from it may regroup the last group before the
+    parting too. Those are converted again.
+    """
+    before = bisect.bisect_left(base.starts, shared)  # groups starting in the shared part
+    return before - 1 if shared == len(base.items) else before - 2
+
+
 @dataclass(frozen=True, eq=False)
 class _Body:
     """What a built body remembers: its items, and each group's position and JSON."""
@@ -155,23 +197,26 @@ class BodyBuilder:
 
         ``params`` must not hold ``history_key`` (it goes last).
         Cancellation: may raise at the checkpoint it starts with (so a Stop due as the request
-        starts lands before anything is built or sent, however short the history) and at one
-        between groups; nothing is remembered then.
+        starts lands before anything is built or sent, however short the history) and at the
+        ones while converting; nothing is remembered then.
         """
         await anyio.lowlevel.checkpoint()
-        base = self._prefix_of(history)
         history = tuple(history)
-        if base is not None and base.starts:  # the last group may grow: convert it again
-            starts, fragments, resume = base.starts[:-1], base.fragments[:-1], base.starts[-1]
-            first = base.first if starts else None
+        base, shared = self._longest_shared(history)
+        kept = _settled_groups(base, shared) if base is not None else 0
+        if base is not None and kept > 0:
+            starts, fragments, first = base.starts[:kept], base.fragments[:kept], base.first
+            resume = base.starts[kept]
         else:
             starts, fragments, first, resume = [], [], None, 0
-        for converted, (start, group) in enumerate(conversion.groups(history, resume), 1):
+        slice_ends = time.perf_counter() + _SLICE_SECONDS
+        for start, group in conversion.groups(history, resume):
             first = first or group
             starts.append(start)
             fragments.append(b",".join(map(encode, conversion.convert(group))))
-            if converted % _YIELD_EVERY == 0:
+            if time.perf_counter() >= slice_ends:
                 await anyio.lowlevel.checkpoint()
+                slice_ends = time.perf_counter() + _SLICE_SECONDS
         self._remember(_Body(history, first, starts, fragments), replacing=base)
         messages = [*map(encode, conversion.opening(first)), *filter(None, fragments)]
         head = encode(params)
@@ -180,17 +225,17 @@ class BodyBuilder:
             (head[:-1], separator, encode(history_key), b":[", b",".join(messages), b"]}")
         )
 
-    def _prefix_of(self, history: Sequence[Item]) -> _Body | None:
-        """A remembered body whose items start ``history`` (the same objects), if any."""
+    def _longest_shared(self, history: tuple[Item, ...]) -> tuple[_Body | None, int]:
+        """The remembered body sharing the longest start with ``history`` (the same objects),
+        and how many items they share; the most recent wins a tie."""
+        best, best_shared = None, 0
         for body in reversed(self._bodies):
-            size = len(body.items)
-            if (
-                size <= len(history)
-                and (size == 0 or history[size - 1] is body.items[-1])
-                and all(map(operator.is_, body.items, history[:size]))
-            ):
-                return body
-        return None
+            shared = _shared_start(body.items, history)
+            if shared > best_shared:
+                best, best_shared = body, shared
+                if shared == len(body.items):  # all of it: nothing remembered shares more
+                    break
+        return best, best_shared
 
     def _remember(self, body: _Body, replacing: _Body | None) -> None:
         if replacing is not None:
