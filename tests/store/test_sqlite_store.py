@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from llm_worker.store import (
     SQLiteStore,
     StoreError,
 )
+from llm_worker.store._checkpoints import COMMITS_PER_CHECKPOINT
 from llm_worker.store._schema import APPLICATION_ID, migrate, sql
 
 _opened: list[sqlite3.Connection] = []
@@ -412,3 +414,36 @@ def test_append_latency(tmp_path: Path) -> None:
     )
     assert stats.count == 300
     assert stats.mean < 0.005  # generous for slow CI disks; typically ~50-150 µs
+
+
+def _checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("llm-worker checkpoints")]
+
+
+def test_the_wal_is_checkpointed_by_a_helper_thread_not_by_commits(tmp_path: Path) -> None:
+    """Commits only append to the WAL (SQLite's own checkpoint is pushed far out); a helper
+    thread copies it into the database every few hundred commits, and closing stops it."""
+    path = tmp_path / "s.db"
+    item = AssistantMessage(parts=(TextPart(text="x" * 300),))
+    with SQLiteStore(path) as store, store.open_session("s") as session:
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # SQLite's own
+        conn.close()
+        first_size = path.stat().st_size
+        for _ in range(COMMITS_PER_CHECKPOINT * 2):
+            session.extend([item])
+        assert len(_checkpoint_threads()) == 1
+        deadline = time.monotonic() + 10
+        while path.stat().st_size < first_size + 100_000 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # ~1,700 WAL pages are below the writer's own threshold: only the helper copied them
+        assert path.stat().st_size >= first_size + 100_000  # 512 items of ~400 bytes
+    assert _checkpoint_threads() == []
+    with SQLiteStore(path) as store, store.open_session("s") as session:
+        assert len(session.history) == COMMITS_PER_CHECKPOINT * 2
+
+
+def test_a_store_that_never_writes_much_starts_no_thread(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "s.db") as store, store.open_session("s") as session:
+        session.extend([UserMessage(text="hi")])
+        assert _checkpoint_threads() == []

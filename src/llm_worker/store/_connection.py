@@ -10,6 +10,8 @@ Invariants:
   and inode). Gone (removed or moved away) is a `StoreError` until it is back, with the
   connection kept; another file there is opened (and checked) in place of the old one, after
   the old one's WAL was checkpointed into it (SQLite does not do that for a moved file).
+* The WAL is checkpointed by a helper thread (`_checkpoints`), not by the commit that crosses
+  SQLite's threshold; closing stops that thread before the connection closes.
 * A write transaction is ``BEGIN IMMEDIATE … COMMIT``: all of it or none of it. A transaction a
   failed rollback left open is rolled back before the next one begins, so one failure never
   makes every later ``BEGIN`` fail.
@@ -27,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+from ._checkpoints import FALLBACK_PAGES, Checkpointer
 from ._errors import StoreError
 from ._schema import MIGRATIONS, check_foreign, migrate
 
@@ -66,9 +69,14 @@ class DatabaseFile:
             self.conn.close()
             raise StoreError(f"cannot open the database {path}: {exc.strerror}") from exc
         self._closed = False
+        self._checkpoints = Checkpointer(path, self._open_identity, busy_timeout)
+
+    def _open_identity(self) -> tuple[int, int] | None:
+        return self._identity if self._connected and not self._closed else None
 
     def close(self) -> None:
         """Close the connection; every later transaction is a `StoreError`. Idempotent."""
+        self._checkpoints.stop()
         with self.lock:
             self._closed = True
             self._disconnect()
@@ -86,6 +94,7 @@ class DatabaseFile:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        self._checkpoints.due()
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -145,7 +154,8 @@ class DatabaseFile:
         if checkpoint:
             problem: sqlite3.Error | None = None
             try:
-                busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                with self._checkpoints.exclusive():
+                    busy = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
             except sqlite3.Error as exc:
                 busy, problem = 1, exc
             if busy:
@@ -210,6 +220,7 @@ def open_database(
         check_foreign(conn, text)  # before anything writes to the file
         conn.execute("PRAGMA journal_mode = WAL").fetchone()
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {FALLBACK_PAGES:d}")  # `Checkpointer` does it
         conn.execute("PRAGMA foreign_keys = ON")
         migrate(conn, text, MIGRATIONS)
     except sqlite3.Error as exc:

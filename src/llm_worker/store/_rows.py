@@ -107,13 +107,19 @@ class SessionRows:
         run_id = valid_text(run_id)
         with self._file.writing() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO runs (session, run_id, started_at) VALUES (?, ?, ?)",
-                (self._name, run_id, started_at),
-            )
-            conn.execute(
-                "UPDATE runs SET ended_at = ?, outcome = ?, kind = ?, reason = ? "
-                "WHERE session = ? AND run_id = ?",
-                (now(), outcome, stored_text(kind), stored_text(reason), self._name, run_id),
+                "INSERT INTO runs (session, run_id, started_at, ended_at, outcome, kind, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (session, run_id) DO UPDATE SET "
+                "ended_at = excluded.ended_at, outcome = excluded.outcome, "
+                "kind = excluded.kind, reason = excluded.reason",
+                (
+                    self._name,
+                    run_id,
+                    started_at,
+                    now(),
+                    outcome,
+                    stored_text(kind),
+                    stored_text(reason),
+                ),
             )
 
     def release(self, session: Session) -> None:
