@@ -72,3 +72,22 @@ def test_a_missing_blob_is_an_error_not_a_silent_loss(tmp_path: Path) -> None:
     conn.close()
     with SQLiteStore(path) as store, pytest.raises(StoreError, match="missing from the store"):
         store.load_history("s")
+
+
+def test_deleting_a_session_deletes_the_attachments_only_it_named(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    shared = from_bytes(IMAGE, "image/png")
+    own = from_bytes(PAPER, "application/pdf")
+    with SQLiteStore(path) as store:
+        with store.open_session("a") as session:
+            session.extend([UserMessage(text="both", parts=(shared, own))])
+        with store.open_session("b") as session:
+            session.extend([UserMessage(text="the image again", parts=(shared,))])
+        store.delete_session("a")
+        kinds = [media for (media,) in _rows(path, "SELECT media_type FROM blobs")]
+        assert kinds == ["image/png"]  # the document went with "a"; "b" still names the image
+        with store.open_session("b") as session:
+            [message] = session.history
+            assert message.parts == (shared,)
+        store.delete_session("b")
+    assert _rows(path, "SELECT count(*) FROM blobs") == [(0,)]

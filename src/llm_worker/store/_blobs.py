@@ -8,6 +8,8 @@ Invariants:
   commit together); an item read back has its bytes again (``data``) and no ``blob``, equal to
   the item that was written. A hash with no row is a `StoreError`, never a silent loss.
 * Items without attachments are passed through untouched (one type check each).
+* Deleting a session deletes the blobs only it named (`delete_unnamed`), in the same
+  transaction: an attachment outlives its session only if another session's item names it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import sqlite3
 
 from ..items import DocumentPart, ImagePart, Item, UserMessage, UserPart, replace
@@ -57,3 +60,33 @@ def restore(conn: sqlite3.Connection, item: Item, where: str) -> Item:
             part = replace(part, data=encoded, blob=None)
         parts.append(part)
     return replace(item, parts=tuple(parts))
+
+
+def named_by(conn: sqlite3.Connection, session: str) -> set[str]:
+    """The hashes of the blobs the items of ``session`` name."""
+    names: set[str] = set()
+    rows = conn.execute(
+        "SELECT data FROM items WHERE session = ? AND type = 'user' AND data LIKE '%\"blob\"%'",
+        (session,),
+    )
+    for (data,) in rows:
+        try:
+            parts = json.loads(data).get("parts") or ()
+        except (ValueError, AttributeError):
+            continue  # unreadable: reading the session reports it; nothing to learn here
+        names.update(p["blob"] for p in parts if isinstance(p, dict) and p.get("blob"))
+    return names
+
+
+def delete_unnamed(conn: sqlite3.Connection, hashes: set[str]) -> None:
+    """Delete the blobs among ``hashes`` that no item names any more.
+
+    A hash is 64 hex digits: an item whose text merely contains one keeps that blob (the safe
+    way to be wrong); none is ever deleted while an item names it.
+    """
+    for digest in hashes:
+        conn.execute(
+            "DELETE FROM blobs WHERE sha256 = ? AND NOT EXISTS "
+            "(SELECT 1 FROM items WHERE type = 'user' AND instr(data, ?) > 0)",
+            (digest, digest),
+        )

@@ -39,7 +39,7 @@ from pydantic import ValidationError
 
 from .._text import valid_text
 from ..items import Item, load_item
-from ._blobs import restore
+from ._blobs import delete_unnamed, named_by, restore
 from ._connection import DatabaseFile, Synchronous
 from ._errors import SessionLocked, SessionNotFound, StoreError
 from ._lock import SessionLock, holder_pid, lock_path
@@ -223,12 +223,15 @@ class SQLiteStore:
         return [run_record(row) for row in rows]
 
     def delete_session(self, name: str) -> None:
-        """Delete a session and its items; raises `SessionLocked` if it is open anywhere."""
+        """Delete a session, its items and the attachments no other session names; raises
+        `SessionLocked` if it is open anywhere."""
         lock = SessionLock(lock_path(self._real_path, name))
         acquire(lock, name, False)
         try:
             with self._file.writing() as conn:
+                attachments = named_by(conn, name)
                 deleted = conn.execute("DELETE FROM sessions WHERE name = ?", (name,)).rowcount
+                delete_unnamed(conn, attachments)
             if deleted:
                 lock.remove()  # held: nobody can be using it (see `SessionLock.remove`)
         finally:
